@@ -1,0 +1,72 @@
+"""flask_jobmetrics: exact job and per-client metrics for Flask, published to Airtable."""
+
+from __future__ import annotations
+
+from .exceptions import (
+    ConfigurationError,
+    InvalidClientIdError,
+    InvalidMetricError,
+    InvalidRunIdError,
+    JobMetricsError,
+    NotInitializedError,
+    StoreError,
+    UnknownRunError,
+)
+from .extension import (
+    JobMetrics,
+    complete_client_metrics,
+    complete_job_metrics,
+    flush,
+    get_client_run,
+    get_job_run,
+    list_job_runs,
+    register_metric,
+    start_job,
+    stats,
+    update_client_metrics,
+    update_job_aggregate_metrics,
+)
+from .log import StructuredLogger
+from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .runids import RunId, base_run_id, client_id_of, client_run_id, generate_run_id
+from .schema import MetricSpec
+from .service import idempotency_key
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ClientRun",
+    "ConfigurationError",
+    "FlushReport",
+    "InvalidClientIdError",
+    "InvalidMetricError",
+    "InvalidRunIdError",
+    "JobMetrics",
+    "JobMetricsError",
+    "JobRun",
+    "MetricSpec",
+    "NotInitializedError",
+    "RejectedMetric",
+    "RunId",
+    "Status",
+    "StoreError",
+    "StructuredLogger",
+    "UnknownRunError",
+    "__version__",
+    "base_run_id",
+    "client_id_of",
+    "client_run_id",
+    "complete_client_metrics",
+    "complete_job_metrics",
+    "flush",
+    "generate_run_id",
+    "get_client_run",
+    "get_job_run",
+    "idempotency_key",
+    "list_job_runs",
+    "register_metric",
+    "start_job",
+    "stats",
+    "update_client_metrics",
+    "update_job_aggregate_metrics",
+]

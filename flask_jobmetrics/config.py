@@ -1,0 +1,221 @@
+"""Configuration: every ``JOBMETRICS_*`` key, its default, read once and validated.
+
+``read_settings(app)`` sets each default with ``app.config.setdefault`` (mutable defaults
+copied) and returns a frozen :class:`Settings`; a bad value raises
+:class:`~flask_jobmetrics.exceptions.ConfigurationError` naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import ConfigurationError, InvalidClientIdError
+from .runids import validate_client_id
+
+__all__ = ["DEFAULTS", "Settings", "read_settings"]
+
+PREFIX = "JOBMETRICS_"
+
+#: Every key without its prefix, and its default (``None`` for the store URL means
+#: ``sqlite:///<instance_path>/jobmetrics.sqlite3``).
+DEFAULTS: dict[str, Any] = {
+    "STORE_URL": None,
+    "AIRTABLE_API_KEY": None,
+    "AIRTABLE_BASE_ID": None,
+    "AIRTABLE_ENDPOINT_URL": "https://api.airtable.com",
+    "AIRTABLE_JOB_TABLE": "Job Tracking",
+    "AIRTABLE_CLIENT_TABLE": "Client Run Results",
+    "AIRTABLE_RATE_LIMIT": 5.0,
+    "AIRTABLE_TIMEOUT": (5, 30),
+    "AIRTABLE_RATE_LIMIT_PAUSE": 30,
+    "BUFFER_TTL": 30,
+    "FLUSH_INTERVAL": 5,
+    "BUFFER_MAXSIZE": 10_000,
+    "PROGRESS_INTERVAL": 60,
+    "UNKNOWN_METRICS": "warn",
+    "STRICT": False,
+    "RUN_ID_HEADER": "X-Run-ID",
+    "CLIENT_ID_HEADER": "X-Client-ID",
+    "WEBHOOK_SECRETS": {},
+    "DASHBOARD": False,
+    "DASHBOARD_TOKEN": None,
+    "LOG_FORMAT": "text",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one app."""
+
+    store_url: str
+    airtable_api_key: str | None
+    airtable_base_id: str | None
+    airtable_endpoint_url: str
+    airtable_job_table: str
+    airtable_client_table: str
+    airtable_rate_limit: float
+    airtable_timeout: tuple[float, float]
+    airtable_rate_limit_pause: float
+    buffer_ttl: float
+    flush_interval: float
+    buffer_maxsize: int
+    progress_interval: float
+    unknown_metrics: str
+    strict: bool
+    run_id_header: str
+    client_id_header: str
+    webhook_secrets: Mapping[str, bytes]
+    dashboard: bool
+    dashboard_token: str | None
+    log_format: str
+
+    @property
+    def airtable_enabled(self) -> bool:
+        """Publishing is on when both the API key and the base ID are set."""
+        return bool(self.airtable_api_key and self.airtable_base_id)
+
+
+def _number(key: str, value: Any, *, minimum: float, exclusive: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigurationError(key, value, "must be a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(key, value, "must be a finite number")
+    if value < minimum or (exclusive and value == minimum):
+        relation = "greater than" if exclusive else "at least"
+        raise ConfigurationError(key, value, f"must be {relation} {minimum:g}")
+    return float(value)
+
+
+def _positive(key: str, value: Any) -> float:
+    return _number(key, value, minimum=0, exclusive=True)
+
+
+def _non_negative(key: str, value: Any) -> float:
+    return _number(key, value, minimum=0)
+
+
+def _int_at_least_one(key: str, value: Any) -> int:
+    number = _number(key, value, minimum=1)
+    if not number.is_integer():
+        raise ConfigurationError(key, value, "must be a whole number")
+    return int(number)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigurationError(key, value, "must be true or false")
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(key, value, "must be a non-empty string")
+    return value.strip()
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    return None if value is None or value == "" else _text(key, value)
+
+
+def _choice(*choices: str) -> Callable[[str, Any], str]:
+    def check(key: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigurationError(key, value, f"must be one of {', '.join(repr(c) for c in choices)}")
+        return str(value)
+
+    return check
+
+
+def _url(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not text.startswith(("http://", "https://")):
+        raise ConfigurationError(key, value, "must be an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _timeout(key: str, value: Any) -> tuple[float, float]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (_positive(key, value[0]), _positive(key, value[1]))
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        seconds = _positive(key, value)
+        return (seconds, seconds)
+    raise ConfigurationError(key, value, "must be seconds or a (connect, read) pair of seconds")
+
+
+def _secrets(key: str, value: Any) -> dict[str, bytes]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(key, value, "must be a mapping of client ID to secret")
+    secrets: dict[str, bytes] = {}
+    for client_id, secret in value.items():
+        try:
+            validate_client_id(client_id)
+        except InvalidClientIdError as exc:
+            raise ConfigurationError(key, client_id, str(exc)) from None
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if not isinstance(secret, bytes) or not secret:
+            raise ConfigurationError(key, f"{client_id}=<secret>", "each secret must be a non-empty string")
+        secrets[client_id] = secret
+    return secrets
+
+
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "AIRTABLE_API_KEY": _optional_text,
+    "AIRTABLE_BASE_ID": _optional_text,
+    "AIRTABLE_ENDPOINT_URL": _url,
+    "AIRTABLE_JOB_TABLE": _text,
+    "AIRTABLE_CLIENT_TABLE": _text,
+    "AIRTABLE_RATE_LIMIT": _positive,
+    "AIRTABLE_TIMEOUT": _timeout,
+    "AIRTABLE_RATE_LIMIT_PAUSE": _non_negative,
+    "BUFFER_TTL": _positive,
+    "FLUSH_INTERVAL": _non_negative,
+    "BUFFER_MAXSIZE": _int_at_least_one,
+    "PROGRESS_INTERVAL": _non_negative,
+    "UNKNOWN_METRICS": _choice("warn", "error", "keep"),
+    "STRICT": _bool,
+    "RUN_ID_HEADER": _text,
+    "CLIENT_ID_HEADER": _text,
+    "WEBHOOK_SECRETS": _secrets,
+    "DASHBOARD": _bool,
+    "DASHBOARD_TOKEN": _optional_text,
+    "LOG_FORMAT": _choice("text", "json"),
+}
+
+
+def _store_url(key: str, value: Any, instance_path: str) -> str:
+    if value is None:
+        return "sqlite:///" + os.path.join(instance_path, "jobmetrics.sqlite3")
+    text = _text(key, value)
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme.lower() not in ("memory", "sqlite", "redis", "rediss", "unix"):
+        raise ConfigurationError(key, value, "must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    if scheme.lower() == "sqlite":
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path or rest[:1] != "/":
+            raise ConfigurationError(key, value, "must be sqlite:///relative/path or sqlite:////absolute/path")
+        if not os.path.isabs(path):  # relative paths live in the app's instance folder
+            return "sqlite:///" + os.path.join(instance_path, path)
+    return text
+
+
+def read_settings(config: dict[str, Any], instance_path: str) -> Settings:
+    """Set every default in ``config`` and return the validated settings."""
+    for name, default in DEFAULTS.items():
+        config.setdefault(PREFIX + name, copy.deepcopy(default))
+    values: dict[str, Any] = {"store_url": _store_url(PREFIX + "STORE_URL", config[PREFIX + "STORE_URL"], instance_path)}
+    for name, validate in _VALIDATORS.items():
+        values[name.lower()] = validate(PREFIX + name, config[PREFIX + name])
+    return Settings(**values)

@@ -1,0 +1,177 @@
+"""The Flask extension: ``JobMetrics``, per-app state, and the service on ``current_app``."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+from flask import Flask, current_app, has_app_context
+
+from .config import Settings, read_settings
+from .exceptions import NotInitializedError
+from .log import set_default_format
+from .schema import MetricRegistry, MetricSpec
+from .service import MetricsService
+from .stores.base import load_store
+
+if TYPE_CHECKING:
+    from .buffer import BufferStats
+
+__all__ = ["JobMetrics", "JobMetricsState", "get_state"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+EXTENSION_KEY = "jobmetrics"
+
+
+@dataclass(frozen=True)
+class JobMetricsState:
+    """What one app's ``init_app`` built, in ``app.extensions["jobmetrics"]``."""
+
+    extension: JobMetrics
+    settings: Settings
+    service: MetricsService
+
+
+def get_state(app: Flask | None = None) -> JobMetricsState:
+    """The state of ``app`` (default: ``current_app``), or ``NotInitializedError``."""
+    if app is None:
+        if not has_app_context():
+            raise NotInitializedError(
+                "flask_jobmetrics needs an app: call it inside an app context or on a JobMetrics bound to one app"
+            )
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = app.extensions.get(EXTENSION_KEY) if app is not None else None
+    if state is None:
+        raise NotInitializedError(f"JobMetrics.init_app() was not called for app {app.name!r}")
+    assert isinstance(state, JobMetricsState)
+    return state
+
+
+def _on_current_app(method: Callable[Concatenate[MetricsService, P], R]) -> Callable[P, R]:
+    """A module-level function calling ``method`` on ``current_app``'s service."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(get_state().service, *args, **kwargs)
+
+    return call
+
+
+def _on_bound_app(method: Callable[Concatenate[MetricsService, P], R]) -> Callable[Concatenate[JobMetrics, P], R]:
+    """A ``JobMetrics`` method calling ``method`` on the service of the app in use."""
+
+    @functools.wraps(method)
+    def call(self: JobMetrics, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(self.state().service, *args, **kwargs)
+
+    return call
+
+
+class JobMetrics:
+    """The flask_jobmetrics extension: ``JobMetrics(app)`` or ``JobMetrics()`` + ``init_app``.
+
+    One object may serve several apps; the service methods act on the app of the current
+    app context, or on the only app this object was initialised on.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        self._metric_specs: list[MetricSpec] = []
+        self._states: list[JobMetricsState] = []
+        self._lock = threading.Lock()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the ``JOBMETRICS_*`` config, open the store and register the app's state."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(f"JobMetrics is already initialised on app {app.name!r}")
+        settings = read_settings(app.config, app.instance_path)
+        registry = MetricRegistry()
+        for spec in self._metric_specs:
+            registry.register(spec)
+        store = load_store(settings.store_url)
+        service = MetricsService(
+            store,
+            registry=registry,
+            strict=settings.strict,
+            unknown_metrics=settings.unknown_metrics,
+            buffer_ttl=settings.buffer_ttl,
+            flush_interval=settings.flush_interval,
+            buffer_maxsize=settings.buffer_maxsize,
+        )
+        state = JobMetricsState(self, settings, service)
+        app.extensions[EXTENSION_KEY] = state
+        set_default_format(settings.log_format)  # type: ignore[arg-type]
+        with self._lock:
+            self._states.append(state)
+        self._connect(app, state)
+
+    def _connect(self, app: Flask, state: JobMetricsState) -> None:
+        """Hook point for signals, request hooks, CLI and dashboard."""
+
+    def state(self, app: Flask | None = None) -> JobMetricsState:
+        """The state of ``app``, of the current app, or of the only app of this object."""
+        if app is None and has_app_context():
+            found = current_app.extensions.get(EXTENSION_KEY)
+            if isinstance(found, JobMetricsState) and found.extension is self:
+                return found
+        if app is not None:
+            return get_state(app)
+        with self._lock:
+            states = list(self._states)
+        if len(states) == 1:
+            return states[0]
+        raise NotInitializedError(
+            "this JobMetrics serves no app yet" if not states else
+            "this JobMetrics serves several apps: call it inside an app context"
+        )
+
+    def register_metric(self, spec: MetricSpec) -> None:
+        """Register a metric for every app of this object, present and future."""
+        with self._lock:
+            states = list(self._states)
+            self._metric_specs.append(spec)
+        for state in states:
+            state.service.registry.register(spec)
+
+    def stats(self) -> BufferStats:
+        """This process's buffer counters for the app in use."""
+        return self.state().service.buffer.stats()
+
+    update_client_metrics = _on_bound_app(MetricsService.update_client_metrics)
+    complete_client_metrics = _on_bound_app(MetricsService.complete_client_metrics)
+    update_job_aggregate_metrics = _on_bound_app(MetricsService.update_job_aggregate_metrics)
+    complete_job_metrics = _on_bound_app(MetricsService.complete_job_metrics)
+    start_job = _on_bound_app(MetricsService.start_job)
+    get_client_run = _on_bound_app(MetricsService.get_client_run)
+    get_job_run = _on_bound_app(MetricsService.get_job_run)
+    list_job_runs = _on_bound_app(MetricsService.list_job_runs)
+    flush = _on_bound_app(MetricsService.flush)
+
+
+update_client_metrics = _on_current_app(MetricsService.update_client_metrics)
+complete_client_metrics = _on_current_app(MetricsService.complete_client_metrics)
+update_job_aggregate_metrics = _on_current_app(MetricsService.update_job_aggregate_metrics)
+complete_job_metrics = _on_current_app(MetricsService.complete_job_metrics)
+start_job = _on_current_app(MetricsService.start_job)
+get_client_run = _on_current_app(MetricsService.get_client_run)
+get_job_run = _on_current_app(MetricsService.get_job_run)
+list_job_runs = _on_current_app(MetricsService.list_job_runs)
+flush = _on_current_app(MetricsService.flush)
+
+
+def register_metric(spec: MetricSpec) -> None:
+    """Register a metric on ``current_app``."""
+    get_state().service.registry.register(spec)
+
+
+def stats() -> BufferStats:
+    """This process's buffer counters for ``current_app``."""
+    return get_state().service.buffer.stats()
+
+
+del Any

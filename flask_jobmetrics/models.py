@@ -1,0 +1,93 @@
+"""The values the service returns: immutable pydantic v2 models and the ``Status`` enum."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ClientRun", "FlushReport", "JobRun", "RejectedMetric", "Status"]
+
+
+class Status(str, Enum):
+    """The status of a job run or a client run, as written to Airtable."""
+
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    NO_LEADS = "No Leads To Score"
+    COMPLETED_WITH_ERRORS = "Completed with Errors"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class RejectedMetric(BaseModel):
+    """One metric of an update that was not merged, and why."""
+
+    model_config = _FROZEN
+
+    #: The Airtable field name when the metric is known, else the name as given.
+    metric: str
+    #: The value as given (its ``repr`` when it cannot be serialised).
+    value: Any
+    reason: str
+
+
+class ClientRun(BaseModel):
+    """The merged state of one client inside one job run."""
+
+    model_config = _FROZEN
+
+    run_id: str
+    client_id: str
+    client_run_id: str
+    status: Status = Status.RUNNING
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    #: Airtable field name -> merged value, for every metric but Status, Start/End Time.
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    notes: str = ""
+    #: Metrics of *this call* that were not merged.
+    rejected: list[RejectedMetric] = Field(default_factory=list)
+    completed: bool = False
+
+
+class JobRun(BaseModel):
+    """The merged state of one job run and the aggregates of its client runs."""
+
+    model_config = _FROZEN
+
+    run_id: str
+    status: Status = Status.RUNNING
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    notes: str = ""
+    #: Aggregates by Airtable field name, including Clients Processed / With Errors.
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    client_ids: list[str] = Field(default_factory=list)
+
+
+class FlushReport(BaseModel):
+    """What :func:`~flask_jobmetrics.flush` achieved before it returned."""
+
+    model_config = _FROZEN
+
+    #: Buffered entries that reached the store.
+    flushed: int = 0
+    #: Rows Airtable accepted while flush waited.
+    published: int = 0
+    #: Rows still waiting in the outbox when flush returned.
+    pending: int = 0
+    #: Rows in the dead-letter list (Airtable refused them; see ``flask jobmetrics outbox``).
+    dead: int = 0
+
+    @property
+    def done(self) -> bool:
+        """True when nothing is left waiting (dead letters aside)."""
+        return self.pending == 0

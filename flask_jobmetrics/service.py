@@ -1,0 +1,434 @@
+"""The service operations, independent of Flask (usable from a worker or a script).
+
+Updates are validated and normalized (``schema``), buffered per process (``buffer``),
+and merged atomically into the store; Airtable publishing reads the store's outbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from cachetools import LRUCache
+
+from .buffer import MetricsBuffer
+from .exceptions import InvalidMetricError, InvalidRunIdError, UnknownRunError
+from .log import StructuredLogger
+from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .runids import RunId, validate_client_id
+from .schema import (
+    END_TIME,
+    START_TIME,
+    STATUS,
+    SYSTEM_NOTES,
+    WORK_FIELDS,
+    MetricRegistry,
+    normalize_number,
+    normalize_status,
+)
+from .stores.base import ClientDelta, ClientRow, Ops, Store
+from .views import aggregate_clients, client_view, job_view, with_pending
+
+__all__ = ["MetricsService", "idempotency_key", "utcnow"]
+
+Clock = Callable[[], datetime]
+RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def idempotency_key(*parts: object) -> str:
+    """A stable idempotency key from ``parts`` (e.g. a webhook source and its event ID)."""
+    if not parts or any(p is None or p == "" for p in parts):
+        raise ValueError(f"idempotency_key needs non-empty parts, got {parts!r}")
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return f"idem:{digest[:40]}"
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _keep_value(value: Any) -> Any:
+    """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
+    if isinstance(value, (str, bool, datetime)):
+        return value
+    return normalize_number(value)
+
+
+class MetricsService:
+    """Job and client metrics on one store, with this process's buffer in front of it."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        registry: MetricRegistry | None = None,
+        strict: bool = False,
+        unknown_metrics: str = "warn",
+        buffer_ttl: float = 30.0,
+        flush_interval: float = 5.0,
+        buffer_maxsize: int = 10_000,
+        clock: Clock = utcnow,
+        on_rejected: RejectedHook | None = None,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry if registry is not None else MetricRegistry()
+        self.strict = strict
+        self.unknown_metrics = unknown_metrics
+        self.clock = clock
+        self.on_rejected = on_rejected
+        self.on_stored = on_stored
+        self.logger = StructuredLogger("SYSTEM", process="jobmetrics")
+        self.buffer = MetricsBuffer(
+            self._sink, ttl=buffer_ttl, max_age=flush_interval, maxsize=buffer_maxsize, on_error=self._sink_failed
+        )
+        self._rows: LRUCache[tuple[str, str], ClientRow] = LRUCache(maxsize=max(buffer_maxsize, 1024))
+        self._rows_lock = threading.Lock()
+        self._warned_unknown: set[str] = set()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _sink(self, deltas: list[ClientDelta]) -> None:
+        rows = self.store.merge_clients(deltas)
+        self._remember(*rows)
+        if self.on_stored is not None:
+            self.on_stored()
+
+    def _sink_failed(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
+        self.logger.warning(
+            "could not merge %d buffered entries into the store (kept, retried later): %s", len(deltas), exc
+        )
+
+    def _remember(self, *rows: ClientRow) -> None:
+        with self._rows_lock:
+            for row in rows:
+                self._rows[(row.run_id, row.client_id)] = row
+
+    def _known(self, run_id: str, client_id: str) -> ClientRow | None:
+        with self._rows_lock:
+            row = self._rows.get((run_id, client_id))
+        if row is None:
+            row = self.store.get_client(run_id, client_id)
+            if row is not None:
+                self._remember(row)
+        return row
+
+    def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
+        parsed = RunId.parse(run_id)
+        client = validate_client_id(client_id)
+        if parsed.client is not None and parsed.client != client:
+            raise InvalidRunIdError(f"run ID {str(parsed)!r} belongs to client {parsed.client!r}, not {client!r}")
+        return parsed.base, client
+
+    def _log(self, logger: StructuredLogger | None, run_id: str, client_id: str | None = None) -> StructuredLogger:
+        if logger is None:
+            scope = "CLIENT" if client_id else "SYSTEM"
+            return StructuredLogger(scope, client_id, "jobmetrics", run_id=run_id)
+        if not isinstance(logger, StructuredLogger):
+            raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+        if logger.run_id is None:
+            return logger.bind(run_id=run_id)
+        return logger
+
+    def _normalize(
+        self, metrics: Any, run_id: str, client_id: str, log: StructuredLogger
+    ) -> tuple[dict[str, Any], list[RejectedMetric]]:
+        if metrics is None:
+            metrics = {}
+        if not isinstance(metrics, Mapping):
+            raise InvalidMetricError(
+                [RejectedMetric(metric="metrics", value=repr(metrics), reason="must be a mapping of name to value")]
+            )
+        values, rejected, unknown = self.registry.normalize(metrics)
+        unknown_rejected: list[RejectedMetric] = []
+        for name, value in unknown.items():
+            if self.unknown_metrics == "keep":
+                try:
+                    values[name] = _keep_value(value)
+                except ValueError as exc:
+                    rejected.append(RejectedMetric(metric=name, value=repr(value), reason=str(exc)))
+                continue
+            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason="unknown metric"))
+        if self.unknown_metrics == "error" and unknown_rejected:
+            raise InvalidMetricError(rejected + unknown_rejected)
+        if self.strict and rejected:
+            raise InvalidMetricError(rejected)
+        for problem in unknown_rejected:
+            if problem.metric not in self._warned_unknown:
+                self._warned_unknown.add(problem.metric)
+                log.warning("unknown metric %r is not stored (register it with register_metric)", problem.metric)
+        if rejected:
+            log.warning(
+                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
+            )
+        rejected += unknown_rejected
+        if rejected and self.on_rejected is not None:
+            self.on_rejected(run_id, client_id, rejected)
+        return values, rejected
+
+    def _ops(self, values: Mapping[str, Any]) -> Ops:
+        aggregate_of = self.registry.aggregate_of
+        return {name: (aggregate_of(name), value) for name, value in values.items()}
+
+    # -- client runs ------------------------------------------------------------------
+
+    def update_client_metrics(
+        self,
+        run_id: Any,
+        client_id: Any,
+        metrics: Mapping[str, Any] | None,
+        *,
+        logger: StructuredLogger | None = None,
+        idempotency_key: str | None = None,
+    ) -> ClientRun:
+        """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
+        run, client = self._ids(run_id, client_id)
+        log = self._log(logger, run, client)
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key.strip()):
+            raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
+        values, rejected = self._normalize(metrics, run, client, log)
+        ops = self._ops(values)
+        if START_TIME not in ops:
+            ops[START_TIME] = ("min", self.clock())
+        known = self._known(run, client)
+        if known is not None and known.completed:
+            log.warning("late update to a completed client run: %s", sorted(values) or "no metrics")
+        if idempotency_key is not None:
+            self.buffer.flush(run_id=run, client_id=client)
+            row, applied = self.store.merge_client(ClientDelta(run, client, ops, idempotency_key=idempotency_key))
+            if applied:
+                self._remember(row)
+                if self.on_stored is not None:
+                    self.on_stored()
+            else:
+                log.info("update with idempotency key %r was already applied; nothing changed", idempotency_key)
+            return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
+        self.buffer.add(ClientDelta(run, client, ops))
+        fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
+        return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
+
+    def complete_client_metrics(
+        self,
+        run_id: Any,
+        client_id: Any,
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        success: bool = True,
+        totals: bool = False,
+        logger: StructuredLogger | None = None,
+    ) -> ClientRun:
+        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+        run, client = self._ids(run_id, client_id)
+        _check_bool("success", success)
+        _check_bool("totals", totals)
+        log = self._log(logger, run, client)
+        values, rejected = self._normalize(metrics, run, client, log)
+        now = self.clock()
+        authoritative = {}
+        if totals:
+            authoritative = {k: values.pop(k) for k in list(values) if self.registry.aggregate_of(k) == "sum"}
+        explicit_status = values.get(STATUS)
+        ops = self._ops(values)
+        ops.setdefault(START_TIME, ("min", now))
+        ops.setdefault(END_TIME, ("max", now))
+        differences: list[tuple[str, Any, Any]] = []
+
+        def finalize(fields: dict[str, Any]) -> None:
+            for name, total in authoritative.items():
+                accumulated = fields.get(name, 0)
+                if accumulated != total:
+                    differences.append((name, accumulated, total))
+                fields[name] = total
+            if explicit_status is not None:
+                fields[STATUS] = explicit_status
+            elif not success:
+                fields[STATUS] = Status.FAILED.value
+            elif not any(fields.get(name) for name in WORK_FIELDS):
+                fields[STATUS] = Status.NO_LEADS.value
+            else:
+                fields[STATUS] = Status.COMPLETED.value
+
+        self.buffer.flush(run_id=run, client_id=client)
+        row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
+        self._remember(row)
+        if self.on_stored is not None:
+            self.on_stored()
+        for name, accumulated, total in differences:
+            log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
+        log.info("client run completed with status %s", row.fields.get(STATUS))
+        return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
+
+    def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
+        """The client run as stored plus this process's buffered updates, or None."""
+        run, client = self._ids(run_id, client_id)
+        row = self.store.get_client(run, client)
+        pending = self.buffer.pending(run, client)
+        if row is None and pending is None:
+            return None
+        return client_view(
+            run, client, with_pending(row.fields if row else None, pending), completed=bool(row and row.completed)
+        )
+
+    # -- job runs ---------------------------------------------------------------------
+
+    def start_job(self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None) -> JobRun:
+        """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
+        _check_text("notes", notes)
+        now = self.clock()
+        fields: dict[str, Any] = {STATUS: Status.RUNNING.value, START_TIME: now}
+        if notes:
+            fields[SYSTEM_NOTES] = notes
+        if run_id is None:
+            row = self.store.reserve_job(str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base)
+            created = True
+        else:
+            row, created = self.store.ensure_job(RunId.parse(run_id).base, fields)
+        log = self._log(logger, row.run_id)
+        if created:
+            log.info("job started")
+            if self.on_stored is not None:
+                self.on_stored()
+        return self._job_view(row.run_id)
+
+    def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
+        """Recompute the job row from all of its client runs."""
+        run = RunId.parse(run_id).base
+        self._log(logger, run)
+        self.buffer.flush(run_id=run)
+        self._update_job(run, self._aggregate_into)
+        return self._job_view(run)
+
+    def _aggregate_into(self, fields: dict[str, Any], clients: Any) -> None:
+        aggregates = aggregate_clients(self.registry, [c.fields for c in clients])
+        end = aggregates.pop(END_TIME, None)
+        if end is not None and (fields.get(END_TIME) is None or end > fields[END_TIME]):
+            fields[END_TIME] = end
+        start = aggregates.pop(START_TIME, None)
+        if start is not None and (fields.get(START_TIME) is None or start < fields[START_TIME]):
+            fields[START_TIME] = start
+        fields.update(aggregates)
+
+    def _update_job(self, run: str, update: Any, complete: bool | None = None) -> None:
+        try:
+            self.store.update_job(run, update, complete=complete)
+        except KeyError:
+            raise UnknownRunError(f"no job run {run!r}: start it with start_job() or update a client first") from None
+        if self.on_stored is not None:
+            self.on_stored()
+
+    def complete_job_metrics(
+        self, run_id: Any, *, success: bool = True, notes: str = "", logger: StructuredLogger | None = None
+    ) -> JobRun:
+        """Close still-running clients as Failed, aggregate, and set the job's final status."""
+        run = RunId.parse(run_id).base
+        _check_bool("success", success)
+        _check_text("notes", notes)
+        log = self._log(logger, run)
+        self.buffer.flush(run_id=run)
+        if self.store.get_job(run) is None:
+            raise UnknownRunError(f"no job run {run!r}: start it with start_job() or update a client first")
+        now = self.clock()
+        for row in self.store.list_clients(run):
+            if row.fields.get(STATUS) == Status.RUNNING.value:
+                self._close_running_client(run, row.client_id, now, log)
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+        def finish(fields: dict[str, Any], clients: Any) -> None:
+            self._aggregate_into(fields, clients)
+            fields[END_TIME] = max(now, fields.get(END_TIME) or now)
+            if notes:
+                previous = fields.get(SYSTEM_NOTES)
+                fields[SYSTEM_NOTES] = f"{previous}\n{notes}" if previous else notes
+            if not success:
+                fields[STATUS] = Status.FAILED.value
+            elif any(c.fields.get(STATUS) == Status.FAILED.value for c in clients):
+                fields[STATUS] = Status.COMPLETED_WITH_ERRORS.value
+            else:
+                fields[STATUS] = Status.COMPLETED.value
+
+        self._update_job(run, finish, complete=True)
+        job = self._job_view(run)
+        log.info("job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids))
+        return job
+
+    def _close_running_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
+        note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
+
+        def close(fields: dict[str, Any]) -> None:
+            if fields.get(STATUS) == Status.RUNNING.value:
+                fields[STATUS] = Status.FAILED.value
+                previous = fields.get(SYSTEM_NOTES)
+                fields[SYSTEM_NOTES] = f"{previous}\n{note}" if previous else note
+
+        row, _ = self.store.merge_client(ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close)
+        self._remember(row)
+        log.bind(scope="CLIENT", client_id=client).warning("client run was still running; closed as Failed")
+
+    def get_job_run(self, run_id: Any) -> JobRun | None:
+        """The job run (live aggregates while it runs), or None."""
+        run = RunId.parse(run_id).base
+        return self._find_job(run)
+
+    def _job_view(self, run: str) -> JobRun:
+        job = self._find_job(run)
+        if job is None:
+            raise UnknownRunError(f"no job run {run!r}")
+        return job
+
+    def _find_job(self, run: str) -> JobRun | None:
+        row = self.store.get_job(run)
+        buffered = self.buffer.clients_of(run)
+        if row is None:
+            if not buffered:
+                return None
+            fields: Mapping[str, Any] = {STATUS: Status.RUNNING.value}
+            client_ids: set[str] = set(buffered)
+            completed = False
+        else:
+            fields, client_ids, completed = row.fields, set(row.client_ids) | set(buffered), row.completed
+        if completed:
+            return job_view(run, fields, client_ids)
+        clients = [self.get_client_run_fields(run, c) for c in sorted(client_ids)]
+        return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
+
+    def get_client_run_fields(self, run: str, client: str) -> dict[str, Any]:
+        row = self.store.get_client(run, client)
+        return with_pending(row.fields if row else None, self.buffer.pending(run, client))
+
+    def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
+        """Job runs by start time, newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        wanted = normalize_status(status) if status is not None else None
+        return [self._job_view(row.run_id) for row in self.store.list_jobs(limit=limit, status=wanted)]
+
+    # -- flushing ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> FlushReport:
+        """Merge every buffered entry into the store now (raises StoreError if it cannot)."""
+        flushed = self.buffer.flush()
+        return FlushReport(flushed=flushed)
+
+    def close(self) -> None:
+        """Drain the buffer, stop its flusher and close the store."""
+        self.buffer.stop(drain=True)
+        self.store.close()
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)

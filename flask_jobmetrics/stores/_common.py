@@ -1,0 +1,73 @@
+"""Row logic shared by every store, so each backend only supplies atomicity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from ..models import Status
+from ..schema import START_TIME, STATUS
+from .base import ClientDelta, Finalize, JobRow, OutboxItem, apply_ops
+
+__all__ = [
+    "due_items",
+    "job_start_from_client",
+    "merged_client_fields",
+    "new_job_fields",
+    "start_sort_key",
+    "status_matches",
+]
+
+
+def merged_client_fields(
+    current: Mapping[str, Any] | None, delta: ClientDelta, finalize: Finalize | None = None
+) -> dict[str, Any]:
+    """The fields of a client row after ``delta`` (a new row starts ``Running``)."""
+    fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
+    apply_ops(fields, delta.ops)
+    if finalize is not None:
+        finalize(fields)
+    return fields
+
+
+def new_job_fields(client_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a job row created by its first client row."""
+    fields: dict[str, Any] = {STATUS: Status.RUNNING.value}
+    start = client_fields.get(START_TIME)
+    if start is not None:
+        fields[START_TIME] = start
+    return fields
+
+
+def job_start_from_client(job_fields: dict[str, Any], client_fields: Mapping[str, Any]) -> bool:
+    """Keep the job's Start Time at the earliest of its clients'; True when it changed."""
+    start = client_fields.get(START_TIME)
+    if start is None:
+        return False
+    current = job_fields.get(START_TIME)
+    if current is None or start < current:
+        job_fields[START_TIME] = start
+        return True
+    return False
+
+
+def start_sort_key(fields: Mapping[str, Any]) -> str | None:
+    """A job's ``Start Time`` as a sortable UTC string (fixed width), None when it has none."""
+    start = fields.get(START_TIME)
+    if not isinstance(start, datetime):
+        return None
+    if start.tzinfo is not None:
+        start = start.astimezone(timezone.utc).replace(tzinfo=None)
+    return start.isoformat(timespec="microseconds")
+
+
+def status_matches(row: JobRow, status: str | None) -> bool:
+    return status is None or row.fields.get(STATUS) == status
+
+
+def due_items(items: Iterable[OutboxItem], now: float, limit: int) -> list[OutboxItem]:
+    """Live entries due at ``now``, oldest due first, at most ``limit``."""
+    live = [item for item in items if not item.dead and item.due_at <= now]
+    live.sort(key=lambda item: (item.due_at, item.kind != "job", item.run_id, item.client_id))
+    return live[:limit]

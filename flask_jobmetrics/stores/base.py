@@ -1,0 +1,245 @@
+"""The store protocol: the source of truth between the buffers and Airtable.
+
+A store merges *deltas* into rows atomically. A delta is a mapping of Airtable field
+name to an *op*, ``(aggregate, value)`` where aggregate is ``sum``/``min``/``max``/``last``
+or ``set`` (replace, used by ``totals=True``). Values are canonical (see ``schema``):
+numbers, aware UTC datetimes, strings.
+
+Every change to a row bumps its ``version`` and queues the row in the store's outbox
+for the Airtable publisher; the outbox holds one entry per row, so changes coalesce.
+
+``load_store(url)`` resolves ``memory://``, ``sqlite:///PATH`` and ``redis://...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..exceptions import StoreError
+from ..schema import combine
+
+__all__ = [
+    "ClientDelta",
+    "ClientRow",
+    "Finalize",
+    "JobRow",
+    "JobUpdate",
+    "Op",
+    "Ops",
+    "OutboxItem",
+    "Store",
+    "apply_ops",
+    "decode_fields",
+    "encode_fields",
+    "load_store",
+    "merge_ops",
+]
+
+Op = tuple[str, Any]
+Ops = dict[str, Op]
+#: Called inside the store's transaction with the row's merged fields, to change them.
+Finalize = Callable[[dict[str, Any]], None]
+#: Called inside the store's transaction with the job's fields and its client rows.
+JobUpdate = Callable[[dict[str, Any], Sequence["ClientRow"]], None]
+
+#: Seconds an applied idempotency key is remembered.
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+
+def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
+    """Fold the ops of ``new`` into ``into`` (both deltas of the same row)."""
+    for name, (agg, value) in new.items():
+        old = into.get(name)
+        if old is None or agg == "set":
+            into[name] = (agg, value)
+        else:
+            old_agg, old_value = old
+            into[name] = (old_agg, combine(agg, old_value, value))
+
+
+def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> None:
+    """Merge ``ops`` into a row's ``fields`` in place."""
+    for name, (agg, value) in ops.items():
+        if agg == "set":
+            fields[name] = value
+        else:
+            fields[name] = combine(agg, fields.get(name), value)
+
+
+_DT_TAG = "$dt"
+
+
+def encode_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Fields -> JSON-able values (datetimes tagged as ``{"$dt": ISO}``)."""
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if isinstance(value, datetime):
+            value = {_DT_TAG: value.astimezone(timezone.utc).isoformat()}
+        out[name] = value
+    return out
+
+
+def decode_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`encode_fields`."""
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and _DT_TAG in value:
+            value = datetime.fromisoformat(value[_DT_TAG])
+        out[name] = value
+    return out
+
+
+@dataclass(slots=True)
+class ClientDelta:
+    """Changes to one (run, client) row, as buffered and as merged."""
+
+    run_id: str
+    client_id: str
+    ops: Ops = field(default_factory=dict)
+    #: Set the row's completed flag.
+    complete: bool = False
+    #: Applied once: a delta whose key was applied in the last 24 h changes nothing.
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    """A (run, client) row as stored. ``fields`` holds every field, Status included."""
+
+    run_id: str
+    client_id: str
+    fields: Mapping[str, Any]
+    completed: bool = False
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job row as stored, with the IDs of its client rows (sorted)."""
+
+    run_id: str
+    fields: Mapping[str, Any]
+    completed: bool = False
+    version: int = 0
+    client_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A row waiting to be published. ``client_id`` is ``""`` for a job row."""
+
+    kind: Literal["job", "client"]
+    run_id: str
+    client_id: str
+    version: int
+    attempts: int = 0
+    due_at: float = 0.0
+    last_error: str | None = None
+    dead: bool = False
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the service needs from a store. Every method is atomic and thread-safe.
+
+    Rows created by a merge get ``Status`` ``Running`` unless the delta sets one; the
+    job row of a new client row is created too (``Running``, ``Start Time`` the client's).
+    A job's ``Start Time`` is kept at the earliest of its own and its clients' starts.
+    Failures of the backend raise :class:`~flask_jobmetrics.exceptions.StoreError`.
+    """
+
+    url: str
+
+    # -- client rows
+    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+        """Merge several deltas in one transaction; returns the rows in order.
+
+        A delta whose idempotency key was already applied changes nothing (its row is
+        returned as it is).
+        """
+
+    def merge_client(
+        self, delta: ClientDelta, finalize: Finalize | None = None
+    ) -> tuple[ClientRow, bool]:
+        """Merge one delta, then call ``finalize(fields)`` in the same transaction.
+
+        Returns the row and whether the delta was applied (False: idempotency key seen).
+        """
+
+    def get_client(self, run_id: str, client_id: str) -> ClientRow | None: ...
+
+    def list_clients(self, run_id: str) -> list[ClientRow]:
+        """The client rows of a run, ordered by client ID."""
+
+    # -- job rows
+    def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
+        """Create the job row with ``fields`` unless it exists; returns (row, created)."""
+
+    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
+        """Create a job row at ``run_id`` or, while taken, at ``step(run_id)``; atomic."""
+
+    def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
+        """Call ``update(fields, client_rows)`` on the job row in one transaction.
+
+        Raises ``KeyError`` when the job does not exist. ``complete`` sets the flag.
+        """
+
+    def get_job(self, run_id: str) -> JobRow | None: ...
+
+    def list_jobs(self, *, limit: int = 50, status: str | None = None) -> list[JobRow]:
+        """Jobs by ``Start Time``, newest first."""
+
+    # -- outbox (drained by the Airtable publisher)
+    def outbox_due(self, now: float, limit: int) -> list[OutboxItem]:
+        """Live (not dead) entries with ``due_at <= now``, oldest due first."""
+
+    def outbox_done(self, items: Sequence[OutboxItem]) -> None:
+        """Remove entries whose row has not changed since ``item.version``."""
+
+    def outbox_retry(self, item: OutboxItem, *, due_at: float, error: str | None, dead: bool = False) -> None:
+        """Postpone an entry (attempts + 1 when ``error``), or move it to the dead letters."""
+
+    def outbox_counts(self) -> tuple[int, int]:
+        """(pending, dead) entries."""
+
+    def outbox_dead(self) -> list[OutboxItem]: ...
+
+    def outbox_revive(self) -> int:
+        """Make every dead entry due now again; returns how many."""
+
+    # -- coordination between processes
+    def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``owner`` until ``now + ttl``."""
+
+    def take_token(self, name: str, rate: float, now: float) -> float:
+        """Shared pacing: one slot every ``1/rate`` s (no burst, so no window of one
+        second ever holds more than ``rate`` slots). 0.0 when a slot was taken, else the
+        seconds to wait before asking again."""
+
+    def close(self) -> None: ...
+
+
+def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL) -> Store:
+    """The store named by ``url``: ``memory://``, ``sqlite:///PATH`` or ``redis://...``."""
+    if not isinstance(url, str) or "://" not in url:
+        raise StoreError(f"store URL {url!r} is not of the form memory://, sqlite:///PATH or redis://HOST")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(url, idempotency_ttl=idempotency_ttl)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url, idempotency_ttl=idempotency_ttl)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise StoreError(f"store URL {url!r} needs the redis extra: pip install flask-jobmetrics[redis]") from exc
+        store: Store = RedisStore(url, idempotency_ttl=idempotency_ttl)
+        return store
+    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (memory, sqlite, redis)")

@@ -1,0 +1,226 @@
+"""``memory://``: a thread-safe store inside one process, for tests and single scripts.
+
+Each ``memory://`` store belongs to one app; nothing survives the process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from ..schema import START_TIME
+from ._common import due_items, job_start_from_client, merged_client_fields, new_job_fields, status_matches
+from .base import (
+    IDEMPOTENCY_TTL,
+    ClientDelta,
+    ClientRow,
+    Finalize,
+    JobRow,
+    JobUpdate,
+    OutboxItem,
+)
+
+__all__ = ["MemoryStore"]
+
+_Key = tuple[str, str, str]  # (kind, run_id, client_id)
+
+
+class MemoryStore:
+    """The store protocol on dicts under one lock."""
+
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self._ttl = idempotency_ttl
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._clients: dict[tuple[str, str], ClientRow] = {}
+        self._jobs: dict[str, JobRow] = {}
+        self._keys: dict[str, float] = {}
+        self._outbox: dict[_Key, OutboxItem] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._next_slot: dict[str, float] = {}
+
+    # -- helpers (lock held)
+    def _queue(self, kind: str, run_id: str, client_id: str, version: int) -> None:
+        key = (kind, run_id, client_id)
+        old = self._outbox.get(key)
+        if old is None:
+            self._outbox[key] = OutboxItem(kind, run_id, client_id, version)  # type: ignore[arg-type]
+        else:
+            self._outbox[key] = replace(old, version=version)
+
+    def _put_job(self, run_id: str, fields: dict[str, Any], completed: bool | None = None) -> JobRow:
+        old = self._jobs.get(run_id)
+        row = JobRow(
+            run_id,
+            fields,
+            completed=old.completed if completed is None and old else bool(completed),
+            version=(old.version if old else 0) + 1,
+        )
+        self._jobs[run_id] = row
+        self._queue("job", run_id, "", row.version)
+        return row
+
+    def _seen(self, key: str | None) -> bool:
+        if key is None:
+            return False
+        now = self._clock()
+        expires = self._keys.get(key)
+        if expires is not None and expires > now:
+            return True
+        self._keys[key] = now + self._ttl
+        return False
+
+    def _merge(self, delta: ClientDelta, finalize: Finalize | None) -> tuple[ClientRow, bool]:
+        key = (delta.run_id, delta.client_id)
+        old = self._clients.get(key)
+        if self._seen(delta.idempotency_key):
+            if old is not None:
+                return old, False
+            return ClientRow(delta.run_id, delta.client_id, {}), False
+        fields = merged_client_fields(old.fields if old else None, delta, finalize)
+        row = ClientRow(
+            delta.run_id,
+            delta.client_id,
+            fields,
+            completed=(old.completed if old else False) or delta.complete,
+            version=(old.version if old else 0) + 1,
+        )
+        self._clients[key] = row
+        self._queue("client", delta.run_id, delta.client_id, row.version)
+        job = self._jobs.get(delta.run_id)
+        if job is None:
+            self._put_job(delta.run_id, new_job_fields(fields))
+        else:
+            job_fields = dict(job.fields)
+            if job_start_from_client(job_fields, fields):
+                self._put_job(delta.run_id, job_fields)
+        return row, True
+
+    def _job_row(self, row: JobRow) -> JobRow:
+        ids = tuple(sorted(c for (r, c) in self._clients if r == row.run_id))
+        return replace(row, fields=dict(row.fields), client_ids=ids)
+
+    # -- client rows
+    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+        with self._lock:
+            return [self._merge(delta, None)[0] for delta in deltas]
+
+    def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
+        with self._lock:
+            return self._merge(delta, finalize)
+
+    def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
+        with self._lock:
+            return self._clients.get((run_id, client_id))
+
+    def list_clients(self, run_id: str) -> list[ClientRow]:
+        with self._lock:
+            return sorted((row for (r, _), row in self._clients.items() if r == run_id), key=lambda r: r.client_id)
+
+    # -- job rows
+    def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
+        with self._lock:
+            existing = self._jobs.get(run_id)
+            if existing is not None:
+                return self._job_row(existing), False
+            return self._job_row(self._put_job(run_id, dict(fields))), True
+
+    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
+        with self._lock:
+            while run_id in self._jobs:
+                run_id = step(run_id)
+            return self._job_row(self._put_job(run_id, dict(fields)))
+
+    def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None:
+                raise KeyError(run_id)
+            fields = dict(job.fields)
+            update(fields, [row for (r, _), row in sorted(self._clients.items()) if r == run_id])
+            return self._job_row(self._put_job(run_id, fields, complete))
+
+    def get_job(self, run_id: str) -> JobRow | None:
+        with self._lock:
+            job = self._jobs.get(run_id)
+            return self._job_row(job) if job is not None else None
+
+    def list_jobs(self, *, limit: int = 50, status: str | None = None) -> list[JobRow]:
+        with self._lock:
+            jobs = [self._job_row(j) for j in self._jobs.values() if status_matches(j, status)]
+        jobs.sort(key=lambda j: (_start_key(j), j.run_id), reverse=True)
+        return jobs[:limit]
+
+    # -- outbox
+    def outbox_due(self, now: float, limit: int) -> list[OutboxItem]:
+        with self._lock:
+            return due_items(self._outbox.values(), now, limit)
+
+    def outbox_done(self, items: Sequence[OutboxItem]) -> None:
+        with self._lock:
+            for item in items:
+                key = (item.kind, item.run_id, item.client_id)
+                current = self._outbox.get(key)
+                if current is not None and current.version == item.version:
+                    del self._outbox[key]
+
+    def outbox_retry(self, item: OutboxItem, *, due_at: float, error: str | None, dead: bool = False) -> None:
+        with self._lock:
+            key = (item.kind, item.run_id, item.client_id)
+            current = self._outbox.get(key, item)
+            attempts = current.attempts + (1 if error else 0)
+            self._outbox[key] = replace(
+                current, due_at=due_at, attempts=attempts, last_error=error or current.last_error, dead=dead
+            )
+
+    def outbox_counts(self) -> tuple[int, int]:
+        with self._lock:
+            dead = sum(1 for item in self._outbox.values() if item.dead)
+            return len(self._outbox) - dead, dead
+
+    def outbox_dead(self) -> list[OutboxItem]:
+        with self._lock:
+            return [item for item in self._outbox.values() if item.dead]
+
+    def outbox_revive(self) -> int:
+        with self._lock:
+            dead = [key for key, item in self._outbox.items() if item.dead]
+            for key in dead:
+                self._outbox[key] = replace(self._outbox[key], dead=False, due_at=0.0)
+            return len(dead)
+
+    # -- coordination
+    def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        with self._lock:
+            holder = self._leases.get(name)
+            if holder is None or holder[0] == owner or holder[1] <= now:
+                self._leases[name] = (owner, now + ttl)
+                return True
+            return False
+
+    def take_token(self, name: str, rate: float, now: float) -> float:
+        with self._lock:
+            slot = self._next_slot.get(name, now)
+            if slot > now:
+                return slot - now
+            self._next_slot[name] = max(slot, now) + 1.0 / rate
+            return 0.0
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _start_key(job: JobRow) -> str:
+    start = job.fields.get(START_TIME)
+    return start.isoformat() if isinstance(start, datetime) else ""

@@ -1,0 +1,119 @@
+"""Rows -> models, and the job aggregates computed from client rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from .models import ClientRun, JobRun, RejectedMetric, Status
+from .schema import (
+    CLIENTS_PROCESSED,
+    CLIENTS_WITH_ERRORS,
+    END_TIME,
+    START_TIME,
+    STATUS,
+    SYSTEM_NOTES,
+    MetricRegistry,
+)
+from .stores.base import Ops, apply_ops
+
+__all__ = ["aggregate_clients", "client_view", "job_view", "with_pending"]
+
+_OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES})
+
+
+def with_pending(fields: Mapping[str, Any] | None, pending: Ops | None) -> dict[str, Any]:
+    """A row's fields with this process's still-buffered ops applied (a new row is Running)."""
+    merged = dict(fields) if fields is not None else {STATUS: Status.RUNNING.value}
+    if pending:
+        apply_ops(merged, pending)
+    return merged
+
+
+def _status(value: Any) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        return Status.RUNNING
+
+
+def _time(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def client_view(
+    run_id: str,
+    client_id: str,
+    fields: Mapping[str, Any],
+    *,
+    completed: bool,
+    rejected: list[RejectedMetric] | None = None,
+) -> ClientRun:
+    return ClientRun.model_construct(
+        run_id=run_id,
+        client_id=client_id,
+        client_run_id=f"{run_id}-{client_id}",
+        status=_status(fields.get(STATUS)),
+        start_time=_time(fields.get(START_TIME)),
+        end_time=_time(fields.get(END_TIME)),
+        metrics={k: v for k, v in fields.items() if k not in _OWN_ATTRIBUTES},
+        notes=fields.get(SYSTEM_NOTES) or "",
+        rejected=rejected or [],
+        completed=completed,
+    )
+
+
+def aggregate_clients(registry: MetricRegistry, clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The job aggregates of its client rows' fields.
+
+    Every ``sum`` metric summed (0 when no client has it), earliest ``Start Time``, latest
+    ``End Time``, ``Clients Processed`` and ``Clients With Errors`` (status ``Failed``).
+    """
+    sums = [spec.field for spec in registry.specs if spec.aggregate == "sum"]
+    out: dict[str, Any] = dict.fromkeys(sums, 0)
+    processed = failed = 0
+    start: datetime | None = None
+    end: datetime | None = None
+    for fields in clients:
+        processed += 1
+        failed += fields.get(STATUS) == Status.FAILED.value
+        for name in sums:
+            value = fields.get(name)
+            if value is not None:
+                out[name] += value
+        client_start, client_end = _time(fields.get(START_TIME)), _time(fields.get(END_TIME))
+        if client_start is not None and (start is None or client_start < start):
+            start = client_start
+        if client_end is not None and (end is None or client_end > end):
+            end = client_end
+    out[CLIENTS_PROCESSED] = processed
+    out[CLIENTS_WITH_ERRORS] = failed
+    if start is not None:
+        out[START_TIME] = start
+    if end is not None:
+        out[END_TIME] = end
+    return out
+
+
+def job_view(
+    run_id: str, fields: Mapping[str, Any], client_ids: Iterable[str], aggregates: Mapping[str, Any] | None = None
+) -> JobRun:
+    """A job row as a model; ``aggregates`` (live, for a running job) override stored ones."""
+    merged = dict(fields)
+    if aggregates is not None:
+        for name, value in aggregates.items():
+            if name == START_TIME:
+                current = _time(merged.get(START_TIME))
+                merged[START_TIME] = value if current is None or value < current else current
+            elif name != END_TIME:
+                merged[name] = value
+    return JobRun.model_construct(
+        run_id=run_id,
+        status=_status(merged.get(STATUS)),
+        start_time=_time(merged.get(START_TIME)),
+        end_time=_time(merged.get(END_TIME)),
+        notes=merged.get(SYSTEM_NOTES) or "",
+        metrics={k: v for k, v in merged.items() if k not in _OWN_ATTRIBUTES},
+        client_ids=sorted(client_ids),
+    )
