@@ -1,0 +1,340 @@
+"""The service operations (API.md §3) on the memory store."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from flask_jobmetrics import InvalidClientIdError, InvalidMetricError, InvalidRunIdError, Status, UnknownRunError
+from flask_jobmetrics.models import RejectedMetric
+from flask_jobmetrics.service import MetricsService, idempotency_key
+from flask_jobmetrics.stores.memory import MemoryStore
+
+from .support import START, Clock
+
+RUN = "230615-120000"
+UTC = timezone.utc
+
+
+def make_service(clock: Clock, **options: Any) -> MetricsService:
+    return MetricsService(MemoryStore(), clock=clock, buffer_ttl=3600, flush_interval=3600, **options)
+
+
+# -- update_client_metrics -----------------------------------------------------------------
+
+
+def test_updates_are_increments(service: MetricsService) -> None:
+    """Two updates of {"Leads Processed": 5} give 10, before and after the flush."""
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 5})
+    returned = service.update_client_metrics(RUN, "acme", {"Leads Processed": 5})
+    assert returned.metrics["Leads Processed"] == 10
+    assert service.get_client_run(RUN, "acme").metrics["Leads Processed"] == 10  # type: ignore[union-attr]
+    service.flush()
+    stored = service.store.get_client(RUN, "acme")
+    assert stored is not None and stored.fields["Leads Processed"] == 10
+
+
+def test_counts_from_chunks_accumulate(service: MetricsService) -> None:
+    """Three chunks of 40, 40 and 20 leads give 100 (the old system kept only the last chunk)."""
+    for chunk in (40, 40, 20):
+        service.update_client_metrics(RUN, "acme", {"Profiles Examined": chunk, "profile_tokens": chunk * 10})
+    service.flush()
+    run = service.get_client_run(RUN, "acme")
+    assert run is not None
+    assert run.metrics["Profiles Examined for Scoring"] == 100
+    assert run.metrics["Profile Scoring Tokens"] == 1000
+
+
+def test_first_update_creates_a_running_client_and_its_job(service: MetricsService, clock: Clock) -> None:
+    """The first update creates the client run Running with Start Time now, and the job run."""
+    run = service.update_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    assert (run.status, run.start_time, run.completed) == (Status.RUNNING, START, False)
+    assert run.client_run_id == f"{RUN}-acme"
+    service.flush()
+    job = service.get_job_run(RUN)
+    assert job is not None and job.status is Status.RUNNING and job.client_ids == ["acme"]
+    assert job.start_time == START
+
+
+def test_given_start_time_wins_over_now(service: MetricsService) -> None:
+    """A Start Time given in the first update is the client's start."""
+    given = datetime(2023, 6, 15, 11, 0, tzinfo=UTC)
+    run = service.update_client_metrics(RUN, "acme", {"Start Time": given.isoformat()})
+    assert run.start_time == given
+
+
+def test_client_form_run_id_is_accepted_for_its_client(service: MetricsService) -> None:
+    """`<base>-<client>` names the same client run as the base form."""
+    service.update_client_metrics(f"{RUN}-acme", "acme", {"Leads Processed": 2})
+    run = service.update_client_metrics(RUN, "acme", {"Leads Processed": 3})
+    assert run.run_id == RUN and run.metrics["Leads Processed"] == 5
+
+
+def test_client_form_run_id_of_another_client_is_refused(service: MetricsService) -> None:
+    """The client part of the run ID must equal client_id."""
+    with pytest.raises(InvalidRunIdError, match="Guy-Wilson"):
+        service.update_client_metrics(f"{RUN}-Guy-Wilson", "Wilson", {"Leads Processed": 1})
+
+
+@pytest.mark.parametrize(("run_id", "client_id", "error"), [
+    ("", "acme", InvalidRunIdError),
+    (None, "acme", InvalidRunIdError),
+    (RUN, "", InvalidClientIdError),
+    (RUN, None, InvalidClientIdError),
+    (object(), "acme", InvalidRunIdError),
+    (RUN, {"clientId": "acme"}, InvalidClientIdError),
+])
+def test_run_and_client_ids_are_required(service: MetricsService, run_id: Any, client_id: Any, error: type) -> None:
+    """Missing or wrongly typed IDs raise the documented errors."""
+    with pytest.raises(error):
+        service.update_client_metrics(run_id, client_id, {"Leads Processed": 1})
+
+
+def test_invalid_values_are_rejected_reported_and_logged(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """Invalid values are not merged, listed in `rejected`, logged once with run and client, and reported."""
+    reports: list[tuple[str, str, list[RejectedMetric]]] = []
+    svc = make_service(clock, on_rejected=lambda r, c, rej: reports.append((r, c, rej)))
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        run = svc.update_client_metrics(
+            RUN, "acme", {"Leads Processed": "not-a-number", "Total Tokens": float("nan"), "Posts Processed": 4}
+        )
+    assert run.metrics == {"Posts Processed": 4}
+    assert {r.metric for r in run.rejected} == {"Leads Processed", "Total Tokens"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "[CLIENT:acme]" in warnings[0] and f"[RUN:{RUN}]" in warnings[0] and "not-a-number" in warnings[0]
+    assert reports == [(RUN, "acme", run.rejected)]
+
+
+@pytest.mark.parametrize("value", [True, float("inf"), -1, [1, 2], {"n": 1}, "12abc"])
+def test_strict_mode_raises_and_merges_nothing(clock: Clock, value: Any) -> None:
+    """In strict mode an invalid value raises InvalidMetricError listing it, and nothing of the call is merged."""
+    svc = make_service(clock, strict=True)
+    with pytest.raises(InvalidMetricError) as info:
+        svc.update_client_metrics(RUN, "acme", {"Leads Processed": value, "Posts Processed": 1})
+    assert [p.metric for p in info.value.problems] == ["Leads Processed"]
+    assert svc.get_client_run(RUN, "acme") is None
+
+
+def test_metrics_must_be_a_mapping(service: MetricsService) -> None:
+    """A list of metrics raises InvalidMetricError naming it."""
+    with pytest.raises(InvalidMetricError, match="mapping"):
+        service.update_client_metrics(RUN, "acme", [("Leads Processed", 1)])  # type: ignore[arg-type]
+
+
+def test_unknown_metrics_warn_once_and_are_not_stored(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With UNKNOWN_METRICS="warn" an unknown metric is reported, logged once, and not stored."""
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        first = service.update_client_metrics(RUN, "acme", {"Errors": 1, "Leads Processed": 1})
+        service.update_client_metrics(RUN, "acme", {"Errors": 2})
+    assert [r.metric for r in first.rejected] == ["Errors"]
+    assert "Errors" not in first.metrics
+    assert sum("unknown metric 'Errors'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_unknown_metrics_error_mode_raises(clock: Clock) -> None:
+    """With UNKNOWN_METRICS="error" an unknown metric raises and nothing is merged."""
+    svc = make_service(clock, unknown_metrics="error")
+    with pytest.raises(InvalidMetricError, match="Errors"):
+        svc.update_client_metrics(RUN, "acme", {"Errors": 1, "Leads Processed": 1})
+    assert svc.get_client_run(RUN, "acme") is None
+
+
+def test_unknown_metrics_keep_mode_stores_the_last_value(clock: Clock) -> None:
+    """With UNKNOWN_METRICS="keep" an unknown metric is stored as `last`; containers are still rejected."""
+    svc = make_service(clock, unknown_metrics="keep")
+    svc.update_client_metrics(RUN, "acme", {"Apify Run ID": "a1", "Cost": 1.5})
+    run = svc.update_client_metrics(RUN, "acme", {"Apify Run ID": "a2", "Bad": [1]})
+    assert run.metrics["Apify Run ID"] == "a2" and run.metrics["Cost"] == 1.5
+    assert [r.metric for r in run.rejected] == ["Bad"]
+
+
+def test_idempotency_key_counts_a_redelivery_once(service: MetricsService) -> None:
+    """A webhook redelivered with the same key changes nothing the second time."""
+    key = idempotency_key("harvest", "evt-1")
+    service.update_client_metrics(RUN, "acme", {"Posts Harvested": 7}, idempotency_key=key)
+    again = service.update_client_metrics(RUN, "acme", {"Posts Harvested": 7}, idempotency_key=key)
+    assert again.metrics["Total Posts Harvested"] == 7
+    other = service.update_client_metrics(RUN, "acme", {"Posts Harvested": 1}, idempotency_key=idempotency_key("h", 2))
+    assert other.metrics["Total Posts Harvested"] == 8
+
+
+def test_idempotency_key_must_be_text(service: MetricsService) -> None:
+    """An empty idempotency key is an error, and idempotency_key() needs parts."""
+    with pytest.raises(ValueError, match="idempotency_key"):
+        service.update_client_metrics(RUN, "acme", {}, idempotency_key="")
+    with pytest.raises(ValueError, match="non-empty"):
+        idempotency_key()
+
+
+# -- complete_client_metrics ---------------------------------------------------------------
+
+
+def test_completion_sets_end_time_and_completed(service: MetricsService, clock: Clock) -> None:
+    """Completion merges the metrics, sets End Time now and Status Completed."""
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 10})
+    clock.advance(60)
+    run = service.complete_client_metrics(RUN, "acme", {"Profiles Scored": 9})
+    assert (run.status, run.completed, run.end_time) == (Status.COMPLETED, True, START + timedelta(seconds=60))
+    assert run.metrics["Leads Processed"] == 10 and run.metrics["Profiles Successfully Scored"] == 9
+
+
+def test_completion_without_work_is_no_leads_to_score(service: MetricsService) -> None:
+    """No lead or post examined or processed -> No Leads To Score."""
+    assert service.complete_client_metrics(RUN, "acme", {"Total Tokens": 0}).status is Status.NO_LEADS
+
+
+def test_completion_with_success_false_is_failed(service: MetricsService) -> None:
+    """success=False -> Failed, even with work done."""
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 3})
+    assert service.complete_client_metrics(RUN, "acme", success=False).status is Status.FAILED
+
+
+def test_explicit_status_wins(service: MetricsService) -> None:
+    """An explicit Status metric (alias included) beats the derivation."""
+    assert service.complete_client_metrics(RUN, "acme", {"Status": "skipped"}, success=False).status is Status.NO_LEADS
+
+
+def test_totals_replace_accumulated_values_and_warn(service: MetricsService, caplog: pytest.LogCaptureFixture) -> None:
+    """totals=True replaces accumulated sums; a difference is logged naming both numbers."""
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 7, "Total Tokens": 100})
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        run = service.complete_client_metrics(RUN, "acme", {"Leads Processed": 8, "Total Tokens": 100}, totals=True)
+    assert run.metrics["Leads Processed"] == 8 and run.metrics["Total Tokens"] == 100
+    messages = [r.getMessage() for r in caplog.records if "totals" in r.getMessage()]
+    assert len(messages) == 1 and "7" in messages[0] and "8" in messages[0]
+
+
+def test_late_update_is_merged_and_logged(service: MetricsService, caplog: pytest.LogCaptureFixture) -> None:
+    """An update after completion is still merged and logged as late."""
+    service.update_client_metrics(RUN, "acme", {"Posts Harvested": 2, "Posts Processed": 2})
+    service.complete_client_metrics(RUN, "acme")
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        run = service.update_client_metrics(RUN, "acme", {"Posts Harvested": 3})
+    assert run.metrics["Total Posts Harvested"] == 5 and run.status is Status.COMPLETED
+    assert any("late update" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [({"success": "yes"}, "success"), ({"totals": 1}, "totals")])
+def test_completion_flags_must_be_bools(service: MetricsService, kwargs: dict[str, Any], name: str) -> None:
+    """success and totals must be bools (a truthy string is not taken as True)."""
+    with pytest.raises(TypeError, match=name):
+        service.complete_client_metrics(RUN, "acme", **kwargs)
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def test_job_aggregates_from_client_runs(service: MetricsService) -> None:
+    """Sums, earliest start, Clients Processed and Clients With Errors (status Failed) (old test 2)."""
+    rows = [
+        ("a", 10, 5, "2023-06-15T12:00:00Z", "Completed"),
+        ("b", 20, 15, "2023-06-15T12:30:00Z", "Completed"),
+        ("c", 5, 0, "2023-06-15T11:45:00Z", "Failed"),
+    ]
+    for client, leads, posts, start, status in rows:
+        service.update_client_metrics(
+            RUN, client, {"Leads Processed": leads, "Posts Processed": posts, "Start Time": start, "Status": status}
+        )
+    job = service.update_job_aggregate_metrics(RUN)
+    assert job.metrics["Leads Processed"] == 35 and job.metrics["Posts Processed"] == 20
+    assert job.start_time == datetime(2023, 6, 15, 11, 45, tzinfo=UTC)
+    assert job.metrics["Clients Processed"] == 3 and job.metrics["Clients With Errors"] == 1
+
+
+def test_aggregate_of_an_unknown_run_raises(service: MetricsService) -> None:
+    """No dummy job row is created for an unknown run."""
+    with pytest.raises(UnknownRunError):
+        service.update_job_aggregate_metrics(RUN)
+    assert service.get_job_run(RUN) is None
+
+
+def test_complete_job_saves_notes_and_status(service: MetricsService) -> None:
+    """Notes land in System Notes (the old system dropped them); all good -> Completed."""
+    service.start_job(RUN)
+    service.update_client_metrics(RUN, "a", {"Leads Processed": 1})
+    service.complete_client_metrics(RUN, "a")
+    job = service.complete_job_metrics(RUN, notes="Job completed successfully")
+    assert job.notes == "Job completed successfully" and job.status is Status.COMPLETED
+
+
+def test_complete_job_closes_running_clients_as_failed(service: MetricsService, clock: Clock) -> None:
+    """A client still Running is closed as Failed with a note; the job is Completed with Errors."""
+    service.start_job(RUN)
+    service.update_client_metrics(RUN, "done", {"Leads Processed": 1})
+    service.complete_client_metrics(RUN, "done")
+    service.update_client_metrics(RUN, "stuck", {"Leads Processed": 2})
+    clock.advance(30)
+    job = service.complete_job_metrics(RUN)
+    stuck = service.get_client_run(RUN, "stuck")
+    assert stuck is not None and stuck.status is Status.FAILED and "still running" in stuck.notes.lower()
+    assert stuck.end_time == START + timedelta(seconds=30)
+    assert job.status is Status.COMPLETED_WITH_ERRORS
+    assert job.metrics["Clients With Errors"] == 1 and job.metrics["Leads Processed"] == 3
+    assert job.end_time == START + timedelta(seconds=30)
+
+
+def test_complete_job_with_success_false_is_failed(service: MetricsService) -> None:
+    """success=False -> Failed."""
+    service.start_job(RUN)
+    assert service.complete_job_metrics(RUN, success=False, notes="boom").status is Status.FAILED
+
+
+def test_complete_unknown_job_raises(service: MetricsService) -> None:
+    """Completing a run nobody started is an error, not a new row."""
+    with pytest.raises(UnknownRunError):
+        service.complete_job_metrics(RUN)
+
+
+def test_start_job_mints_unique_run_ids_in_one_second(service: MetricsService) -> None:
+    """Two jobs started in the same second get different IDs (the second moves on a second)."""
+    first, second = service.start_job(), service.start_job()
+    assert first.run_id == "230615-120000" and second.run_id == "230615-120001"
+    assert first.status is Status.RUNNING and first.start_time == START
+
+
+def test_start_job_for_an_existing_run_returns_it_unchanged(service: MetricsService, clock: Clock) -> None:
+    """start_job(existing) changes nothing."""
+    service.start_job(RUN, notes="first")
+    clock.advance(5)
+    again = service.start_job(RUN, notes="second")
+    assert again.notes == "first" and again.start_time == START
+
+
+def test_list_job_runs_newest_first_with_status_filter(service: MetricsService, clock: Clock) -> None:
+    """list_job_runs orders by start time, newest first, and filters by status (aliases too)."""
+    ids = []
+    for _ in range(3):
+        ids.append(service.start_job().run_id)
+        clock.advance(60)
+    service.complete_job_metrics(ids[0])
+    assert [j.run_id for j in service.list_job_runs()] == ids[::-1]
+    assert [j.run_id for j in service.list_job_runs(status="done")] == [ids[0]]
+    assert [j.run_id for j in service.list_job_runs(limit=1)] == [ids[2]]
+    with pytest.raises(ValueError, match="limit"):
+        service.list_job_runs(limit=0)
+
+
+def test_running_job_shows_live_aggregates(service: MetricsService) -> None:
+    """get_job_run of a running job includes buffered client updates."""
+    service.update_client_metrics(RUN, "a", {"Total Tokens": 5})
+    service.update_client_metrics(RUN, "b", {"Total Tokens": 7})
+    job = service.get_job_run(RUN)
+    assert job is not None and job.metrics["Total Tokens"] == 12 and job.client_ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.complete_job_metrics(RUN, notes=5),
+    lambda s: s.start_job(RUN, notes=None),
+    lambda s: s.complete_job_metrics(RUN, success=None),
+])
+def test_job_arguments_are_type_checked(service: MetricsService, call: Any) -> None:
+    """Wrongly typed notes or success raise TypeError naming the argument."""
+    service.start_job(RUN)
+    with pytest.raises(TypeError, match="notes|success"):
+        call(service)
