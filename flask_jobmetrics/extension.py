@@ -12,7 +12,6 @@ from flask import Flask, current_app, has_app_context
 
 from .config import Settings, read_settings
 from .exceptions import NotInitializedError
-from .log import set_default_format
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .stores.base import load_store
@@ -102,10 +101,10 @@ class JobMetrics:
             buffer_ttl=settings.buffer_ttl,
             flush_interval=settings.flush_interval,
             buffer_maxsize=settings.buffer_maxsize,
+            log_format=settings.log_format,  # type: ignore[arg-type]
         )
         state = JobMetricsState(self, settings, service)
         app.extensions[EXTENSION_KEY] = state
-        set_default_format(settings.log_format)  # type: ignore[arg-type]
         with self._lock:
             self._states.append(state)
         self._connect(app, state)

@@ -25,7 +25,7 @@ _default_format: LogFormat = "text"
 
 
 def set_default_format(fmt: LogFormat) -> None:
-    """The format of loggers outside an app context (``init_app`` sets it from config)."""
+    """The format of loggers created without ``fmt`` outside an app context (default text)."""
     global _default_format
     if fmt not in ("text", "json"):
         raise ValueError(f"log format must be 'text' or 'json', got {fmt!r}")

@@ -16,7 +16,7 @@ from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
 from .exceptions import InvalidMetricError, InvalidRunIdError, UnknownRunError
-from .log import StructuredLogger
+from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .runids import RunId, validate_client_id
 from .schema import (
@@ -85,6 +85,7 @@ class MetricsService:
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
+        log_format: LogFormat | None = None,
     ) -> None:
         self.store = store
         self.registry = registry if registry is not None else MetricRegistry()
@@ -93,7 +94,8 @@ class MetricsService:
         self.clock = clock
         self.on_rejected = on_rejected
         self.on_stored = on_stored
-        self.logger = StructuredLogger("SYSTEM", process="jobmetrics")
+        self.log_format = log_format
+        self.logger = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
         self.buffer = MetricsBuffer(
             self._sink, ttl=buffer_ttl, max_age=flush_interval, maxsize=buffer_maxsize, on_error=self._sink_failed
         )
@@ -138,7 +140,7 @@ class MetricsService:
     def _log(self, logger: StructuredLogger | None, run_id: str, client_id: str | None = None) -> StructuredLogger:
         if logger is None:
             scope = "CLIENT" if client_id else "SYSTEM"
-            return StructuredLogger(scope, client_id, "jobmetrics", run_id=run_id)
+            return StructuredLogger(scope, client_id, "jobmetrics", run_id=run_id, fmt=self.log_format)
         if not isinstance(logger, StructuredLogger):
             raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
         if logger.run_id is None:

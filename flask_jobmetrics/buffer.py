@@ -1,0 +1,398 @@
+"""The per-process buffer of metric deltas, keyed (run_id, client_id).
+
+Deltas of the same key are merged by aggregation (:func:`~.stores.base.merge_ops`) in a
+cachetools ``TTLCache`` guarded by one lock. Data leaves ONLY through ``sink`` (the
+service wraps the store's ``merge_clients``); nothing is dropped:
+
+* TTL expiry (idle timeout, a write resets it) and capacity eviction are caught in
+  ``expire()``/``popitem()``/``__delitem__`` and moved to a *spill* list, which goes to the
+  sink once the lock is released. ``sweep()`` also sends entries older than ``max_age``.
+* The sink is never called under the lock, and sink calls are serialized (a second
+  mutex), so a key's ops always reach the sink in order. An add() that must evict while
+  another thread is in the sink leaves the pairs in the spill list; that thread sends
+  them after its own call.
+* A failed sink call puts its entries back at the FRONT of the spill list (before
+  anything added meanwhile: old ops, then new) for the next sweep. The spill list is
+  not bounded by ``maxsize``: while the sink fails, the buffer may exceed it.
+* An ``atexit`` handler drains every live buffer; :func:`install_sigterm_handler` does
+  the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
+  buffers are tracked weakly: the owner (the service) must keep its buffer alive.
+* ``pending()`` counts in-flight ops until the sink call has returned, so a reader that
+  combines the store and ``pending()`` may over-count for that instant, never under-count.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from cachetools import Cache, TTLCache
+
+from .stores.base import ClientDelta, Ops, merge_ops
+
+__all__ = ["BufferStats", "MetricsBuffer", "install_sigterm_handler"]
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+Sink = Callable[[list[ClientDelta]], object]
+OnError = Callable[[BaseException, list[ClientDelta]], None]
+Pick = Callable[[Key, "_Entry", float], bool]
+_BUFFERS: weakref.WeakSet[MetricsBuffer] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStats:
+    """Counters of one buffer since it was created (or since this process forked)."""
+
+    buffered: int
+    added: int
+    merged: int
+    flushed: int
+    failed: int
+    in_flight: int
+
+
+@dataclass(slots=True)
+class _Entry:
+    delta: ClientDelta
+    created: float
+
+
+class _SpillingCache(TTLCache[Key, _Entry]):
+    """A TTLCache whose every implicit removal lands in ``spill`` instead of vanishing."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
+        super().__init__(maxsize, ttl, timer)
+        self.spill: list[tuple[Key, _Entry]] = []
+
+    def expire(self, time: float | None = None) -> list[tuple[Key, _Entry]]:
+        pairs = super().expire(time)
+        self.spill.extend(pairs)
+        return pairs
+
+    def popitem(self) -> tuple[Key, _Entry]:
+        pair = super().popitem()
+        self.spill.append(pair)
+        return pair
+
+    def __delitem__(self, key: Key) -> None:
+        value = self.peek(key)
+        try:
+            super().__delitem__(key)
+        except KeyError:  # cachetools deleted an expired item, then raised
+            if value is not None and not Cache.__contains__(self, key):
+                self.spill.append((key, value))
+            raise
+
+    def clear(self) -> None:
+        self.spill.extend((key, Cache.__getitem__(self, key)) for key in list(Cache.__iter__(self)))
+        super().clear()
+
+    def peek(self, key: Key) -> _Entry | None:
+        """The entry of ``key``, expired or not, without touching the LRU order."""
+        return Cache.__getitem__(self, key) if Cache.__contains__(self, key) else None
+
+
+class MetricsBuffer:
+    """Merge deltas per (run, client) in memory; hand them to ``sink``, never drop them."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        ttl: float = 30.0,
+        max_age: float = 5.0,
+        maxsize: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        on_error: OnError | None = None,
+        autostart: bool = True,
+    ) -> None:
+        if ttl < 0 or max_age < 0 or maxsize < 1:
+            raise ValueError("ttl and max_age must be >= 0 and maxsize >= 1")
+        self._sink, self._on_error, self._clock = sink, on_error, clock
+        self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
+        self.interval = max(0.05, min(ttl, max_age, 1.0) / 2)
+        #: add() starts the flusher when it is not running in this process (after a fork too).
+        self._want_thread = autostart
+        self._reset()
+        _BUFFERS.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._sink_lock = threading.Lock()  # serializes sink calls; lock order: _sink_lock, then _lock
+        self._cache = _SpillingCache(self.maxsize, self.ttl, self._clock)
+        self._in_flight: list[ClientDelta] = []
+        self._added = self._merged = self._flushed = self._failed = 0
+        self._retry_at = float("-inf")
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._thread_pid = 0
+
+    # -- public API
+    def add(self, delta: ClientDelta) -> None:
+        """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through."""
+        if delta.idempotency_key is not None or delta.complete:
+            raise ValueError("deltas with an idempotency key or complete=True go straight to the store")
+        if self.max_age == 0:
+            self._write_through(delta)
+            return
+        if self._want_thread and self._thread is None:
+            try:
+                self.start()
+            except RuntimeError:  # interpreter shutting down: the atexit drain sends it
+                self._want_thread = False
+        key = (delta.run_id, delta.client_id)
+        cache = self._cache
+        with self._lock, cache.timer as now:
+            entry = cache.peek(key) if key in cache else None
+            if entry is None:
+                entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(delta.ops)), now)
+            else:
+                merge_ops(entry.delta.ops, delta.ops)
+                self._merged += 1
+            cache[key] = entry  # (re)sets the idle TTL; may expire/evict others into the spill
+            self._added += 1
+            spilled = bool(cache.spill) and self._clock() >= self._retry_at
+        if spilled:
+            self._hand_off()
+
+    def pending(self, run_id: str, client_id: str) -> Ops | None:
+        """A copy of the ops of this key not yet in the store, in-flight ones included."""
+        key, found = (run_id, client_id), False
+        ops: Ops = {}
+        with self._lock:
+            parts = [d for d in self._in_flight if (d.run_id, d.client_id) == key]
+            parts += [e.delta for k, e in self._cache.spill if k == key]
+            entry = self._cache.peek(key)
+            parts += [entry.delta] if entry is not None else []
+            for delta in parts:
+                merge_ops(ops, delta.ops)
+                found = True
+        return ops if found else None
+
+    def clients_of(self, run_id: str) -> set[str]:
+        """The client IDs of ``run_id`` with ops not yet in the store (in flight included)."""
+        with self._lock:
+            keys = [(d.run_id, d.client_id) for d in self._in_flight] + [k for k, _ in self._cache.spill]
+            keys += list(Cache.__iter__(self._cache))
+        return {client for run, client in keys if run == run_id}
+
+    def flush(self, *, run_id: str | None = None, client_id: str | None = None) -> int:
+        """Send every entry (or those of one run / key) now; the sink's exception propagates."""
+
+        def pick(key: Key, entry: _Entry, now: float) -> bool:
+            return (run_id is None or key[0] == run_id) and (client_id is None or key[1] == client_id)
+
+        sent = self._deliver(pick, raise_errors=True)
+        self._hand_off()
+        return sent
+
+    def sweep(self) -> int:
+        """Send entries idle longer than ttl or created more than max_age ago; never raises."""
+        sent = self._deliver(lambda key, entry, now: now - entry.created >= self.max_age)
+        self._hand_off()
+        return sent
+
+    def start(self) -> None:
+        """Start the daemon flusher thread unless it already runs in this process."""
+        with self._lock:
+            self._want_thread = True
+            thread = self._thread
+            if thread is not None and self._thread_pid == os.getpid() and thread.is_alive():
+                return
+            self._stop_event = stop = threading.Event()
+            thread = threading.Thread(target=self._run, args=(stop,), name="jobmetrics-flusher", daemon=True)
+            self._thread, self._thread_pid = thread, os.getpid()
+        thread.start()
+
+    def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop and join the flusher; ``drain``: flush everything (the sink's error propagates)."""
+        self._want_thread = False
+        self._stop_event.set()
+        self._join(timeout)
+        if drain:
+            self.flush()
+
+    @property
+    def running(self) -> bool:
+        """Whether the flusher thread runs in this process."""
+        thread = self._thread
+        return thread is not None and self._thread_pid == os.getpid() and thread.is_alive()
+
+    def stats(self) -> BufferStats:
+        with self._lock:
+            counts = self._added, self._merged, self._flushed, self._failed, len(self._in_flight)
+            return BufferStats(self._count(), *counts)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count()
+
+    # -- internals
+    def _count(self) -> int:
+        return Cache.__len__(self._cache) + len(self._cache.spill)
+
+    def _join(self, timeout: float | None) -> None:
+        t, self._thread = self._thread, None
+        if t is not None and self._thread_pid == os.getpid() and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # the flusher must outlive anything (an on_error that raises...)
+                log.exception("jobmetrics flusher: sweep failed")
+
+    def _write_through(self, delta: ClientDelta) -> None:
+        batch = [ClientDelta(delta.run_id, delta.client_id, dict(delta.ops))]
+        with self._sink_lock:
+            with self._lock:
+                self._added += 1
+                self._in_flight = batch
+            try:
+                self._sink(batch)
+            except BaseException:
+                with self._lock:
+                    self._in_flight, self._failed = [], self._failed + 1
+                raise
+            with self._lock:
+                self._in_flight, self._flushed = [], self._flushed + 1
+
+    def _hand_off(self) -> None:
+        """Send spilled pairs left by adders that found the sink busy (no-op in back-off)."""
+        while self._cache.spill and self._clock() >= self._retry_at:
+            if not self._deliver(None, timeout=0):
+                return
+
+    def _deliver(self, pick: Pick | None, *, raise_errors: bool = False, timeout: float = -1) -> int:
+        """Send the spill plus the picked entries (``pick`` None: the spill only) in one
+        sink call; put the batch back at the front of the spill when the sink raises.
+
+        ``timeout``: how long to wait for the locks (-1 forever, 0 not at all); when they
+        cannot be had nothing is sent (a signal handler may have interrupted their holder).
+        """
+        if not self._sink_lock.acquire(True, timeout):
+            return 0
+        try:
+            if not self._lock.acquire(True, timeout):
+                return 0
+            try:
+                batch = self._take(pick)
+                self._in_flight = deltas = [entry.delta for entry in batch]
+            finally:
+                self._lock.release()
+            if not batch:
+                return 0
+            try:
+                self._sink(list(deltas))
+            except BaseException as exc:
+                with self._lock:
+                    self._cache.spill[:0] = [
+                        ((d.run_id, d.client_id), e) for d, e in zip(deltas, batch, strict=True)
+                    ]
+                    self._in_flight, self._failed = [], self._failed + 1
+                    self._retry_at = self._clock() + self.interval
+                if raise_errors or not isinstance(exc, Exception):
+                    raise
+                error = exc
+            else:
+                with self._lock:
+                    self._in_flight, self._flushed = [], self._flushed + len(batch)
+                    self._retry_at = float("-inf")
+                return len(batch)
+        finally:
+            self._sink_lock.release()
+        self._report(error, deltas)  # outside the locks: on_error may use the buffer
+        return 0
+
+    def _take(self, pick: Pick | None) -> list[_Entry]:
+        """Under the lock: pop the spill and the picked entries, merged per key in order."""
+        cache = self._cache
+        out: dict[Key, _Entry] = {}
+        with cache.timer as now:
+            cache.expire(now)
+            chosen = [] if pick is None else [k for k in list(cache) if pick(k, cache[k], now)]
+            pairs, cache.spill = cache.spill, []
+            pairs += [(key, cache.pop(key)) for key in chosen]
+        for key, entry in pairs:
+            have = out.get(key)
+            if have is None:
+                out[key] = entry
+            else:
+                merge_ops(have.delta.ops, entry.delta.ops)
+                have.created = min(have.created, entry.created)
+        return list(out.values())
+
+    def _report(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
+        if self._on_error is None:
+            log.error("jobmetrics: %d buffered entries could not reach the store", len(deltas), exc_info=exc)
+            return
+        try:
+            self._on_error(exc, deltas)
+        except Exception:
+            log.exception("jobmetrics: on_error failed")
+
+    def _drain(self, timeout: float, stop: bool) -> None:
+        """Send everything (``stop``: stop the flusher first); failures go to on_error."""
+        if stop:
+            self._want_thread = False
+            self._stop_event.set()
+            self._join(timeout)
+        self._deliver(lambda key, entry, now: True, timeout=timeout)
+
+
+def _drain_all(timeout: float = 10.0, stop: bool = True) -> None:
+    for buffer in list(_BUFFERS):
+        try:
+            buffer._drain(timeout, stop)
+        except BaseException:
+            log.exception("jobmetrics: draining a buffer failed")
+
+
+def _after_fork_in_child() -> None:
+    # The child inherited a copy of every buffer. Those entries belong to the parent,
+    # which still holds and flushes them: sending them from here too would count them
+    # twice. So this is the one place where discarding is right. The locks may have been
+    # held by a thread that does not exist here, and the flusher thread did not survive
+    # the fork: start afresh; add() restarts the flusher in this process.
+    for buffer in list(_BUFFERS):
+        buffer._reset()
+
+
+def install_sigterm_handler() -> Callable[[int, FrameType | None], Any]:
+    """On SIGTERM drain every buffer, then chain the previous handler (or exit with 143).
+
+    Must be called from the main thread; calling it again is a no-op. Returns the handler.
+    Draining waits at most 5 s for the buffer locks: when the signal interrupted their
+    holder, the rest is sent by the atexit drain once the stack unwinds.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "_jobmetrics", False):
+        return previous  # type: ignore[return-value]
+
+    def handler(signum: int, frame: FrameType | None) -> Any:
+        _drain_all(timeout=5.0, stop=False)  # the flusher runs on if the process does
+        if callable(previous):
+            return previous(signum, frame)
+        if previous == signal.SIG_IGN:
+            return None
+        sys.exit(128 + signum)
+
+    handler._jobmetrics = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, handler)
+    return handler
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_drain_all)
