@@ -1,0 +1,1 @@
+"""Publishing the store's rows to Airtable: records, the publisher, the schema check."""

@@ -1,0 +1,386 @@
+"""``FakeAirtable``: Airtable's REST API, emulated over real HTTP for tests.
+
+Point ``pyairtable.Api(api_key, endpoint_url=fake.url)`` at a started emulator: the
+records API, the metadata API, ``filterByFormula``, the per-base rate limit and
+Airtable's error bodies behave as Airtable's do. Faults (errors, delays, dropped
+connections) can be queued, and every request is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from . import _records as recops
+from ._control import Faults, LoggedRequest, RateLimiter, RequestKind, max_in_any_second
+from ._dispatch import Route, Store, classify, dispatch
+from ._errors import AirtableError, auth_required, error_body, not_found_route, rate_limited
+from ._fields import normalize_options
+from ._model import Base, FieldSpecs, IdFactory, Table
+
+__all__ = ["FakeAirtable", "LoggedRequest"]
+
+StartResponse = Callable[..., Any]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Werkzeug's handler without the access log on stderr."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class FakeAirtable:
+    """An Airtable API emulator served on ``127.0.0.1`` at an ephemeral port.
+
+    Args:
+        api_key: The only bearer token accepted; any other gets 401.
+        rate_limit: Requests per second per base (sliding one-second window); the
+            request over it gets 429 and locks the base. ``None`` disables the limit.
+        rate_limit_lock_seconds: How long a base answers 429 after going over the limit.
+        clock: Monotonic seconds, for the rate limit and the request log.
+        seed: Seed of the generated ids (``rec...``, ``fld...``), for repeatable runs.
+    """
+
+    def __init__(
+        self,
+        api_key: str = "keyTEST",
+        *,
+        rate_limit: float | None = 5.0,
+        rate_limit_lock_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = 0,
+    ) -> None:
+        self.api_key = api_key
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._store = Store(IdFactory(seed), lambda: datetime.now(timezone.utc))
+        self._limiter = RateLimiter(rate_limit, rate_limit_lock_seconds)
+        self._faults = Faults()
+        self._log: list[LoggedRequest] = []
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> FakeAirtable:
+        """Start serving in a daemon thread; returns ``self``."""
+        if self._server is not None:
+            raise RuntimeError("FakeAirtable is already started")
+        self._stopping.clear()
+        server = make_server("127.0.0.1", 0, self.wsgi_app, threaded=True, request_handler=_QuietHandler)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="FakeAirtable", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; the data and the log are kept. Stopping twice is a no-op."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeAirtable:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``: the ``endpoint_url`` for ``pyairtable.Api``."""
+        if self._server is None:
+            raise RuntimeError("FakeAirtable is not started")
+        return f"http://127.0.0.1:{self._server.port}"
+
+    # -- data helpers (no HTTP, no rate limit, not logged) -------------------------------
+
+    @contextmanager
+    def _data(self) -> Iterator[None]:
+        """Hold the lock; report Airtable errors as ``ValueError``."""
+        with self._lock:
+            try:
+                yield
+            except AirtableError as exc:
+                raise ValueError(f"{exc.status}: {exc.body}") from None
+
+    def _table(self, base_id: str, table: str) -> Table:
+        base = self._store.bases.get(base_id)
+        found = base.table(table) if base is not None else None
+        if found is None:
+            raise KeyError(f"no table {table!r} in base {base_id!r}")
+        return found
+
+    def add_base(self, base_id: str, name: str = "Test") -> str:
+        """Create an empty base; returns its id."""
+        with self._data():
+            if base_id in self._store.bases:
+                raise ValueError(f"base {base_id!r} already exists")
+            self._store.bases[base_id] = Base(base_id, name)
+        return base_id
+
+    def add_table(
+        self, base_id: str, table_name: str, fields: FieldSpecs, description: str | None = None
+    ) -> str:
+        """Create a table; returns its ``tbl...`` id. The first field is the primary field.
+
+        ``fields`` is ``{"Name": "singleLineText", ...}`` or a list of field specs as the
+        metadata API takes them: ``{"name", "type", "options"?, "description"?}``.
+        """
+        with self._data():
+            base = self._store.bases.get(base_id)
+            if base is None:
+                raise KeyError(f"no base {base_id!r}")
+            return base.add_table(table_name, fields, self._store.ids, description).id
+
+    def table_id(self, base_id: str, table: str) -> str:
+        """The ``tbl...`` id of a table given by name (or id)."""
+        with self._data():
+            return self._table(base_id, table).id
+
+    def add_field(
+        self, base_id: str, table: str, name: str, field_type: str, options: Mapping[str, Any] | None = None
+    ) -> str:
+        """Add a field to a table; returns its ``fld...`` id."""
+        spec: dict[str, Any] = {"name": name, "type": field_type}
+        if options is not None:
+            spec["options"] = dict(options)
+        with self._data():
+            return self._table(base_id, table).add_field(spec, self._store.ids).id
+
+    def set_field_type(
+        self, base_id: str, table: str, field: str, field_type: str, options: Mapping[str, Any] | None = None
+    ) -> None:
+        """Change a field's type (and options); stored values are kept as they are."""
+        with self._data():
+            fdef = self._table(base_id, table).require_field(field)
+            fdef.type = field_type
+            fdef.options = normalize_options(
+                field_type, dict(options) if options else None, self._store.ids.new
+            )
+
+    def remove_field(self, base_id: str, table: str, field: str) -> None:
+        """Delete a field and its values, as if someone deleted the column in Airtable."""
+        with self._data():
+            target = self._table(base_id, table)
+            fdef = target.require_field(field)
+            if fdef is target.fields[0]:
+                raise ValueError("the primary field cannot be removed")
+            target.fields.remove(fdef)
+            for record in target.records.values():
+                record.cells.pop(fdef.id, None)
+
+    def add_records(
+        self, base_id: str, table: str, rows: Iterable[Mapping[str, Any]], typecast: bool = False
+    ) -> list[dict[str, Any]]:
+        """Insert records directly (validated like the API, but any number at once)."""
+        with self._data():
+            target = self._table(base_id, table)
+            created: list[dict[str, Any]] = []
+            for chunk in _chunks([dict(row) for row in rows], recops.MAX_RECORDS_PER_REQUEST):
+                body = {"records": [{"fields": row} for row in chunk], "typecast": typecast}
+                context = recops.WriteContext(self._store.ids, self._store.now, [])
+                created += recops.create(target, body, context)["records"]
+            return created
+
+    def records(self, base_id: str, table: str) -> list[dict[str, Any]]:
+        """Every record of a table as the API returns it (``id``, ``createdTime``, ``fields``)."""
+        with self._data():
+            target = self._table(base_id, table)
+            return [target.record_json(record) for record in target.records.values()]
+
+    def schema(self, base_id: str) -> dict[str, Any]:
+        """What ``GET /v0/meta/bases/{base_id}/tables`` returns."""
+        with self._data():
+            base = self._store.bases.get(base_id)
+            if base is None:
+                raise KeyError(f"no base {base_id!r}")
+            return {"tables": [table.schema() for table in base.tables]}
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def fail_next(self, n: int = 1, status: int = 503, body: dict[str, Any] | None = None) -> None:
+        """The next ``n`` record requests get ``status`` (Airtable's body for it unless ``body``)."""
+        with self._lock:
+            self._faults.add_failure(n, status, body)
+
+    def delay_next(self, n: int, seconds: float, *, apply: bool = False) -> None:
+        """Hold each of the next ``n`` requests ``seconds`` (real time) before answering.
+
+        With ``apply=False`` (the default) the request is then dropped without being
+        applied, as if it never reached Airtable: the client sees its read timeout and
+        nothing changed. With ``apply=True`` it is handled normally after the delay.
+        """
+        with self._lock:
+            self._faults.add_delay(n, seconds, apply)
+
+    def drop_next(self, n: int = 1) -> None:
+        """Close the connection of each of the next ``n`` requests without answering."""
+        with self._lock:
+            self._faults.add_drop(n)
+
+    def fail_records(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        status: int = 422,
+        error_type: str = "INVALID_VALUE_FOR_COLUMN",
+        message: str = "Field cannot accept the provided value",
+    ) -> None:
+        """Fail every write request that holds a record whose ``fields`` match ``predicate``.
+
+        The whole request fails and nothing of it is applied, as with Airtable. The rule
+        stays until :meth:`clear_faults`.
+        """
+        with self._lock:
+            self._store.fail_rules.append(recops.FailRule(predicate, status, error_type, message))
+
+    def clear_faults(self) -> None:
+        """Forget every queued fault and ``fail_records`` rule."""
+        with self._lock:
+            self._faults.clear()
+            self._store.fail_rules.clear()
+
+    def reset_rate_limit(self) -> None:
+        """Forget past arrivals and lift every rate-limit lock."""
+        with self._lock:
+            self._limiter.reset()
+
+    def rate_limit_locked_until(self, base_id: str) -> float | None:
+        """Clock time at which the base's current or last lock ends; None if never locked."""
+        with self._lock:
+            return self._limiter.locked_until(base_id)
+
+    # -- request log ----------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """A copy of the request log, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def request_count(
+        self, method: str | None = None, kind: RequestKind | None = None, base_id: str | None = None
+    ) -> int:
+        """How many logged requests match every filter given."""
+        return sum(
+            1
+            for r in self.requests
+            if (method is None or r.method == method.upper())
+            and (kind is None or r.kind == kind)
+            and (base_id is None or r.base_id == base_id)
+        )
+
+    def max_requests_in_any_second(self, base_id: str | None = None) -> int:
+        """The most requests (for ``base_id``, or all) that arrived within one second."""
+        return max_in_any_second([r.time for r in self.requests if base_id is None or r.base_id == base_id])
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def wsgi_app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application (also usable without the built-in server)."""
+        request = Request(environ)
+        raw = request.get_data()
+        method = request.method.upper()
+        path = urllib.parse.urlsplit(
+            environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.path
+        ).path
+        segments = [urllib.parse.unquote(s) for s in path.split("/")[2:]] if path.startswith("/v0/") else None
+        route = classify(method, segments) if segments is not None else Route([], None, "meta")
+        query = request.args.to_dict(flat=False)
+        body, body_error = _parse_json(raw)
+
+        def log(status: int | None, moment: float) -> None:
+            decoded = urllib.parse.unquote(path)
+            self._log.append(
+                LoggedRequest(method, decoded, query, body, status, moment, route.base_id, route.kind)
+            )
+
+        with self._lock:
+            arrival = self._clock()
+            fault = self._faults.take_transport()
+            if fault is not None and fault.drop:
+                log(None, arrival)
+        if fault is not None and fault.drop:
+            _drop_connection(environ)
+        if fault is not None and (self._stopping.wait(fault.delay) or not fault.apply):
+            with self._lock:
+                log(None, arrival)
+            _drop_connection(environ)
+        with self._lock:
+            status, payload = self._respond(request, method, route, segments, query, body, body_error)
+            log(status, arrival)
+        return Response(json.dumps(payload), status, mimetype="application/json")(environ, start_response)
+
+    def _respond(
+        self,
+        request: Request,
+        method: str,
+        route: Route,
+        segments: list[str] | None,
+        query: dict[str, list[str]],
+        body: Any,
+        body_error: bool,
+    ) -> tuple[int, Any]:
+        try:
+            if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+                raise auth_required()
+            if segments is None:
+                raise not_found_route()
+            if route.base_id is not None and not self._limiter.allow(route.base_id, self._clock()):
+                raise rate_limited()
+            if route.kind != "meta" and (failure := self._faults.take_failure()) is not None:
+                raise failure
+            if body_error:
+                raise AirtableError(
+                    400, error_body("INVALID_REQUEST_UNKNOWN", "Could not parse request body")
+                )
+            return 200, dispatch(self._store, method, route, query, body)
+        except AirtableError as exc:
+            return exc.status, exc.body
+
+
+def _parse_json(raw: bytes) -> tuple[Any, bool]:
+    """(parsed body, whether it was not valid JSON)."""
+    if not raw.strip():
+        return None, False
+    try:
+        return json.loads(raw), False
+    except ValueError:
+        return None, True
+
+
+def _drop_connection(environ: dict[str, Any]) -> NoReturn:
+    """Close the client's socket; Werkzeug's server then sends nothing at all."""
+    sock = environ.get("werkzeug.socket")
+    if isinstance(sock, socket.socket):
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    raise ConnectionAbortedError("connection dropped by FakeAirtable")
+
+
+def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
