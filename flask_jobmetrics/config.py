@@ -112,7 +112,16 @@ def _int_at_least_one(key: str, value: Any) -> int:
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+    if isinstance(value, str) and value.strip().lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+    ):
         return value.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
@@ -205,7 +214,9 @@ def _store_url(key: str, value: Any, instance_path: str) -> str:
     if scheme.lower() == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         if not path or rest[:1] != "/":
-            raise ConfigurationError(key, value, "must be sqlite:///relative/path or sqlite:////absolute/path")
+            raise ConfigurationError(
+                key, value, "must be sqlite:///relative/path or sqlite:////absolute/path"
+            )
         if not os.path.isabs(path):  # relative paths live in the app's instance folder
             return "sqlite:///" + os.path.join(instance_path, path)
     return text
@@ -215,7 +226,9 @@ def read_settings(config: dict[str, Any], instance_path: str) -> Settings:
     """Set every default in ``config`` and return the validated settings."""
     for name, default in DEFAULTS.items():
         config.setdefault(PREFIX + name, copy.deepcopy(default))
-    values: dict[str, Any] = {"store_url": _store_url(PREFIX + "STORE_URL", config[PREFIX + "STORE_URL"], instance_path)}
+    values: dict[str, Any] = {
+        "store_url": _store_url(PREFIX + "STORE_URL", config[PREFIX + "STORE_URL"], instance_path)
+    }
     for name, validate in _VALIDATORS.items():
         values[name.lower()] = validate(PREFIX + name, config[PREFIX + name])
     return Settings(**values)

@@ -99,7 +99,9 @@ class StructuredLogger:
         if (self.fmt or _current_format()) == "json":
             return json.dumps(
                 {
-                    "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    "time": datetime.now(timezone.utc)
+                    .isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z"),
                     "level": logging.getLevelName(level).lower(),
                     "scope": self.scope,
                     "client_id": self.client_id,
@@ -115,9 +117,20 @@ class StructuredLogger:
         if not _base_logger.isEnabledFor(level):
             return
         text = message % args if args else str(message)
-        context = {"scope": self.scope, "client_id": self.client_id, "run_id": self.run_id, "process": self.process}
-        _base_logger.log(level, "%s", self._render(level, text), exc_info=exc_info, extra={"jobmetrics": context},
-                         stacklevel=3)
+        context = {
+            "scope": self.scope,
+            "client_id": self.client_id,
+            "run_id": self.run_id,
+            "process": self.process,
+        }
+        _base_logger.log(
+            level,
+            "%s",
+            self._render(level, text),
+            exc_info=exc_info,
+            extra={"jobmetrics": context},
+            stacklevel=3,
+        )
 
     def debug(self, message: str, *args: Any) -> None:
         self.log(logging.DEBUG, message, *args)

@@ -46,9 +46,7 @@ def validate_client_id(client_id: Any) -> str:
     if not client_id:
         raise InvalidClientIdError("client ID is empty")
     if _CLIENT_RE.fullmatch(client_id) is None:
-        raise InvalidClientIdError(
-            f"client ID {client_id!r} is not of the form {CLIENT_ID_PATTERN}"
-        )
+        raise InvalidClientIdError(f"client ID {client_id!r} is not of the form {CLIENT_ID_PATTERN}")
     return client_id
 
 

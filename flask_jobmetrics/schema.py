@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -195,7 +196,7 @@ class MetricSpec:
     aliases: tuple[str, ...] = ()
     non_negative: bool = False
     description: str = ""
-    normalize: Callable[[Any], Any] | None = field(default=None, compare=False)
+    normalize: Callable[[Any], Any] | None = dataclass_field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for attr in ("name", "field"):
@@ -334,8 +335,11 @@ class MetricRegistry:
             spec = lookup.get(name) if type(name) is str else None
             if spec is None:
                 if not isinstance(name, str):
-                    rejected.append(RejectedMetric(metric=repr(name), value=_safe_value(value),
-                                                   reason="metric name must be a string"))
+                    rejected.append(
+                        RejectedMetric(
+                            metric=repr(name), value=_safe_value(value), reason="metric name must be a string"
+                        )
+                    )
                 else:
                     unknown[name] = value
                 continue

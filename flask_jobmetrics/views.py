@@ -97,7 +97,10 @@ def aggregate_clients(registry: MetricRegistry, clients: Iterable[Mapping[str, A
 
 
 def job_view(
-    run_id: str, fields: Mapping[str, Any], client_ids: Iterable[str], aggregates: Mapping[str, Any] | None = None
+    run_id: str,
+    fields: Mapping[str, Any],
+    client_ids: Iterable[str],
+    aggregates: Mapping[str, Any] | None = None,
 ) -> JobRun:
     """A job row as a model; ``aggregates`` (live, for a running job) override stored ones."""
     merged = dict(fields)

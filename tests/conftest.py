@@ -14,6 +14,7 @@ from flask_jobmetrics.stores.memory import MemoryStore
 
 from .support import Clock
 
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

@@ -41,8 +41,12 @@ def test_relative_sqlite_paths_live_in_the_instance_folder(tmp_path: Path) -> No
 def test_values_are_coerced_where_unambiguous(tmp_path: Path) -> None:
     """Numeric strings and boolean words (as from the environment) are accepted."""
     settings = read_settings(
-        {"JOBMETRICS_FLUSH_INTERVAL": "0", "JOBMETRICS_STRICT": "true", "JOBMETRICS_AIRTABLE_TIMEOUT": 10,
-         "JOBMETRICS_WEBHOOK_SECRETS": {"acme": "s3cret"}},
+        {
+            "JOBMETRICS_FLUSH_INTERVAL": "0",
+            "JOBMETRICS_STRICT": "true",
+            "JOBMETRICS_AIRTABLE_TIMEOUT": 10,
+            "JOBMETRICS_WEBHOOK_SECRETS": {"acme": "s3cret"},
+        },
         str(tmp_path),
     )
     assert settings.flush_interval == 0.0 and settings.strict is True

@@ -50,9 +50,7 @@ def runs(api: Api) -> Table:
 
 
 def seed_runs(fake: FakeAirtable, count: int) -> None:
-    fake.add_records(
-        BASE_ID, RUNS, [{"Run ID": f"r{i:03d}", "Leads Processed": i % 7} for i in range(count)]
-    )
+    fake.add_records(BASE_ID, RUNS, [{"Run ID": f"r{i:03d}", "Leads Processed": i % 7} for i in range(count)])
 
 
 # -- fixture, create, get -----------------------------------------------------------------

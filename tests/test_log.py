@@ -34,8 +34,12 @@ def test_json_lines(caplog: pytest.LogCaptureFixture) -> None:
         StructuredLogger("PROCESS", None, "post_scoring", run_id="230615-120000", fmt="json").error("boom")
     data = json.loads(caplog.records[0].getMessage())
     assert {k: data[k] for k in ("scope", "client_id", "run_id", "process", "level", "message")} == {
-        "scope": "PROCESS", "client_id": None, "run_id": "230615-120000", "process": "post_scoring",
-        "level": "error", "message": "boom",
+        "scope": "PROCESS",
+        "client_id": None,
+        "run_id": "230615-120000",
+        "process": "post_scoring",
+        "level": "error",
+        "message": "boom",
     }
     assert data["time"].endswith("Z")
 

@@ -22,7 +22,9 @@ FROZEN = datetime(2023, 10, 5, 14, 25, 32, tzinfo=timezone.utc)
 def test_generate_run_id_is_utc_yymmdd_hhmmss() -> None:
     """generate_run_id formats the given instant in UTC, whatever the offset given."""
     assert generate_run_id(FROZEN) == "231005-142532"
-    assert generate_run_id(datetime(2023, 10, 6, 0, 25, 32, tzinfo=timezone.utc).astimezone()) == "231006-002532"
+    assert (
+        generate_run_id(datetime(2023, 10, 6, 0, 25, 32, tzinfo=timezone.utc).astimezone()) == "231006-002532"
+    )
 
 
 def test_generate_run_id_without_clock_matches_the_shape() -> None:

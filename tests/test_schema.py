@@ -82,8 +82,25 @@ def test_numbers_are_converted(value: Any, expected: Any) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [True, False, float("nan"), float("inf"), float("-inf"), "nan", "inf", "", "  ", "abc", "12abc", "0x10",
-     [5], {}, (1,), {"a": 1}, object()],
+    [
+        True,
+        False,
+        float("nan"),
+        float("inf"),
+        float("-inf"),
+        "nan",
+        "inf",
+        "",
+        "  ",
+        "abc",
+        "12abc",
+        "0x10",
+        [5],
+        {},
+        (1,),
+        {"a": 1},
+        object(),
+    ],
 )
 def test_bad_numbers_are_rejected(registry: MetricRegistry, value: Any) -> None:
     """Bools, NaN, ±inf, unparsable strings and containers are rejected, never turned into 0."""
@@ -109,7 +126,9 @@ def test_unparsable_number_is_reported_as_invalid(registry: MetricRegistry) -> N
         "Posts Processed": 55,
         "Start Time": datetime(2023, 6, 15, 12, tzinfo=UTC),
     }
-    assert [(r.metric, r.value) for r in result.rejected] == [("Profiles Examined for Scoring", "not-a-number")]
+    assert [(r.metric, r.value) for r in result.rejected] == [
+        ("Profiles Examined for Scoring", "not-a-number")
+    ]
     assert result.unknown == {"Invalid Field": "some value"}
 
 
@@ -135,7 +154,10 @@ def test_the_same_metric_under_two_names_is_merged(registry: MetricRegistry) -> 
     ("value", "expected"),
     [
         (datetime(2023, 6, 15, 12), datetime(2023, 6, 15, 12, tzinfo=UTC)),
-        (datetime(2023, 6, 15, 14, tzinfo=timezone(timedelta(hours=2))), datetime(2023, 6, 15, 12, tzinfo=UTC)),
+        (
+            datetime(2023, 6, 15, 14, tzinfo=timezone(timedelta(hours=2))),
+            datetime(2023, 6, 15, 12, tzinfo=UTC),
+        ),
         (date(2023, 6, 15), datetime(2023, 6, 15, tzinfo=UTC)),
         ("2023-06-15T12:00:00Z", datetime(2023, 6, 15, 12, tzinfo=UTC)),
         ("2023-06-15T13:00:00+01:00", datetime(2023, 6, 15, 12, tzinfo=UTC)),
@@ -236,7 +258,7 @@ def test_register_metric_refuses_clashes(registry: MetricRegistry) -> None:
 )
 def test_metric_spec_validates_itself(kwargs: dict[str, Any]) -> None:
     """An impossible MetricSpec fails when it is made, naming the problem."""
-    with pytest.raises(ValueError, match="MetricSpec|metric"):
+    with pytest.raises(ValueError, match=r"MetricSpec|metric"):
         MetricSpec(**kwargs)
 
 

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from flask_jobmetrics import InvalidClientIdError, InvalidMetricError, InvalidRunIdError, Status, UnknownRunError
+from flask_jobmetrics import (
+    InvalidClientIdError,
+    InvalidMetricError,
+    InvalidRunIdError,
+    Status,
+    UnknownRunError,
+)
 from flask_jobmetrics.models import RejectedMetric
 from flask_jobmetrics.service import MetricsService, idempotency_key
 from flask_jobmetrics.stores.memory import MemoryStore
@@ -79,27 +85,36 @@ def test_client_form_run_id_of_another_client_is_refused(service: MetricsService
         service.update_client_metrics(f"{RUN}-Guy-Wilson", "Wilson", {"Leads Processed": 1})
 
 
-@pytest.mark.parametrize(("run_id", "client_id", "error"), [
-    ("", "acme", InvalidRunIdError),
-    (None, "acme", InvalidRunIdError),
-    (RUN, "", InvalidClientIdError),
-    (RUN, None, InvalidClientIdError),
-    (object(), "acme", InvalidRunIdError),
-    (RUN, {"clientId": "acme"}, InvalidClientIdError),
-])
-def test_run_and_client_ids_are_required(service: MetricsService, run_id: Any, client_id: Any, error: type) -> None:
+@pytest.mark.parametrize(
+    ("run_id", "client_id", "error"),
+    [
+        ("", "acme", InvalidRunIdError),
+        (None, "acme", InvalidRunIdError),
+        (RUN, "", InvalidClientIdError),
+        (RUN, None, InvalidClientIdError),
+        (object(), "acme", InvalidRunIdError),
+        (RUN, {"clientId": "acme"}, InvalidClientIdError),
+    ],
+)
+def test_run_and_client_ids_are_required(
+    service: MetricsService, run_id: Any, client_id: Any, error: type
+) -> None:
     """Missing or wrongly typed IDs raise the documented errors."""
     with pytest.raises(error):
         service.update_client_metrics(run_id, client_id, {"Leads Processed": 1})
 
 
-def test_invalid_values_are_rejected_reported_and_logged(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+def test_invalid_values_are_rejected_reported_and_logged(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
     """Invalid values are not merged, listed in `rejected`, logged once with run and client, and reported."""
     reports: list[tuple[str, str, list[RejectedMetric]]] = []
     svc = make_service(clock, on_rejected=lambda r, c, rej: reports.append((r, c, rej)))
     with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
         run = svc.update_client_metrics(
-            RUN, "acme", {"Leads Processed": "not-a-number", "Total Tokens": float("nan"), "Posts Processed": 4}
+            RUN,
+            "acme",
+            {"Leads Processed": "not-a-number", "Total Tokens": float("nan"), "Posts Processed": 4},
         )
     assert run.metrics == {"Posts Processed": 4}
     assert {r.metric for r in run.rejected} == {"Leads Processed", "Total Tokens"}
@@ -111,7 +126,7 @@ def test_invalid_values_are_rejected_reported_and_logged(clock: Clock, caplog: p
 
 @pytest.mark.parametrize("value", [True, float("inf"), -1, [1, 2], {"n": 1}, "12abc"])
 def test_strict_mode_raises_and_merges_nothing(clock: Clock, value: Any) -> None:
-    """In strict mode an invalid value raises InvalidMetricError listing it, and nothing of the call is merged."""
+    """In strict mode an invalid value raises InvalidMetricError listing it; nothing of the call is merged."""
     svc = make_service(clock, strict=True)
     with pytest.raises(InvalidMetricError) as info:
         svc.update_client_metrics(RUN, "acme", {"Leads Processed": value, "Posts Processed": 1})
@@ -160,7 +175,9 @@ def test_idempotency_key_counts_a_redelivery_once(service: MetricsService) -> No
     service.update_client_metrics(RUN, "acme", {"Posts Harvested": 7}, idempotency_key=key)
     again = service.update_client_metrics(RUN, "acme", {"Posts Harvested": 7}, idempotency_key=key)
     assert again.metrics["Total Posts Harvested"] == 7
-    other = service.update_client_metrics(RUN, "acme", {"Posts Harvested": 1}, idempotency_key=idempotency_key("h", 2))
+    other = service.update_client_metrics(
+        RUN, "acme", {"Posts Harvested": 1}, idempotency_key=idempotency_key("h", 2)
+    )
     assert other.metrics["Total Posts Harvested"] == 8
 
 
@@ -180,7 +197,11 @@ def test_completion_sets_end_time_and_completed(service: MetricsService, clock: 
     service.update_client_metrics(RUN, "acme", {"Leads Processed": 10})
     clock.advance(60)
     run = service.complete_client_metrics(RUN, "acme", {"Profiles Scored": 9})
-    assert (run.status, run.completed, run.end_time) == (Status.COMPLETED, True, START + timedelta(seconds=60))
+    assert (run.status, run.completed, run.end_time) == (
+        Status.COMPLETED,
+        True,
+        START + timedelta(seconds=60),
+    )
     assert run.metrics["Leads Processed"] == 10 and run.metrics["Profiles Successfully Scored"] == 9
 
 
@@ -197,14 +218,21 @@ def test_completion_with_success_false_is_failed(service: MetricsService) -> Non
 
 def test_explicit_status_wins(service: MetricsService) -> None:
     """An explicit Status metric (alias included) beats the derivation."""
-    assert service.complete_client_metrics(RUN, "acme", {"Status": "skipped"}, success=False).status is Status.NO_LEADS
+    assert (
+        service.complete_client_metrics(RUN, "acme", {"Status": "skipped"}, success=False).status
+        is Status.NO_LEADS
+    )
 
 
-def test_totals_replace_accumulated_values_and_warn(service: MetricsService, caplog: pytest.LogCaptureFixture) -> None:
+def test_totals_replace_accumulated_values_and_warn(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
     """totals=True replaces accumulated sums; a difference is logged naming both numbers."""
     service.update_client_metrics(RUN, "acme", {"Leads Processed": 7, "Total Tokens": 100})
     with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
-        run = service.complete_client_metrics(RUN, "acme", {"Leads Processed": 8, "Total Tokens": 100}, totals=True)
+        run = service.complete_client_metrics(
+            RUN, "acme", {"Leads Processed": 8, "Total Tokens": 100}, totals=True
+        )
     assert run.metrics["Leads Processed"] == 8 and run.metrics["Total Tokens"] == 100
     messages = [r.getMessage() for r in caplog.records if "totals" in r.getMessage()]
     assert len(messages) == 1 and "7" in messages[0] and "8" in messages[0]
@@ -239,7 +267,9 @@ def test_job_aggregates_from_client_runs(service: MetricsService) -> None:
     ]
     for client, leads, posts, start, status in rows:
         service.update_client_metrics(
-            RUN, client, {"Leads Processed": leads, "Posts Processed": posts, "Start Time": start, "Status": status}
+            RUN,
+            client,
+            {"Leads Processed": leads, "Posts Processed": posts, "Start Time": start, "Status": status},
         )
     job = service.update_job_aggregate_metrics(RUN)
     assert job.metrics["Leads Processed"] == 35 and job.metrics["Posts Processed"] == 20
@@ -328,13 +358,16 @@ def test_running_job_shows_live_aggregates(service: MetricsService) -> None:
     assert job is not None and job.metrics["Total Tokens"] == 12 and job.client_ids == ["a", "b"]
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.complete_job_metrics(RUN, notes=5),
-    lambda s: s.start_job(RUN, notes=None),
-    lambda s: s.complete_job_metrics(RUN, success=None),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.complete_job_metrics(RUN, notes=5),
+        lambda s: s.start_job(RUN, notes=None),
+        lambda s: s.complete_job_metrics(RUN, success=None),
+    ],
+)
 def test_job_arguments_are_type_checked(service: MetricsService, call: Any) -> None:
     """Wrongly typed notes or success raise TypeError naming the argument."""
     service.start_job(RUN)
-    with pytest.raises(TypeError, match="notes|success"):
+    with pytest.raises(TypeError, match=r"notes|success"):
         call(service)

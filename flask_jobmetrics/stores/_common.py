@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ..models import Status
-from ..schema import START_TIME, STATUS
-from .base import ClientDelta, Finalize, JobRow, OutboxItem, apply_ops
+from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.models import Status
+from flask_jobmetrics.schema import START_TIME, STATUS
+from flask_jobmetrics.stores.base import (
+    ClientDelta,
+    Finalize,
+    JobRow,
+    OutboxItem,
+    apply_ops,
+    decode_fields,
+    encode_fields,
+)
 
 __all__ = [
     "due_items",
+    "dumps_fields",
     "job_start_from_client",
+    "loads_fields",
     "merged_client_fields",
     "new_job_fields",
     "start_sort_key",
@@ -71,3 +83,16 @@ def due_items(items: Iterable[OutboxItem], now: float, limit: int) -> list[Outbo
     live = [item for item in items if not item.dead and item.due_at <= now]
     live.sort(key=lambda item: (item.due_at, item.kind != "job", item.run_id, item.client_id))
     return live[:limit]
+
+
+def dumps_fields(fields: Mapping[str, Any]) -> str:
+    """A row's fields as compact JSON (datetimes tagged); StoreError when a value cannot be."""
+    try:
+        return json.dumps(encode_fields(fields), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"cannot encode the fields {dict(fields)!r}: {exc}") from exc
+
+
+def loads_fields(text: str | bytes) -> dict[str, Any]:
+    """The inverse of :func:`dumps_fields`."""
+    return decode_fields(json.loads(text))

@@ -6,7 +6,9 @@ or ``set`` (replace, used by ``totals=True``). Values are canonical (see ``schem
 numbers, aware UTC datetimes, strings.
 
 Every change to a row bumps its ``version`` and queues the row in the store's outbox
-for the Airtable publisher; the outbox holds one entry per row, so changes coalesce.
+for the Airtable publisher; the outbox holds one entry per row, so changes coalesce. A
+change to a completed row makes its entry due at once (unless it is backing off after an
+error), so a running row the publisher postponed goes out as soon as it completes.
 
 ``load_store(url)`` resolves ``memory://``, ``sqlite:///PATH`` and ``redis://...``.
 """
@@ -161,9 +163,7 @@ class Store(Protocol):
         returned as it is).
         """
 
-    def merge_client(
-        self, delta: ClientDelta, finalize: Finalize | None = None
-    ) -> tuple[ClientRow, bool]:
+    def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
         """Merge one delta, then call ``finalize(fields)`` in the same transaction.
 
         Returns the row and whether the delta was applied (False: idempotency key seen).
@@ -239,7 +239,9 @@ def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL) -> Store:
         try:
             from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
-            raise StoreError(f"store URL {url!r} needs the redis extra: pip install flask-jobmetrics[redis]") from exc
+            raise StoreError(
+                f"store URL {url!r} needs the redis extra: pip install flask-jobmetrics[redis]"
+            ) from exc
         store: Store = RedisStore(url, idempotency_ttl=idempotency_ttl)
         return store
     raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (memory, sqlite, redis)")

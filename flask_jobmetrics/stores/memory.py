@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
-from ..schema import START_TIME
-from ._common import due_items, job_start_from_client, merged_client_fields, new_job_fields, status_matches
+from ._common import (
+    due_items,
+    job_start_from_client,
+    merged_client_fields,
+    new_job_fields,
+    start_sort_key,
+    status_matches,
+)
 from .base import (
     IDEMPOTENCY_TTL,
     ClientDelta,
@@ -27,6 +33,12 @@ from .base import (
 __all__ = ["MemoryStore"]
 
 _Key = tuple[str, str, str]  # (kind, run_id, client_id)
+_MISSING = object()
+
+
+def _copy(row: ClientRow) -> ClientRow:
+    """A row whose fields the caller may change without changing the store."""
+    return replace(row, fields=dict(row.fields))
 
 
 class MemoryStore:
@@ -49,15 +61,44 @@ class MemoryStore:
         self._outbox: dict[_Key, OutboxItem] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._next_slot: dict[str, float] = {}
+        #: While a merge runs: (dict, key, old value) of every write, undone if it fails.
+        self._undo: list[tuple[MutableMapping[Any, Any], Any, Any]] | None = None
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Undo every write of the block when it raises (each change is all or nothing)."""
+        with self._lock:
+            if self._undo is not None:  # called from a callback: part of the outer change
+                yield
+                return
+            undo: list[tuple[MutableMapping[Any, Any], Any, Any]] = []
+            self._undo = undo
+            try:
+                yield
+            except BaseException:
+                for target, key, old in reversed(undo):
+                    if old is _MISSING:
+                        target.pop(key, None)
+                    else:
+                        target[key] = old
+                raise
+            finally:
+                self._undo = None
+
+    def _set(self, target: MutableMapping[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            self._undo.append((target, key, target.get(key, _MISSING)))
+        target[key] = value
 
     # -- helpers (lock held)
-    def _queue(self, kind: str, run_id: str, client_id: str, version: int) -> None:
+    def _queue(self, kind: str, run_id: str, client_id: str, version: int, completed: bool) -> None:
         key = (kind, run_id, client_id)
         old = self._outbox.get(key)
         if old is None:
-            self._outbox[key] = OutboxItem(kind, run_id, client_id, version)  # type: ignore[arg-type]
+            self._set(self._outbox, key, OutboxItem(kind, run_id, client_id, version))  # type: ignore[arg-type]
         else:
-            self._outbox[key] = replace(old, version=version)
+            due_at = 0.0 if completed and old.attempts == 0 else old.due_at
+            self._set(self._outbox, key, replace(old, version=version, due_at=due_at))
 
     def _put_job(self, run_id: str, fields: dict[str, Any], completed: bool | None = None) -> JobRow:
         old = self._jobs.get(run_id)
@@ -67,28 +108,27 @@ class MemoryStore:
             completed=old.completed if completed is None and old else bool(completed),
             version=(old.version if old else 0) + 1,
         )
-        self._jobs[run_id] = row
-        self._queue("job", run_id, "", row.version)
+        self._set(self._jobs, run_id, row)
+        self._queue("job", run_id, "", row.version, row.completed)
         return row
 
-    def _seen(self, key: str | None) -> bool:
+    def _seen(self, key: str | None, now: float) -> bool:
         if key is None:
             return False
-        now = self._clock()
         expires = self._keys.get(key)
-        if expires is not None and expires > now:
-            return True
-        self._keys[key] = now + self._ttl
-        return False
+        return expires is not None and expires > now
 
     def _merge(self, delta: ClientDelta, finalize: Finalize | None) -> tuple[ClientRow, bool]:
         key = (delta.run_id, delta.client_id)
         old = self._clients.get(key)
-        if self._seen(delta.idempotency_key):
+        now = self._clock()
+        if self._seen(delta.idempotency_key, now):
             if old is not None:
-                return old, False
+                return _copy(old), False
             return ClientRow(delta.run_id, delta.client_id, {}), False
         fields = merged_client_fields(old.fields if old else None, delta, finalize)
+        if delta.idempotency_key is not None:
+            self._set(self._keys, delta.idempotency_key, now + self._ttl)
         row = ClientRow(
             delta.run_id,
             delta.client_id,
@@ -96,8 +136,8 @@ class MemoryStore:
             completed=(old.completed if old else False) or delta.complete,
             version=(old.version if old else 0) + 1,
         )
-        self._clients[key] = row
-        self._queue("client", delta.run_id, delta.client_id, row.version)
+        self._set(self._clients, key, row)
+        self._queue("client", delta.run_id, delta.client_id, row.version, row.completed)
         job = self._jobs.get(delta.run_id)
         if job is None:
             self._put_job(delta.run_id, new_job_fields(fields))
@@ -105,7 +145,7 @@ class MemoryStore:
             job_fields = dict(job.fields)
             if job_start_from_client(job_fields, fields):
                 self._put_job(delta.run_id, job_fields)
-        return row, True
+        return _copy(row), True
 
     def _job_row(self, row: JobRow) -> JobRow:
         ids = tuple(sorted(c for (r, c) in self._clients if r == row.run_id))
@@ -113,42 +153,44 @@ class MemoryStore:
 
     # -- client rows
     def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
-        with self._lock:
+        with self._atomic():
             return [self._merge(delta, None)[0] for delta in deltas]
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
-        with self._lock:
+        with self._atomic():
             return self._merge(delta, finalize)
 
     def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
         with self._lock:
-            return self._clients.get((run_id, client_id))
+            row = self._clients.get((run_id, client_id))
+            return _copy(row) if row is not None else None
 
     def list_clients(self, run_id: str) -> list[ClientRow]:
         with self._lock:
-            return sorted((row for (r, _), row in self._clients.items() if r == run_id), key=lambda r: r.client_id)
+            rows = [_copy(row) for (r, _), row in self._clients.items() if r == run_id]
+        return sorted(rows, key=lambda r: r.client_id)
 
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
-        with self._lock:
+        with self._atomic():
             existing = self._jobs.get(run_id)
             if existing is not None:
                 return self._job_row(existing), False
             return self._job_row(self._put_job(run_id, dict(fields))), True
 
     def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        with self._lock:
+        with self._atomic():
             while run_id in self._jobs:
                 run_id = step(run_id)
             return self._job_row(self._put_job(run_id, dict(fields)))
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
-        with self._lock:
+        with self._atomic():
             job = self._jobs.get(run_id)
             if job is None:
                 raise KeyError(run_id)
             fields = dict(job.fields)
-            update(fields, [row for (r, _), row in sorted(self._clients.items()) if r == run_id])
+            update(fields, [_copy(row) for (r, _), row in sorted(self._clients.items()) if r == run_id])
             return self._job_row(self._put_job(run_id, fields, complete))
 
     def get_job(self, run_id: str) -> JobRow | None:
@@ -159,7 +201,7 @@ class MemoryStore:
     def list_jobs(self, *, limit: int = 50, status: str | None = None) -> list[JobRow]:
         with self._lock:
             jobs = [self._job_row(j) for j in self._jobs.values() if status_matches(j, status)]
-        jobs.sort(key=lambda j: (_start_key(j), j.run_id), reverse=True)
+        jobs.sort(key=lambda j: (start_sort_key(j.fields) or "", j.run_id), reverse=True)
         return jobs[:limit]
 
     # -- outbox
@@ -219,8 +261,3 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
-
-
-def _start_key(job: JobRow) -> str:
-    start = job.fields.get(START_TIME)
-    return start.isoformat() if isinstance(start, datetime) else ""

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .fake_airtable import FakeAirtable
 from ..airtable.fields import field_definitions
 from ..schema import BUILTIN_METRICS
+from .fake_airtable import FakeAirtable
 
 if TYPE_CHECKING:
     from pyairtable import Api
@@ -41,6 +41,7 @@ __all__ = [
 
 API_KEY = "keyTEST"
 BASE_ID = "appTEST00000000001"
+
 
 def _field_list(job: bool) -> list[dict[str, Any]]:
     return [{"name": name, **spec} for name, spec in field_definitions(BUILTIN_METRICS, job=job).items()]

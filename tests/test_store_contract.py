@@ -1,0 +1,696 @@
+"""The store protocol's behaviour, checked the same way against every store.
+
+A backend joins the suite by adding one entry to ``FACTORIES`` (e.g. ``"redis"``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flask_jobmetrics.stores.base import ClientDelta, ClientRow, OutboxItem, Store
+from flask_jobmetrics.stores.memory import MemoryStore
+from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+LEADS = "Leads Processed"
+START = "Start Time"
+END = "End Time"
+STATUS = "Status"
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    """A settable clock for idempotency expiry."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _memory(tmp_path: Path, **options: Any) -> Store:
+    return MemoryStore("memory://", **options)
+
+
+def _sqlite(tmp_path: Path, **options: Any) -> Store:
+    return SQLiteStore(f"sqlite:///{tmp_path / 'stores' / 'jobmetrics.sqlite3'}", **options)
+
+
+#: name -> factory(tmp_path, **options); options are ``clock`` and ``idempotency_ttl``.
+FACTORIES: dict[str, Callable[..., Store]] = {"memory": _memory, "sqlite": _sqlite}
+
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture(params=list(FACTORIES))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
+    made: list[Store] = []
+
+    def make(**options: Any) -> Store:
+        store = FACTORIES[request.param](tmp_path, **options)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(make_store: MakeStore, clock: Clock) -> Store:
+    return make_store(clock=clock)
+
+
+def delta(client: str = "acme", run: str = "run-1", **ops: Any) -> ClientDelta:
+    """A delta from keyword ops; ``Leads_Processed=("sum", 1)`` names the field ``Leads Processed``."""
+    return ClientDelta(run, client, {name.replace("_", " "): op for name, op in ops.items()})
+
+
+def leads(n: int, client: str = "acme", run: str = "run-1", key: str | None = None) -> ClientDelta:
+    return ClientDelta(run, client, {LEADS: ("sum", n)}, idempotency_key=key)
+
+
+# -- client rows -------------------------------------------------------------------------
+
+
+def test_store_satisfies_protocol(store: Store) -> None:
+    """Every store is a runtime ``Store`` and keeps the URL it was made from."""
+    assert isinstance(store, Store)
+    assert store.url.split("://")[0] in ("memory", "sqlite", "redis")
+
+
+def test_sum_adds_increments(store: Store) -> None:
+    """Two merges of a sum metric add up, and the row's version counts the changes."""
+    store.merge_client(leads(5))
+    row, applied = store.merge_client(leads(7))
+    assert applied is True
+    assert row.fields[LEADS] == 12
+    assert row.version == 2
+    assert store.get_client("run-1", "acme") == row
+
+
+def test_min_max_last_and_set(store: Store) -> None:
+    """min keeps the earliest, max the latest, last and set replace (set also replaces sums)."""
+    store.merge_client(delta(Start_Time=("min", T0), End_Time=("max", T0), Status=("last", "Running")))
+    hour = timedelta(hours=1)
+    store.merge_client(delta(Start_Time=("min", T0 + hour), End_Time=("max", T0 - hour)))
+    earlier = T0 - timedelta(minutes=5)
+    row, _ = store.merge_client(delta(Start_Time=("min", earlier), Status=("last", "Failed")))
+    assert row.fields[START] == earlier
+    assert row.fields[END] == T0
+    assert row.fields[STATUS] == "Failed"
+    store.merge_client(leads(10))
+    row, _ = store.merge_client(ClientDelta("run-1", "acme", {LEADS: ("set", 3)}))
+    assert row.fields[LEADS] == 3
+
+
+def test_float_and_int_values_keep_their_type(store: Store) -> None:
+    """Ints stay ints and floats stay floats after a merge and a read."""
+    store.merge_client(delta(Total_Tokens=("sum", 2), Score=("last", 1.5)))
+    row = store.get_client("run-1", "acme")
+    assert row is not None
+    assert row.fields["Total Tokens"] == 2
+    assert type(row.fields["Total Tokens"]) is int
+    assert row.fields["Score"] == 1.5
+
+
+def test_datetimes_round_trip_as_aware_utc(store: Store) -> None:
+    """Datetimes come back as the same aware UTC instant, microseconds included."""
+    when = datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=timezone.utc)
+    store.merge_client(delta(Start_Time=("min", when)))
+    row = store.get_client("run-1", "acme")
+    assert row is not None
+    value = row.fields[START]
+    assert value == when
+    assert value.utcoffset() == timedelta(0)
+
+
+def test_new_client_row_is_running_and_creates_job(store: Store) -> None:
+    """The first merge creates a Running client row and a Running job row with its start."""
+    row, applied = store.merge_client(delta(Start_Time=("min", T0), Leads_Processed=("sum", 1)))
+    assert applied is True
+    assert row.fields[STATUS] == "Running"
+    assert row.completed is False
+    assert row.version == 1
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.fields[STATUS] == "Running"
+    assert job.fields[START] == T0
+    assert job.client_ids == ("acme",)
+    assert job.completed is False
+
+
+def test_status_in_first_delta_wins_over_running(store: Store) -> None:
+    """A new row created by a delta that sets Status has that status."""
+    row, _ = store.merge_client(delta(Status=("last", "Completed")))
+    assert row.fields[STATUS] == "Completed"
+
+
+def test_complete_flag_sticks(store: Store) -> None:
+    """A delta with ``complete=True`` sets the flag; later deltas do not clear it."""
+    row, _ = store.merge_client(ClientDelta("run-1", "acme", {LEADS: ("sum", 1)}, complete=True))
+    assert row.completed is True
+    row, _ = store.merge_client(leads(1))
+    assert row.completed is True
+    assert row.fields[LEADS] == 2
+
+
+def test_job_start_time_is_earliest_of_clients(store: Store) -> None:
+    """The job's Start Time follows the earliest client start, never a later one."""
+    store.merge_client(delta("a", Start_Time=("min", T0)))
+    store.merge_client(delta("b", Start_Time=("min", T0 - timedelta(hours=2))))
+    store.merge_client(delta("c", Start_Time=("min", T0 + timedelta(hours=2))))
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.fields[START] == T0 - timedelta(hours=2)
+    assert job.client_ids == ("a", "b", "c")
+
+
+def test_job_start_time_moves_earlier_than_its_own(store: Store) -> None:
+    """A job created with a Start Time takes an earlier client start but keeps its own over a later one."""
+    store.ensure_job("run-1", {STATUS: "Running", START: T0})
+    store.merge_client(delta("late", Start_Time=("min", T0 + timedelta(minutes=1))))
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.fields[START] == T0
+    store.merge_client(delta("early", Start_Time=("min", T0 - timedelta(minutes=1))))
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.fields[START] == T0 - timedelta(minutes=1)
+
+
+def test_merge_clients_merges_a_batch_in_order(store: Store) -> None:
+    """merge_clients returns one row per delta, in order, each seeing the deltas before it."""
+    rows = store.merge_clients([leads(1, "a"), leads(2, "b"), leads(3, "a")])
+    assert [(r.client_id, r.fields[LEADS]) for r in rows] == [("a", 1), ("b", 2), ("a", 4)]
+    assert store.merge_clients([]) == []
+
+
+def test_merge_clients_is_all_or_nothing(store: Store) -> None:
+    """A batch whose second delta cannot merge changes nothing, not even its first delta."""
+    store.merge_client(ClientDelta("run-1", "a", {"Notes": ("last", "text")}))
+    bad = ClientDelta("run-1", "a", {"Notes": ("sum", 1)})  # str + int
+    with pytest.raises(TypeError):
+        store.merge_clients([leads(5, "b"), bad])
+    assert store.get_client("run-1", "b") is None
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.client_ids == ("a",)
+
+
+def test_get_and_list_clients(store: Store) -> None:
+    """get_client is None for an unknown row; list_clients gives one run's rows by client ID."""
+    assert store.get_client("run-1", "nobody") is None
+    store.merge_clients([leads(1, "zeta"), leads(1, "alpha"), leads(1, "other", run="run-2")])
+    assert [r.client_id for r in store.list_clients("run-1")] == ["alpha", "zeta"]
+    assert store.list_clients("run-3") == []
+
+
+def test_returned_rows_are_snapshots(store: Store) -> None:
+    """Changing the fields of a returned row does not change the store."""
+    row, _ = store.merge_client(leads(1))
+    row.fields[LEADS] = 999  # type: ignore[index]
+    fetched = store.get_client("run-1", "acme")
+    assert fetched is not None
+    fetched.fields[LEADS] = 999  # type: ignore[index]
+    job = store.get_job("run-1")
+    assert job is not None
+    job.fields[STATUS] = "Hacked"  # type: ignore[index]
+    stored = store.get_client("run-1", "acme")
+    assert stored is not None
+    assert stored.fields[LEADS] == 1
+    assert store.get_job("run-1").fields[STATUS] == "Running"  # type: ignore[union-attr]
+
+
+# -- idempotency -------------------------------------------------------------------------
+
+
+def test_idempotency_key_applies_once(store: Store) -> None:
+    """A delta whose key was applied changes nothing and returns the row as it is."""
+    first, applied = store.merge_client(leads(5, key="k1"))
+    assert applied is True
+    again, applied = store.merge_client(leads(5, key="k1"))
+    assert applied is False
+    assert again == first
+    assert again.fields[LEADS] == 5
+    other, applied = store.merge_client(leads(5, key="k2"))
+    assert applied is True
+    assert other.fields[LEADS] == 10
+
+
+def test_idempotency_key_applies_once_within_a_batch(store: Store) -> None:
+    """The same key twice in one batch is applied once."""
+    rows = store.merge_clients([leads(5, key="k"), leads(5, key="k")])
+    assert [r.fields[LEADS] for r in rows] == [5, 5]
+    assert rows[1].version == 1
+
+
+def test_seen_key_for_a_missing_row_creates_nothing(store: Store) -> None:
+    """A seen key on another row returns an empty row and creates neither row nor job."""
+    store.merge_client(leads(1, "a", key="shared"))
+    row, applied = store.merge_client(leads(1, "b", run="run-2", key="shared"))
+    assert applied is False
+    assert row == ClientRow("run-2", "b", {})
+    assert store.get_client("run-2", "b") is None
+    assert store.get_job("run-2") is None
+
+
+def test_idempotency_key_expires_after_ttl(make_store: MakeStore, clock: Clock) -> None:
+    """After the TTL (by the store's clock) the same key is applied again."""
+    store = make_store(clock=clock, idempotency_ttl=60.0)
+    store.merge_client(leads(1, key="k"))
+    clock.now += 59.0
+    assert store.merge_client(leads(1, key="k"))[1] is False
+    clock.now += 1.0
+    row, applied = store.merge_client(leads(1, key="k"))
+    assert applied is True
+    assert row.fields[LEADS] == 2
+    clock.now += 30.0
+    assert store.merge_client(leads(1, key="k"))[1] is False
+
+
+# -- finalize ----------------------------------------------------------------------------
+
+
+def test_finalize_sees_merged_fields_and_its_changes_are_stored(store: Store) -> None:
+    """finalize gets the merged fields in the transaction; what it sets is stored."""
+    store.merge_client(leads(3))
+    seen: dict[str, Any] = {}
+
+    def finalize(fields: dict[str, Any]) -> None:
+        seen.update(fields)
+        fields[STATUS] = "Completed" if fields[LEADS] > 0 else "No Leads To Score"
+        fields[END] = T0
+
+    row, applied = store.merge_client(
+        ClientDelta("run-1", "acme", {LEADS: ("sum", 2)}, complete=True), finalize
+    )
+    assert applied is True
+    assert seen[LEADS] == 5
+    assert row.fields[STATUS] == "Completed"
+    assert row.completed is True
+    assert store.get_client("run-1", "acme") == row
+
+
+def test_finalize_failure_changes_nothing(store: Store) -> None:
+    """An exception in finalize rolls the merge back: no row, no job, no outbox, key unused."""
+
+    def finalize(fields: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        store.merge_client(leads(1, key="k"), finalize)
+    assert store.get_client("run-1", "acme") is None
+    assert store.get_job("run-1") is None
+    assert store.outbox_counts() == (0, 0)
+    assert store.merge_client(leads(1, key="k"))[1] is True
+
+
+def test_finalize_is_not_called_for_a_seen_key(store: Store) -> None:
+    """A delta whose key was seen does not run finalize."""
+    store.merge_client(leads(1, key="k"))
+    calls: list[int] = []
+    _, applied = store.merge_client(leads(1, key="k"), lambda fields: calls.append(1))
+    assert applied is False
+    assert calls == []
+
+
+def test_store_calls_inside_callbacks_join_the_transaction(store: Store) -> None:
+    """finalize and update callbacks may call the store; they see the changes made so far."""
+    store.merge_client(leads(1, "other"))
+    seen: list[Any] = []
+
+    def finalize(fields: dict[str, Any]) -> None:
+        seen.append(store.get_client("run-1", "other"))
+        seen.append(store.merge_client(leads(10, "other"))[0].fields[LEADS])
+
+    store.merge_client(leads(1), finalize)
+    assert seen[0].fields[LEADS] == 1
+    assert seen[1] == 11
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        fields["Seen"] = len(store.list_clients("run-1"))
+
+    assert store.update_job("run-1", update).fields["Seen"] == 2
+
+
+def test_failure_after_a_nested_call_rolls_back_both(store: Store) -> None:
+    """A callback that merged another row and then raised leaves neither change."""
+
+    def finalize(fields: dict[str, Any]) -> None:
+        store.merge_client(leads(5, "other"))
+        raise RuntimeError("late failure")
+
+    with pytest.raises(RuntimeError):
+        store.merge_client(leads(1), finalize)
+    assert store.get_client("run-1", "other") is None
+    assert store.get_job("run-1") is None
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        store.merge_client(leads(5, "other", run="run-2"))
+        raise RuntimeError("late failure")
+
+    store.ensure_job("run-2", {})
+    with pytest.raises(RuntimeError):
+        store.update_job("run-2", update)
+    assert store.get_client("run-2", "other") is None
+
+
+# -- job rows ----------------------------------------------------------------------------
+
+
+def test_ensure_job_creates_once(store: Store) -> None:
+    """ensure_job creates the job with the fields given, then returns it unchanged."""
+    job, created = store.ensure_job("run-1", {STATUS: "Running", "System Notes": "first"})
+    assert created is True
+    assert job.fields == {STATUS: "Running", "System Notes": "first"}
+    assert job.version == 1
+    again, created = store.ensure_job("run-1", {STATUS: "Failed", "System Notes": "second"})
+    assert created is False
+    assert again.fields["System Notes"] == "first"
+    assert again.version == 1
+
+
+def test_ensure_job_lists_existing_clients(store: Store) -> None:
+    """ensure_job on a job created by client merges returns its client IDs, sorted."""
+    store.merge_clients([leads(1, "b"), leads(1, "a")])
+    job, created = store.ensure_job("run-1", {})
+    assert created is False
+    assert job.client_ids == ("a", "b")
+
+
+def test_reserve_job_steps_to_next_free_id(store: Store) -> None:
+    """reserve_job takes the run ID if free, else steps until one is free."""
+    store.ensure_job("000101", {})
+    store.ensure_job("000102", {})
+    steps: list[str] = []
+
+    def step(run_id: str) -> str:
+        steps.append(run_id)
+        return f"{int(run_id) + 1:06d}"
+
+    job = store.reserve_job("000101", {STATUS: "Running"}, step)
+    assert job.run_id == "000103"
+    assert job.fields == {STATUS: "Running"}
+    assert job.version == 1
+    assert steps == ["000101", "000102"]
+    assert store.reserve_job("000200", {}, step).run_id == "000200"
+    assert store.get_job("000103") is not None
+
+
+def test_update_job_sees_client_rows_and_bumps_version(store: Store) -> None:
+    """update_job passes the job's fields and its client rows (by client ID) and stores the result."""
+    store.merge_clients([leads(2, "b"), leads(3, "a"), leads(100, "x", run="run-2")])
+    before = store.get_job("run-1")
+    assert before is not None
+
+    def aggregate(fields: dict[str, Any], clients: Any) -> None:
+        assert [c.client_id for c in clients] == ["a", "b"]
+        fields[LEADS] = sum(c.fields[LEADS] for c in clients)
+
+    job = store.update_job("run-1", aggregate)
+    assert job.fields[LEADS] == 5
+    assert job.version == before.version + 1
+    assert job.client_ids == ("a", "b")
+    assert job.completed is False
+    assert store.get_job("run-1") == job
+
+
+def test_update_job_complete_flag(store: Store) -> None:
+    """``complete=True`` sets the job's flag, ``None`` keeps it, ``False`` clears it."""
+    store.ensure_job("run-1", {})
+    assert store.update_job("run-1", lambda f, c: None, complete=True).completed is True
+    assert store.update_job("run-1", lambda f, c: None).completed is True
+    assert store.update_job("run-1", lambda f, c: None, complete=False).completed is False
+
+
+def test_update_job_unknown_raises_key_error(store: Store) -> None:
+    """update_job of a job that does not exist raises KeyError and creates nothing."""
+    with pytest.raises(KeyError):
+        store.update_job("missing", lambda f, c: None)
+    assert store.get_job("missing") is None
+
+
+def test_update_job_failure_changes_nothing(store: Store) -> None:
+    """An exception in the update callback leaves the job as it was."""
+    store.ensure_job("run-1", {STATUS: "Running"})
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        fields[STATUS] = "Failed"
+        raise ValueError("nope")
+
+    with pytest.raises(ValueError, match="nope"):
+        store.update_job("run-1", update)
+    job = store.get_job("run-1")
+    assert job is not None
+    assert job.fields[STATUS] == "Running"
+    assert job.version == 1
+
+
+def test_get_job_unknown_is_none(store: Store) -> None:
+    """get_job of an unknown run is None."""
+    assert store.get_job("nope") is None
+
+
+def test_list_jobs_newest_first_with_status_and_limit(store: Store) -> None:
+    """list_jobs orders by Start Time newest first (then run ID), filters by status, limits."""
+    store.ensure_job("j-old", {STATUS: "Completed", START: T0 - timedelta(days=2)})
+    store.ensure_job("j-new", {STATUS: "Running", START: T0})
+    store.ensure_job("j-mid", {STATUS: "Completed", START: T0 - timedelta(days=1)})
+    store.ensure_job("j-tie", {STATUS: "Running", START: T0})
+    store.ensure_job("j-none", {STATUS: "Running"})
+    store.merge_client(delta("c1", run="j-mid"))
+    ids = [j.run_id for j in store.list_jobs()]
+    assert ids == ["j-tie", "j-new", "j-mid", "j-old", "j-none"]
+    assert [j.run_id for j in store.list_jobs(status="Completed")] == ["j-mid", "j-old"]
+    assert [j.run_id for j in store.list_jobs(limit=2)] == ["j-tie", "j-new"]
+    assert store.list_jobs(status="Failed") == []
+    mid = store.list_jobs(status="Completed", limit=1)[0]
+    assert mid.client_ids == ("c1",)
+    assert mid.fields[START] == T0 - timedelta(days=1)
+
+
+def test_list_jobs_compares_instants(store: Store) -> None:
+    """Start Times are ordered as instants, including fractions of a second."""
+    store.ensure_job("a", {START: T0 + timedelta(microseconds=500)})
+    store.ensure_job("b", {START: T0})
+    store.ensure_job("c", {START: T0 + timedelta(seconds=1)})
+    assert [j.run_id for j in store.list_jobs()] == ["c", "a", "b"]
+
+
+# -- outbox ------------------------------------------------------------------------------
+
+
+def _key(item: OutboxItem) -> tuple[str, str, str]:
+    return (item.kind, item.run_id, item.client_id)
+
+
+def test_outbox_coalesces_one_entry_per_row(store: Store) -> None:
+    """Many changes to one row leave one entry, at the row's newest version."""
+    for _ in range(3):
+        store.merge_client(leads(1))
+    due = store.outbox_due(now=0.0, limit=10)
+    assert [(_key(i), i.version) for i in due] == [
+        (("job", "run-1", ""), 1),
+        (("client", "run-1", "acme"), 3),
+    ]
+    assert store.outbox_counts() == (2, 0)
+
+
+def test_outbox_done_removes_only_unchanged_rows(store: Store) -> None:
+    """outbox_done with an old version keeps the entry; with the current version removes it."""
+    store.merge_client(leads(1))
+    taken = store.outbox_due(now=0.0, limit=10)
+    store.merge_client(leads(1))  # the client row changes while being published
+    store.outbox_done(taken)
+    left = store.outbox_due(now=0.0, limit=10)
+    assert [(_key(i), i.version) for i in left] == [(("client", "run-1", "acme"), 2)]
+    store.outbox_done(left)
+    assert store.outbox_due(now=0.0, limit=10) == []
+    assert store.outbox_counts() == (0, 0)
+    store.outbox_done([])
+
+
+def test_outbox_due_order_and_limit(store: Store) -> None:
+    """Due entries come oldest due first (jobs before clients when equal), at most ``limit``."""
+    store.merge_clients([leads(1, "b"), leads(1, "a")])
+    items = store.outbox_due(now=0.0, limit=10)
+    assert [_key(i) for i in items] == [
+        ("job", "run-1", ""),
+        ("client", "run-1", "a"),
+        ("client", "run-1", "b"),
+    ]
+    store.outbox_retry(items[0], due_at=50.0, error=None)
+    assert [_key(i) for i in store.outbox_due(now=10.0, limit=10)] == [
+        ("client", "run-1", "a"),
+        ("client", "run-1", "b"),
+    ]
+    assert [_key(i) for i in store.outbox_due(now=50.0, limit=10)][-1] == ("job", "run-1", "")
+    assert len(store.outbox_due(now=50.0, limit=2)) == 2
+
+
+def test_outbox_retry_counts_attempts_and_keeps_error(store: Store) -> None:
+    """outbox_retry postpones; an error adds an attempt and is kept by a retry without one."""
+    store.merge_client(leads(1))
+    client = store.outbox_due(now=0.0, limit=10)[1]
+    store.outbox_retry(client, due_at=100.0, error="HTTP 503")
+    assert [_key(i) for i in store.outbox_due(now=99.0, limit=10)] == [("job", "run-1", "")]
+    item = store.outbox_due(now=100.0, limit=10)[1]
+    assert (item.attempts, item.due_at, item.last_error, item.dead) == (1, 100.0, "HTTP 503", False)
+    store.outbox_retry(item, due_at=200.0, error=None)
+    item = store.outbox_due(now=200.0, limit=10)[1]
+    assert (item.attempts, item.due_at, item.last_error) == (1, 200.0, "HTTP 503")
+    store.outbox_retry(item, due_at=300.0, error="HTTP 429")
+    item = store.outbox_due(now=300.0, limit=10)[1]
+    assert (item.attempts, item.last_error) == (2, "HTTP 429")
+
+
+def test_outbox_retry_keeps_the_newer_version(store: Store) -> None:
+    """Retrying an entry whose row changed meanwhile keeps the row's newer version."""
+    store.merge_client(leads(1))
+    old = store.outbox_due(now=0.0, limit=10)[1]
+    store.merge_client(leads(1))
+    store.outbox_retry(old, due_at=5.0, error="timeout")
+    item = store.outbox_due(now=5.0, limit=10)[1]
+    assert (item.version, item.attempts) == (2, 1)
+
+
+def test_outbox_dead_letters_and_revive(store: Store) -> None:
+    """A dead entry is not due and is counted as dead until revived, then due now."""
+    store.merge_clients([leads(1, "a"), leads(1, "b")])
+    items = store.outbox_due(now=0.0, limit=10)
+    bad = next(i for i in items if i.client_id == "b")
+    store.outbox_retry(bad, due_at=0.0, error="422 UNKNOWN_FIELD_NAME", dead=True)
+    assert store.outbox_counts() == (2, 1)
+    assert all(i.client_id != "b" for i in store.outbox_due(now=1e12, limit=10))
+    dead = store.outbox_dead()
+    assert [(_key(i), i.dead, i.last_error, i.attempts) for i in dead] == [
+        (("client", "run-1", "b"), True, "422 UNKNOWN_FIELD_NAME", 1)
+    ]
+    assert store.outbox_revive() == 1
+    assert store.outbox_revive() == 0
+    assert store.outbox_counts() == (3, 0)
+    assert store.outbox_dead() == []
+    revived = next(i for i in store.outbox_due(now=0.0, limit=10) if i.client_id == "b")
+    assert revived.dead is False
+    assert revived.attempts == 1
+
+
+def test_outbox_counts_empty(store: Store) -> None:
+    """A new store has nothing pending and nothing dead."""
+    assert store.outbox_counts() == (0, 0)
+    assert store.outbox_due(now=1e12, limit=10) == []
+    assert store.outbox_dead() == []
+
+
+# -- coordination ------------------------------------------------------------------------
+
+
+def test_lease_is_exclusive_until_expiry(store: Store) -> None:
+    """Only one owner holds a lease until it expires; then another may take it."""
+    assert store.acquire_lease("publisher", "w1", ttl=10.0, now=100.0) is True
+    assert store.acquire_lease("publisher", "w2", ttl=10.0, now=105.0) is False
+    assert store.acquire_lease("publisher", "w2", ttl=10.0, now=109.999) is False
+    assert store.acquire_lease("other", "w2", ttl=10.0, now=105.0) is True
+    assert store.acquire_lease("publisher", "w2", ttl=10.0, now=110.0) is True
+    assert store.acquire_lease("publisher", "w1", ttl=10.0, now=111.0) is False
+
+
+def test_lease_renewal_by_owner_extends_it(store: Store) -> None:
+    """The owner renews its lease, pushing the expiry to ``now + ttl``."""
+    assert store.acquire_lease("publisher", "w1", ttl=10.0, now=0.0) is True
+    assert store.acquire_lease("publisher", "w1", ttl=10.0, now=8.0) is True
+    assert store.acquire_lease("publisher", "w2", ttl=10.0, now=15.0) is False
+    assert store.acquire_lease("publisher", "w2", ttl=10.0, now=18.0) is True
+
+
+def test_take_token_paces_without_burst(store: Store) -> None:
+    """take_token never grants more than ``rate`` slots in any 1 s window, and says how long to wait."""
+    rate = 5.0
+    assert store.take_token("base", rate, now=1000.0) == 0.0
+    assert store.take_token("base", rate, now=1000.0) == pytest.approx(0.2)
+    assert store.take_token("base", rate, now=1000.15) == pytest.approx(0.05)
+    granted = [1000.0]
+    now = 1000.0
+    while now < 1004.0:
+        now = round(now + 0.01, 2)
+        if store.take_token("base", rate, now=now) == 0.0:
+            granted.append(now)
+    for start in granted:
+        assert sum(1 for t in granted if start <= t < start + 1.0) <= rate
+    assert len(granted) >= 20
+    assert store.take_token("other-base", rate, now=now) == 0.0
+
+
+def test_take_token_after_idle_does_not_burst(store: Store) -> None:
+    """A long idle period does not bank slots: after it, slots are still 1/rate apart."""
+    assert store.take_token("base", 2.0, now=0.0) == 0.0
+    assert store.take_token("base", 2.0, now=100.0) == 0.0
+    assert store.take_token("base", 2.0, now=100.0) == pytest.approx(0.5)
+
+
+def test_close_twice_is_safe(store: Store) -> None:
+    """close() may be called more than once."""
+    store.merge_client(leads(1))
+    store.close()
+    store.close()
+
+
+# -- threads -----------------------------------------------------------------------------
+
+
+def test_threads_merge_exactly(store: Store) -> None:
+    """8 threads x 2,000 merges into one row through one store object give exactly 16,000."""
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            start.wait()
+            for _ in range(500):  # single merges ...
+                store.merge_client(leads(1))
+            for _ in range(15):  # ... and batches of 100
+                store.merge_clients([leads(1)] * 100)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    row = store.get_client("run-1", "acme")
+    assert row is not None
+    assert row.fields[LEADS] == 16_000
+    assert row.version == 16_000
+
+
+def test_completing_a_row_makes_its_postponed_entry_due(store: Store) -> None:
+    """A running row postponed by the publisher is due again as soon as it completes."""
+    store.merge_clients([ClientDelta("230615-120000", "acme", {"Leads Processed": ("sum", 1)})])
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    store.outbox_retry(item, due_at=1e12, error=None)
+    assert [i for i in store.outbox_due(0.0, 10) if i.kind == "client"] == []
+    store.merge_client(ClientDelta("230615-120000", "acme", {}, complete=True))
+    assert [i.client_id for i in store.outbox_due(0.0, 10) if i.kind == "client"] == ["acme"]
+
+
+def test_completing_does_not_cut_an_error_backoff_short(store: Store) -> None:
+    """An entry backing off after an error keeps its due time when the row completes."""
+    store.merge_clients([ClientDelta("230615-120000", "acme", {"Leads Processed": ("sum", 1)})])
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    store.outbox_retry(item, due_at=1e12, error="HTTP 503")
+    store.merge_client(ClientDelta("230615-120000", "acme", {}, complete=True))
+    assert [i for i in store.outbox_due(0.0, 10) if i.kind == "client"] == []
