@@ -1,0 +1,326 @@
+"""``flask jobmetrics ...``: look at runs, flush, sweep abandoned jobs, inspect the outbox.
+
+Registered as a ``flask.commands`` entry point, so ``flask --app APP jobmetrics`` works for
+any app with ``JobMetrics`` initialised. Every command is declared with :func:`_command`,
+which loads the app itself (so a store that cannot be opened is reported like any other
+error) and turns ``JobMetricsError``/``ValueError`` into a one-line ``Error: ...`` with exit
+code 1. A subgroup (e.g. ``airtable``) is another ``AppGroup`` added with
+``jobmetrics_cli.add_command`` whose commands use ``_command(group, name)`` the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Concatenate, ParamSpec
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, ScriptInfo
+
+from .exceptions import JobMetricsError, StoreError, UnknownRunError
+from .extension import get_state
+from .models import ClientRun, JobRun, Status
+from .runids import RunId
+from .schema import CLIENTS_WITH_ERRORS, STATUS, normalize_status
+from .service import MetricsService
+
+__all__ = ["format_run", "jobmetrics_cli"]
+
+P = ParamSpec("P")
+
+#: Sweep looks at every Running job; ``list_job_runs`` needs a limit.
+_ALL = 1_000_000
+_NOTE_WIDTH = 40
+_ERR_WIDTH = 60
+_AIRTABLE_KEYS = "JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID"
+_DURATION_RE = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+jobmetrics_cli = AppGroup(
+    "jobmetrics",
+    help="Job and client metrics: list runs, show one, flush, sweep abandoned jobs, inspect the outbox.",
+)
+
+
+def _command(
+    group: AppGroup, name: str, **options: Any
+) -> Callable[[Callable[Concatenate[MetricsService, P], None]], click.Command]:
+    """Declare ``group name``: the function gets the app's service, errors become one line."""
+
+    def decorate(function: Callable[Concatenate[MetricsService, P], None]) -> click.Command:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            try:
+                if not current_app:
+                    ctx = click.get_current_context()
+                    app = ctx.ensure_object(ScriptInfo).load_app()
+                    ctx.with_resource(app.app_context())
+                function(get_state().service, *args, **kwargs)
+            except StoreError as exc:
+                raise click.ClickException(f"store unreachable: {_one_line(str(exc))}") from exc
+            except (JobMetricsError, ValueError) as exc:
+                raise click.ClickException(_one_line(str(exc))) from exc
+
+        command: click.Command = group.command(name, with_appcontext=False, **options)(run)
+        return command
+
+    return decorate
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _trim(text: str, width: int) -> str:
+    text = _one_line(text)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _numeric(cell: str) -> bool:
+    return bool(re.fullmatch(r"-?[\d,.]+(/[\d,]+)?", cell))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Aligned columns under a dashed rule; columns of numbers are right-aligned."""
+    body = [list(row) for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
+    right = [bool(body) and all(_numeric(r[i]) or r[i] == "-" for r in body) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = (c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True))
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+def _when(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, ``-`` for none."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _span(seconds: float) -> str:
+    """``45s``, ``3m 05s``, ``1h 02m 03s``, ``2d 04h 00m 00s``."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m {secs:02d}s"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _duration(start: datetime | None, end: datetime | None, status: Status, now: datetime) -> str:
+    """End minus start; for a run still Running, the time since it started."""
+    if start is None:
+        return "-"
+    if end is None:
+        return _span((now - start).total_seconds()) if status is Status.RUNNING else "-"
+    return _span((end - start).total_seconds())
+
+
+def _number(value: Any) -> str:
+    """Thousands separators; missing counts are 0; datetimes as ``_when``."""
+    if value is None:
+        return "0"
+    if isinstance(value, datetime):
+        return _when(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``6h``, ``2d`` or a sum such as ``1h30m`` -> a positive timedelta."""
+    compact = text.strip()
+    parts = list(_DURATION_RE.finditer(compact))
+    if not parts or "".join(p.group(0) for p in parts).replace(" ", "") != compact.replace(" ", ""):
+        raise ValueError(f"--older-than: {text!r} is not a duration like 90s, 30m, 6h or 2d")
+    seconds = sum(float(p["amount"]) * _UNIT_SECONDS[p["unit"].lower()] for p in parts)
+    if seconds <= 0:
+        raise ValueError(f"--older-than: {text!r} must be longer than 0s")
+    return timedelta(seconds=seconds)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@_command(jobmetrics_cli, "runs")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.option("--status", default=None, help="Only runs with this status (Running, Failed, ...).")
+def runs(service: MetricsService, limit: int, status: str | None) -> None:
+    """List job runs, newest first."""
+    try:
+        wanted = normalize_status(status) if status is not None else None
+    except ValueError as exc:
+        raise ValueError(f"--status: {exc}") from None
+    jobs = service.list_job_runs(limit=limit, status=wanted)
+    if not jobs:
+        click.echo("No job runs.")
+        return
+    now = service.clock()
+    rows = []
+    for job in jobs:
+        clients = service.store.list_clients(job.run_id)
+        done = sum(1 for c in clients if c.fields.get(STATUS) != Status.RUNNING.value)
+        rows.append(
+            [
+                job.run_id,
+                job.status.value,
+                _when(job.start_time),
+                _duration(job.start_time, job.end_time, job.status, now),
+                f"{done:,}/{len(clients):,}",
+                _number(job.metrics.get(CLIENTS_WITH_ERRORS)),
+                _number(job.metrics.get("Leads Processed")),
+                _number(job.metrics.get("Total Tokens")),
+            ]
+        )
+    headers = ["RUN ID", "STATUS", "START (UTC)", "DURATION", "CLIENTS DONE", "FAILED", "LEADS", "TOKENS"]
+    click.echo(_table(headers, rows))
+
+
+_CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("LEADS", "Leads Processed"),
+    ("PROFILES EXAMINED", "Profiles Examined for Scoring"),
+    ("PROFILES SCORED", "Profiles Successfully Scored"),
+    ("POSTS HARVESTED", "Total Posts Harvested"),
+    ("POSTS EXAMINED", "Posts Examined for Scoring"),
+    ("POSTS SCORED", "Posts Successfully Scored"),
+    ("TOKENS", "Total Tokens"),
+)
+
+
+def _client_row(client: ClientRun, now: datetime) -> list[str]:
+    return [
+        client.client_id,
+        client.status.value,
+        _when(client.start_time),
+        _duration(client.start_time, client.end_time, client.status, now),
+        *(_number(client.metrics.get(field)) for _, field in _CLIENT_COLUMNS),
+        _trim(client.notes, _NOTE_WIDTH) if client.notes else "",
+    ]
+
+
+def _job_lines(job: JobRun, now: datetime) -> list[str]:
+    lines = [
+        f"Run:       {job.run_id}",
+        f"Status:    {job.status.value}",
+        f"Start:     {_when(job.start_time)} UTC" if job.start_time else "Start:     -",
+        f"End:       {_when(job.end_time)} UTC" if job.end_time else "End:       -",
+        f"Duration:  {_duration(job.start_time, job.end_time, job.status, now)}",
+    ]
+    notes = job.notes.splitlines() or ["-"]
+    lines += [f"Notes:     {notes[0]}", *(f"           {n}" for n in notes[1:])]
+    if job.metrics:
+        lines += ["", "Aggregates:"]
+        width = max(len(name) for name in job.metrics)
+        lines += [f"  {name.ljust(width)}  {_number(value):>12}" for name, value in job.metrics.items()]
+    return lines
+
+
+def format_run(service: MetricsService, run_id: str) -> str:
+    """One job run and a table of its client runs, as ``show`` prints them."""
+    run = RunId.parse(run_id).base
+    job = service.get_job_run(run)
+    if job is None:
+        raise UnknownRunError(f"no job run {run!r}")
+    now = service.clock()
+    lines = _job_lines(job, now)
+    clients = [c for c in (service.get_client_run(run, cid) for cid in job.client_ids) if c is not None]
+    lines.append(f"\nClient runs ({len(clients)}):")
+    if clients:
+        headers = ["CLIENT", "STATUS", "START (UTC)", "DURATION", *(h for h, _ in _CLIENT_COLUMNS), "NOTES"]
+        lines.append(_table(headers, [_client_row(c, now) for c in clients]))
+    return "\n".join(lines)
+
+
+@_command(jobmetrics_cli, "show")
+@click.argument("run_id")
+def show(service: MetricsService, run_id: str) -> None:
+    """Show one job run and its client runs."""
+    click.echo(format_run(service, run_id))
+
+
+@_command(jobmetrics_cli, "flush")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for publishing.")
+def flush(service: MetricsService, timeout: float | None) -> None:
+    """Merge buffered updates into the store and wait for publishing."""
+    report = service.flush(timeout=timeout)
+    click.echo(
+        f"Flushed:    {report.flushed:,} buffered entries reached the store\n"
+        f"Published:  {report.published:,} rows\n"
+        f"Pending:    {report.pending:,} rows still waiting in the outbox\n"
+        f"Dead:       {report.dead:,} rows in the dead letters"
+    )
+    if not get_state().settings.airtable_enabled:
+        click.echo(f"Airtable publishing is off (set {_AIRTABLE_KEYS}).")
+
+
+@_command(jobmetrics_cli, "sweep")
+@click.option("--older-than", required=True, help="Age of a Running job to close: 90s, 30m, 6h, 2d.")
+@click.option("--dry-run", is_flag=True, help="List the jobs that would be closed; change nothing.")
+def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
+    """Close abandoned Running jobs started longer ago than --older-than as Failed."""
+    now = service.clock()
+    cutoff = now - parse_duration(older_than)
+    stale = {
+        job.run_id: job.start_time
+        for job in service.list_job_runs(limit=_ALL, status=Status.RUNNING)
+        if job.start_time is not None and job.start_time < cutoff
+    }
+    if not stale:
+        click.echo(f"No Running job runs started before {_when(cutoff)} UTC.")
+        return
+    headers = ["RUN ID", "START (UTC)", "RUNNING FOR"]
+    rows = {run: [run, _when(start), _span((now - start).total_seconds())] for run, start in stale.items()}
+    if dry_run:
+        table = _table(headers, rows.values())
+        click.echo(f"Would close {len(stale)} job run(s) as Failed (dry run, nothing changed):\n{table}")
+        return
+    note = f"Closed by sweep: still running after {older_than.strip()}"
+    closed: list[str] = []
+
+    def close_one(run: str) -> None:
+        current = service.get_job_run(run)
+        if current is not None and current.status is Status.RUNNING:  # not finished meanwhile
+            service.complete_job_metrics(run, success=False, notes=note)
+            closed.append(run)
+
+    if len(stale) > 1:
+        with click.progressbar(list(stale), label="Closing", file=sys.stderr) as bar:
+            for run in bar:
+                close_one(run)
+    else:
+        close_one(next(iter(stale)))
+    click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{_table(headers, [rows[r] for r in closed])}")
+
+
+@_command(jobmetrics_cli, "outbox")
+@click.option("--retry-dead", is_flag=True, help="Make every dead-letter entry pending again.")
+def outbox(service: MetricsService, retry_dead: bool) -> None:
+    """Show the rows waiting for Airtable and the dead letters."""
+    store = service.store
+    if retry_dead:
+        click.echo(f"Revived {store.outbox_revive():,} dead-letter entries; they are pending again.")
+    pending, dead = store.outbox_counts()
+    click.echo(f"Pending:       {pending:,}\nDead letters:  {dead:,}")
+    items = store.outbox_dead() if dead else []
+    if items:
+        items.sort(key=lambda item: (item.run_id, item.kind, item.client_id))
+        rows = [
+            [i.kind, i.run_id, i.client_id or "-", f"{i.attempts:,}", _trim(i.last_error or "-", _ERR_WIDTH)]
+            for i in items
+        ]
+        click.echo("\n" + _table(["KIND", "RUN", "CLIENT", "ATTEMPTS", "LAST ERROR"], rows))
