@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .context import bind_run, current_run
 from .exceptions import (
     ConfigurationError,
     InvalidClientIdError,
@@ -54,10 +55,12 @@ __all__ = [
     "UnknownRunError",
     "__version__",
     "base_run_id",
+    "bind_run",
     "client_id_of",
     "client_run_id",
     "complete_client_metrics",
     "complete_job_metrics",
+    "current_run",
     "flush",
     "generate_run_id",
     "get_client_run",

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
+from .buffer import install_sigterm_handler
 from .config import Settings, read_settings
+from .context import bind_run, install_request_hooks
+from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
+from .receivers import connect_app
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .stores.base import load_store
@@ -40,7 +44,8 @@ def get_state(app: Flask | None = None) -> JobMetricsState:
     if app is None:
         if not has_app_context():
             raise NotInitializedError(
-                "flask_jobmetrics needs an app: call it inside an app context or on a JobMetrics bound to one app"
+                "flask_jobmetrics needs an app: call it inside an app context"
+                " or on a JobMetrics bound to one app"
             )
         app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = app.extensions.get(EXTENSION_KEY) if app is not None else None
@@ -60,13 +65,16 @@ def _on_current_app(method: Callable[Concatenate[MetricsService, P], R]) -> Call
     return call
 
 
-def _on_bound_app(method: Callable[Concatenate[MetricsService, P], R]) -> Callable[Concatenate[JobMetrics, P], R]:
+def _on_bound_app(
+    method: Callable[Concatenate[MetricsService, P], R],
+) -> Callable[Concatenate[JobMetrics, P], R]:
     """A ``JobMetrics`` method calling ``method`` on the service of the app in use."""
 
-    @functools.wraps(method)
-    def call(self: JobMetrics, *args: P.args, **kwargs: P.kwargs) -> R:
+    def call(self: JobMetrics, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return method(self.state().service, *args, **kwargs)
 
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = method.__doc__
     return call
 
 
@@ -111,6 +119,10 @@ class JobMetrics:
 
     def _connect(self, app: Flask, state: JobMetricsState) -> None:
         """Hook point for signals, request hooks, CLI and dashboard."""
+        connect_app(app, state)
+        install_request_hooks(app, state)
+        if threading.current_thread() is threading.main_thread():
+            install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
 
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""
@@ -125,8 +137,9 @@ class JobMetrics:
         if len(states) == 1:
             return states[0]
         raise NotInitializedError(
-            "this JobMetrics serves no app yet" if not states else
-            "this JobMetrics serves several apps: call it inside an app context"
+            "this JobMetrics serves no app yet"
+            if not states
+            else "this JobMetrics serves several apps: call it inside an app context"
         )
 
     def register_metric(self, spec: MetricSpec) -> None:
@@ -150,6 +163,10 @@ class JobMetrics:
     get_job_run = _on_bound_app(MetricsService.get_job_run)
     list_job_runs = _on_bound_app(MetricsService.list_job_runs)
     flush = _on_bound_app(MetricsService.flush)
+    tracked = staticmethod(tracked)
+    counts = staticmethod(counts)
+    signed = staticmethod(signed)
+    bind_run = staticmethod(bind_run)
 
 
 update_client_metrics = _on_current_app(MetricsService.update_client_metrics)

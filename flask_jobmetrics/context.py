@@ -1,0 +1,321 @@
+"""``current_run``, the request hooks, and ``bind_run()`` for code outside requests.
+
+A :class:`RunContext` says which run and client the metrics of a request (or of a
+``with bind_run(...)`` block) belong to. Metrics given to :meth:`RunContext.add` are
+normalized at once (invalid values are reported then) and accumulated; they are merged
+into the service ONCE, when the request ends (``teardown_request``) or the block exits.
+
+``current_run`` is the innermost run context of the current thread (a ``ContextVar``, so
+threads never see each other's runs); in a request of an app with JobMetrics it is the
+request's context, read from the headers, query parameters and view arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flask import Flask, Response, has_request_context, request
+from werkzeug.local import LocalProxy
+
+from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError
+from .log import StructuredLogger
+from .models import ClientRun
+from .runids import RunId, validate_client_id
+from .stores.base import Ops, merge_ops
+
+if TYPE_CHECKING:
+    from .extension import JobMetricsState
+
+__all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
+
+T = TypeVar("T")
+_ENVIRON_KEY = "flask_jobmetrics.run"
+_cv_run: ContextVar[RunContext] = ContextVar("flask_jobmetrics.run")
+
+
+class RunContext:
+    """The run and client that added metrics belong to, and the metrics not merged yet."""
+
+    def __init__(
+        self,
+        state: JobMetricsState,
+        run_id: str | None,
+        client_id: str | None,
+        *,
+        run_error: JobMetricsError | None = None,
+        client_error: JobMetricsError | None = None,
+        process: str | None = None,
+    ) -> None:
+        self.state = state
+        #: The base run ID, or None when it is missing or malformed (see :attr:`problem`).
+        self.run_id = run_id
+        #: The client ID, or None when it is missing or malformed.
+        self.client_id = client_id
+        self.run_error = run_error
+        self.client_error = client_error
+        self.process = process
+        #: A StructuredLogger bound to this run, client and process.
+        self.logger = StructuredLogger("CLIENT" if client_id else "SYSTEM", client_id, process, run_id=run_id)
+        self._pending: Ops = {}
+        self._completion: bool | None = None
+        self._discarded = False
+        self._lock = threading.Lock()
+        self._token: Token[RunContext] | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why metrics cannot be recorded here (names the header or parameter), or None."""
+        problems = [str(e) for e in (self.run_error, self.client_error) if e is not None]
+        return "; ".join(problems) or None
+
+    @property
+    def pending(self) -> dict[str, Any]:
+        """The metrics added and not merged yet: Airtable field name -> combined value."""
+        with self._lock:
+            return {name: value for name, (_, value) in self._pending.items()}
+
+    def ids(self) -> tuple[str, str]:
+        """``(run_id, client_id)``, or the error saying which one is missing or malformed."""
+        if self.run_error is not None or self.run_id is None:
+            raise self.run_error or InvalidRunIdError("no run ID")
+        if self.client_error is not None or self.client_id is None:
+            raise self.client_error or InvalidClientIdError("no client ID")
+        return self.run_id, self.client_id
+
+    def set_process(self, process: str | None) -> None:
+        """Name the process (e.g. ``lead_scoring``) in this context's log lines."""
+        self.process = process
+        self.logger = self.logger.bind(process=process)
+
+    def add(self, metrics: Mapping[str, Any]) -> None:
+        """Add metrics, combined by each metric's aggregation and merged once at the end.
+
+        Invalid values are reported now (logged, ``metrics_rejected``; raised in strict
+        mode) and never merged. Raises ``InvalidRunIdError``/``InvalidClientIdError`` when
+        this context has no valid run or client.
+        """
+        run, client = self.ids()
+        service = self.state.service
+        values, _rejected = service._normalize(metrics, run, client, self.logger)
+        ops = service._ops(values)
+        with self._lock:
+            if not self._discarded:
+                merge_ops(self._pending, ops)
+                return
+        self.logger.warning("metrics added after the request was refused are not recorded: %s",
+                            sorted(values))
+
+    def complete(self, *, success: bool = True) -> None:
+        """Complete the client run when the request or block ends (a failure sticks)."""
+        self.ids()
+        with self._lock:
+            self._completion = success if self._completion is None else (self._completion and success)
+
+    def discard(self) -> None:
+        """Drop everything added and record nothing more (e.g. an unauthenticated request)."""
+        with self._lock:
+            self._pending = {}
+            self._completion = None
+            self._discarded = True
+
+    def finish(self) -> ClientRun | None:
+        """Merge the added metrics (and complete, if asked) once; None when there was nothing."""
+        with self._lock:
+            ops, self._pending = self._pending, {}
+            completion, self._completion = self._completion, None
+            if self._discarded or (not ops and completion is None):
+                return None
+        run, client = self.ids()
+        metrics = {name: value for name, (_, value) in ops.items()}
+        service = self.state.service
+        if completion is None:
+            return service.update_client_metrics(run, client, metrics, logger=self.logger)
+        return service.complete_client_metrics(run, client, metrics, success=completion, logger=self.logger)
+
+    def __repr__(self) -> str:
+        return f"<RunContext run={self.run_id!r} client={self.client_id!r} problem={self.problem!r}>"
+
+
+def _lookup() -> RunContext:
+    ctx = _cv_run.get(None)
+    if ctx is not None:
+        return ctx
+    if has_request_context():
+        return request_run()
+    raise RuntimeError(
+        "no run context: current_run works in a request of an app with JobMetrics, "
+        "or inside 'with bind_run(run_id, client_id, app=app):'"
+    )
+
+
+#: The run context of this request or ``bind_run`` block: ``run_id``, ``client_id``,
+#: ``logger``, ``add(metrics)``.
+current_run: RunContext = LocalProxy(_lookup)  # type: ignore[assignment]
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
+    """Read the run context before each request, merge its metrics once it ended."""
+
+    @app.before_request
+    def read_run_context() -> None:
+        if _ENVIRON_KEY not in request.environ:
+            _enter_request(state)
+
+    @app.after_request
+    def add_run_id_header(response: Response) -> Response:
+        ctx = request.environ.get(_ENVIRON_KEY)
+        if isinstance(ctx, RunContext) and ctx.run_id is not None:
+            response.headers.setdefault(state.settings.run_id_header, ctx.run_id)
+        return response
+
+    @app.teardown_request
+    def finish_run_context(exc: BaseException | None) -> None:
+        ctx = request.environ.pop(_ENVIRON_KEY, None)
+        if not isinstance(ctx, RunContext):
+            return
+        _unbind(ctx)
+        try:
+            ctx.finish()
+        except Exception:
+            ctx.logger.exception("could not merge the metrics of this request")
+
+
+def request_run() -> RunContext:
+    """The current request's run context (read from the request on first use)."""
+    ctx = request.environ.get(_ENVIRON_KEY)
+    if isinstance(ctx, RunContext):
+        return ctx
+    from .extension import get_state
+
+    return _enter_request(get_state())
+
+
+def _enter_request(state: JobMetricsState) -> RunContext:
+    ctx = _read_request(state)
+    request.environ[_ENVIRON_KEY] = ctx
+    ctx._token = _cv_run.set(ctx)
+    return ctx
+
+
+def _unbind(ctx: RunContext) -> None:
+    token, ctx._token = ctx._token, None
+    if token is not None:
+        _reset(token)
+
+
+def _reset(token: Token[RunContext]) -> None:
+    # A token set in another contextvars.Context (e.g. a generator finalized elsewhere)
+    # is not ours to reset.
+    with contextlib.suppress(ValueError, RuntimeError):
+        _cv_run.reset(token)
+
+
+def _read_request(state: JobMetricsState) -> RunContext:
+    """The run and client of the request; problems are kept for ``@tracked``, not raised."""
+    run_header, client_header = state.settings.run_id_header, state.settings.client_id_header
+    view_args = request.view_args or {}
+    args = request.args
+
+    def sources(header: str, query: tuple[str, str], view_arg: str) -> list[tuple[str, str | None]]:
+        arg = view_args.get(view_arg)
+        return [
+            (f"header {header}", request.headers.get(header)),
+            *((f"query parameter {name}", args.get(name)) for name in query),
+            (f"view argument {view_arg}", None if arg is None else str(arg)),
+        ]
+
+    run_sources = sources(run_header, ("runId", "run_id"), "run_id")
+    runs, run_error = _parse(run_sources, RunId.parse, InvalidRunIdError)
+    run, agree_error = _agree(
+        runs, _base_of, InvalidRunIdError,
+        f"no run ID: send the {run_header} header, a runId or run_id query parameter, "
+        "or a run_id view argument",
+    )
+    run_error = run_error or agree_error
+    client_sources = sources(client_header, ("clientId", "client_id"), "client_id")
+    client_sources += [(f"{label} (client part)", r.client) for label, r in runs if r.client]
+    clients, client_error = _parse(client_sources, validate_client_id, InvalidClientIdError)
+    client, agree_error = _agree(
+        clients, str, InvalidClientIdError,
+        f"no client ID: send the {client_header} header, a clientId or client_id query parameter, "
+        "or a client_id view argument",
+    )
+    client_error = client_error or agree_error
+    return RunContext(
+        state, None if run_error else run, None if client_error else client,
+        run_error=run_error, client_error=client_error,
+    )
+
+
+def _base_of(run_id: RunId) -> str:
+    return run_id.base
+
+
+def _parse(
+    sources: Sequence[tuple[str, str | None]], parse: Callable[[str], T], error: type[JobMetricsError]
+) -> tuple[list[tuple[str, T]], JobMetricsError | None]:
+    found: list[tuple[str, T]] = []
+    for label, value in sources:
+        if value is None:
+            continue
+        try:
+            found.append((label, parse(value)))
+        except error as exc:
+            return found, error(f"{label}: {exc}")
+    return found, None
+
+
+def _agree(
+    found: Sequence[tuple[str, T]], key: Callable[[T], str], error: type[JobMetricsError], missing: str
+) -> tuple[str | None, JobMetricsError | None]:
+    """The ``key`` all found values agree on, else the error naming two that disagree."""
+    if not found:
+        return None, error(missing)
+    label, first = found[0]
+    for other_label, other in found[1:]:
+        if key(other) != key(first):
+            return None, error(f"{label} {key(first)!r} and {other_label} {key(other)!r} disagree")
+    return key(first), None
+
+
+# -- outside requests ---------------------------------------------------------------------
+
+
+@contextmanager
+def bind_run(
+    run_id: str | RunId, client_id: str | None = None, *, app: Flask | None = None, process: str | None = None
+) -> Iterator[RunContext]:
+    """Set ``current_run`` for the block; merge what was added when it exits.
+
+    For threads, CLI commands and scripts. ``app`` defaults to ``current_app``. The
+    client may come from a client-form run ID. Metrics added before an exception still
+    count (a merge failure then is logged, and the block's exception propagates).
+    """
+    from .extension import get_state
+
+    state = get_state(app)
+    parsed = RunId.parse(run_id)
+    if client_id is not None:
+        parsed = parsed.for_client(client_id)
+    client_error = None if parsed.client else InvalidClientIdError("no client ID: give bind_run() one")
+    ctx = RunContext(state, parsed.base, parsed.client, client_error=client_error, process=process)
+    token = _cv_run.set(ctx)
+    try:
+        yield ctx
+    except BaseException:
+        _reset(token)
+        try:
+            ctx.finish()
+        except Exception:
+            ctx.logger.exception("could not merge the metrics of this run block")
+        raise
+    _reset(token)
+    ctx.finish()
