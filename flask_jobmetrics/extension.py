@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
+from .airtable.app import attach_publisher
 from .buffer import install_sigterm_handler
 from .config import Settings, read_settings
 from .context import bind_run, install_request_hooks
+from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
 from .receivers import connect_app
@@ -121,8 +123,10 @@ class JobMetrics:
         """Hook point for signals, request hooks, CLI and dashboard."""
         connect_app(app, state)
         install_request_hooks(app, state)
+        attach_publisher(app, state)
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
+        register_dashboard(app, state)
 
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""

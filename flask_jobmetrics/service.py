@@ -14,6 +14,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
+from .airtable.publisher import Publisher
 from .buffer import MetricsBuffer
 from .exceptions import InvalidMetricError, InvalidRunIdError, UnknownRunError
 from .log import LogFormat, StructuredLogger
@@ -97,11 +98,17 @@ class MetricsService:
         self.log_format = log_format
         self.logger = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
         self.buffer = MetricsBuffer(
-            self._sink, ttl=buffer_ttl, max_age=flush_interval, maxsize=buffer_maxsize, on_error=self._sink_failed
+            self._sink,
+            ttl=buffer_ttl,
+            max_age=flush_interval,
+            maxsize=buffer_maxsize,
+            on_error=self._sink_failed,
         )
         self._rows: LRUCache[tuple[str, str], ClientRow] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
+        #: The Airtable publisher when publishing is on (set by the extension).
+        self.publisher: Publisher | None = None
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -134,10 +141,14 @@ class MetricsService:
         parsed = RunId.parse(run_id)
         client = validate_client_id(client_id)
         if parsed.client is not None and parsed.client != client:
-            raise InvalidRunIdError(f"run ID {str(parsed)!r} belongs to client {parsed.client!r}, not {client!r}")
+            raise InvalidRunIdError(
+                f"run ID {str(parsed)!r} belongs to client {parsed.client!r}, not {client!r}"
+            )
         return parsed.base, client
 
-    def _log(self, logger: StructuredLogger | None, run_id: str, client_id: str | None = None) -> StructuredLogger:
+    def _log(
+        self, logger: StructuredLogger | None, run_id: str, client_id: str | None = None
+    ) -> StructuredLogger:
         if logger is None:
             scope = "CLIENT" if client_id else "SYSTEM"
             return StructuredLogger(scope, client_id, "jobmetrics", run_id=run_id, fmt=self.log_format)
@@ -154,7 +165,11 @@ class MetricsService:
             metrics = {}
         if not isinstance(metrics, Mapping):
             raise InvalidMetricError(
-                [RejectedMetric(metric="metrics", value=repr(metrics), reason="must be a mapping of name to value")]
+                [
+                    RejectedMetric(
+                        metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
+                    )
+                ]
             )
         values, rejected, unknown = self.registry.normalize(metrics)
         unknown_rejected: list[RejectedMetric] = []
@@ -173,11 +188,11 @@ class MetricsService:
         for problem in unknown_rejected:
             if problem.metric not in self._warned_unknown:
                 self._warned_unknown.add(problem.metric)
-                log.warning("unknown metric %r is not stored (register it with register_metric)", problem.metric)
+                log.warning(
+                    "unknown metric %r is not stored (register it with register_metric)", problem.metric
+                )
         if rejected:
-            log.warning(
-                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
-            )
+            log.warning("rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected))
         rejected += unknown_rejected
         if rejected and self.on_rejected is not None:
             self.on_rejected(run_id, client_id, rejected)
@@ -201,7 +216,9 @@ class MetricsService:
         """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
         run, client = self._ids(run_id, client_id)
         log = self._log(logger, run, client)
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key.strip()):
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key.strip()
+        ):
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
         values, rejected = self._normalize(metrics, run, client, log)
         ops = self._ops(values)
@@ -212,13 +229,17 @@ class MetricsService:
             log.warning("late update to a completed client run: %s", sorted(values) or "no metrics")
         if idempotency_key is not None:
             self.buffer.flush(run_id=run, client_id=client)
-            row, applied = self.store.merge_client(ClientDelta(run, client, ops, idempotency_key=idempotency_key))
+            row, applied = self.store.merge_client(
+                ClientDelta(run, client, ops, idempotency_key=idempotency_key)
+            )
             if applied:
                 self._remember(row)
                 if self.on_stored is not None:
                     self.on_stored()
             else:
-                log.info("update with idempotency key %r was already applied; nothing changed", idempotency_key)
+                log.info(
+                    "update with idempotency key %r was already applied; nothing changed", idempotency_key
+                )
             return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
         self.buffer.add(ClientDelta(run, client, ops))
         fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
@@ -283,12 +304,17 @@ class MetricsService:
         if row is None and pending is None:
             return None
         return client_view(
-            run, client, with_pending(row.fields if row else None, pending), completed=bool(row and row.completed)
+            run,
+            client,
+            with_pending(row.fields if row else None, pending),
+            completed=bool(row and row.completed),
         )
 
     # -- job runs ---------------------------------------------------------------------
 
-    def start_job(self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None) -> JobRun:
+    def start_job(
+        self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
+    ) -> JobRun:
         """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
         _check_text("notes", notes)
         now = self.clock()
@@ -296,7 +322,9 @@ class MetricsService:
         if notes:
             fields[SYSTEM_NOTES] = notes
         if run_id is None:
-            row = self.store.reserve_job(str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base)
+            row = self.store.reserve_job(
+                str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base
+            )
             created = True
         else:
             row, created = self.store.ensure_job(RunId.parse(run_id).base, fields)
@@ -329,7 +357,9 @@ class MetricsService:
         try:
             self.store.update_job(run, update, complete=complete)
         except KeyError:
-            raise UnknownRunError(f"no job run {run!r}: start it with start_job() or update a client first") from None
+            raise UnknownRunError(
+                f"no job run {run!r}: start it with start_job() or update a client first"
+            ) from None
         if self.on_stored is not None:
             self.on_stored()
 
@@ -365,7 +395,9 @@ class MetricsService:
 
         self._update_job(run, finish, complete=True)
         job = self._job_view(run)
-        log.info("job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids))
+        log.info(
+            "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
+        )
         return job
 
     def _close_running_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
@@ -377,7 +409,9 @@ class MetricsService:
                 previous = fields.get(SYSTEM_NOTES)
                 fields[SYSTEM_NOTES] = f"{previous}\n{note}" if previous else note
 
-        row, _ = self.store.merge_client(ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close)
+        row, _ = self.store.merge_client(
+            ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close
+        )
         self._remember(row)
         log.bind(scope="CLIENT", client_id=client).warning("client run was still running; closed as Failed")
 
@@ -422,13 +456,22 @@ class MetricsService:
     # -- flushing ---------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> FlushReport:
-        """Merge every buffered entry into the store now (raises StoreError if it cannot)."""
+        """Merge every buffered entry into the store, then publish what waits, until it is
+        sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
+        store (the entries stay buffered)."""
         flushed = self.buffer.flush()
-        return FlushReport(flushed=flushed)
+        if self.publisher is None:
+            return FlushReport(flushed=flushed)
+        result = self.publisher.flush(timeout)
+        return FlushReport(
+            flushed=flushed, published=result.published, pending=result.pending, dead=result.dead
+        )
 
     def close(self) -> None:
-        """Drain the buffer, stop its flusher and close the store."""
+        """Drain the buffer, stop the background threads and close the store."""
         self.buffer.stop(drain=True)
+        if self.publisher is not None:
+            self.publisher.stop()
         self.store.close()
 
 

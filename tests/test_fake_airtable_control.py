@@ -258,3 +258,4 @@ def test_context_manager_stops_server() -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/v0/meta/bases", timeout=1)
     assert [r["fields"] for r in fake.records(BASE_ID, "T")] == [{"Name": "n"}]
+

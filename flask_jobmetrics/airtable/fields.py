@@ -21,6 +21,7 @@ from ..schema import (
     SYSTEM_NOTES,
     MetricSpec,
 )
+from ..stores.base import OutboxItem, Store
 
 __all__ = [
     "CLIENT_ID",
@@ -31,6 +32,7 @@ __all__ = [
     "client_record",
     "field_definitions",
     "job_record",
+    "load_record",
 ]
 
 RUN_ID = "Run ID"
@@ -102,3 +104,12 @@ def field_definitions(specs: Iterable[MetricSpec], *, job: bool) -> dict[str, di
         out[CLIENTS_PROCESSED] = {"type": "number", "options": {"precision": 0}}
         out[CLIENTS_WITH_ERRORS] = {"type": "number", "options": {"precision": 0}}
     return out
+
+
+def load_record(store: Store, item: OutboxItem) -> tuple[dict[str, Any], bool] | None:
+    """The record to send for an outbox entry and whether its row is completed (None: gone)."""
+    if item.kind == "client":
+        row = store.get_client(item.run_id, item.client_id)
+        return None if row is None else (client_record(row.run_id, row.client_id, row.fields), row.completed)
+    job = store.get_job(item.run_id)
+    return None if job is None else (job_record(job.run_id, job.fields), job.completed)

@@ -318,9 +318,18 @@ class FakeAirtable:
                 LoggedRequest(method, decoded, query, body, status, moment, route.base_id, route.kind)
             )
 
+        authorized = request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
         with self._lock:
             arrival = self._clock()
             fault = self._faults.take_transport()
+            # Airtable counts a request when it arrives, however long it then takes.
+            allowed = not (
+                authorized
+                and segments is not None
+                and route.base_id is not None
+                and not (fault is not None and fault.drop)
+                and not self._limiter.allow(route.base_id, arrival)
+            )
             if fault is not None and fault.drop:
                 log(None, arrival)
         if fault is not None and fault.drop:
@@ -330,13 +339,16 @@ class FakeAirtable:
                 log(None, arrival)
             _drop_connection(environ)
         with self._lock:
-            status, payload = self._respond(request, method, route, segments, query, body, body_error)
+            status, payload = self._respond(
+                authorized, allowed, method, route, segments, query, body, body_error
+            )
             log(status, arrival)
         return Response(json.dumps(payload), status, mimetype="application/json")(environ, start_response)
 
     def _respond(
         self,
-        request: Request,
+        authorized: bool,
+        allowed: bool,
         method: str,
         route: Route,
         segments: list[str] | None,
@@ -345,11 +357,11 @@ class FakeAirtable:
         body_error: bool,
     ) -> tuple[int, Any]:
         try:
-            if request.headers.get("Authorization", "") != f"Bearer {self.api_key}":
+            if not authorized:
                 raise auth_required()
             if segments is None:
                 raise not_found_route()
-            if route.base_id is not None and not self._limiter.allow(route.base_id, self._clock()):
+            if not allowed:
                 raise rate_limited()
             if route.kind != "meta" and (failure := self._faults.take_failure()) is not None:
                 raise failure

@@ -1,0 +1,242 @@
+"""Publishing to Airtable, against FakeAirtable through the real pyairtable client."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_jobmetrics import JobMetrics
+from flask_jobmetrics.cli import jobmetrics_cli
+from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.signals import publish_failed, records_published
+from flask_jobmetrics.testing import FakeAirtable
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+
+RUN = "230615-120000"
+CLIENTS = "Client Run Results"
+JOBS = "Job Tracking"
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[AppFactory]:
+    """Apps on an SQLite file in tmp_path, publishing to ``fake_airtable``."""
+    apps: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"publisher{len(apps)}", instance_path=str(tmp_path / "instance"))
+        app.config.update(
+            TESTING=True,
+            JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
+            JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
+            JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
+            JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+            JOBMETRICS_PROGRESS_INTERVAL=0,
+            JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
+            JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
+        )
+        app.config.update(config)
+        JobMetrics(app)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        get_state(app).service.close()
+
+
+def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
+    rows = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
+    by_key = {f["Client ID"]: f for f in rows}
+    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
+    return by_key
+
+
+def run_job(app: Flask, clients: int, *, leads: Callable[[int], int] = lambda i: i + 1) -> str:
+    ext = get_state(app).extension
+    with app.app_context():
+        ext.start_job(RUN)
+        for i in range(clients):
+            ext.update_client_metrics(
+                RUN, f"client-{i:02d}", {"Leads Processed": leads(i), "Total Tokens": 100 * i}
+            )
+        for i in range(clients):
+            ext.complete_client_metrics(RUN, f"client-{i:02d}")
+        ext.complete_job_metrics(RUN, notes="batch done")
+    return RUN
+
+
+def test_thirty_clients_take_three_plus_one_write_requests(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """30 clients -> exactly 3 + 1 write requests after completion and flush; one exact row per client."""
+    app = make_app()
+    run_job(app, 30)
+    report = get_state(app).extension.flush(timeout=30)
+    assert (report.pending, report.dead) == (0, 0)
+    assert fake_airtable.request_count(kind="write") == 4
+    assert fake_airtable.request_count(kind="read") == 0
+    rows = client_rows(fake_airtable)
+    assert len(rows) == 30
+    for i in range(30):
+        row = rows[f"client-{i:02d}"]
+        assert row["Run ID"] == f"{RUN}-client-{i:02d}"
+        assert (row["Leads Processed"], row["Status"]) == (i + 1, "Completed")
+        assert row.get("Total Tokens", 0) == 100 * i
+        assert row["End Time"].endswith("Z")
+    (job,) = [r["fields"] for r in fake_airtable.records(BASE_ID, JOBS)]
+    assert (job["Run ID"], job["Status"], job["System Notes"]) == (RUN, "Completed", "batch done")
+    assert job["Leads Processed"] == sum(range(1, 31)) and job["Clients Processed"] == 30
+
+
+def test_updates_never_read_and_return_before_airtable_sees_them(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """update_client_metrics makes no Airtable request; the row reaches Airtable on flush, never read."""
+    app = make_app(JOBMETRICS_PROGRESS_INTERVAL=60)
+    ext = get_state(app).extension
+    for n in range(5):
+        ext.update_client_metrics(RUN, "acme", {"Leads Processed": 1})
+        assert fake_airtable.request_count(kind="write") == 0, f"update {n} wrote to Airtable"
+    ext.flush(timeout=30)
+    assert fake_airtable.request_count(kind="read") == 0
+    assert client_rows(fake_airtable)["acme"]["Leads Processed"] == 5
+
+
+def test_transient_failures_land_every_row_exactly_once(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """503s, a 429, a dropped connection and a read timeout: every row lands once with exact values."""
+    app = make_app()
+    fake_airtable.fail_next(2, status=503)
+    fake_airtable.fail_next(1, status=429)
+    fake_airtable.drop_next(1)
+    fake_airtable.delay_next(1, 1.0, apply=True)
+    run_job(app, 25, leads=lambda i: 3 * i + 1)
+    report = get_state(app).extension.flush(timeout=60)
+    assert (report.pending, report.dead) == (0, 0)
+    rows = client_rows(fake_airtable)
+    assert {k: v["Leads Processed"] for k, v in rows.items()} == {
+        f"client-{i:02d}": 3 * i + 1 for i in range(25)
+    }
+    assert len(fake_airtable.records(BASE_ID, JOBS)) == 1
+    assert fake_airtable.max_requests_in_any_second() <= 5
+
+
+def test_a_refused_row_is_dead_lettered_alone_and_retried_after_a_fix(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """A 422 for one row dead-letters only it; the rest land; `outbox --retry-dead` sends it after the fix."""
+    app = make_app()
+    failures: list[dict[str, Any]] = []
+    published: list[str] = []
+
+    def on_failed(sender: Flask, **kw: Any) -> None:
+        failures.append(kw)
+
+    def on_published(sender: Flask, **kw: Any) -> None:
+        published.extend(r["Run ID"] for r in kw["records"])
+
+    fake_airtable.fail_records(lambda fields: fields.get("Client ID") == "client-07", message="bad value")
+    with publish_failed.connected_to(on_failed, app), records_published.connected_to(on_published, app):
+        run_job(app, 10)
+        report = get_state(app).extension.flush(timeout=30)
+    assert (report.pending, report.dead) == (0, 1)
+    assert sorted(client_rows(fake_airtable)) == [f"client-{i:02d}" for i in range(10) if i != 7]
+    assert [f["records"][0]["Client ID"] for f in failures if f["table"] == CLIENTS][-1] == "client-07"
+    assert "INVALID_VALUE_FOR_COLUMN" in failures[-1]["error"]
+    assert f"{RUN}-client-00" in published
+
+    fake_airtable.clear_faults()
+    runner = app.test_cli_runner()
+    shown = runner.invoke(jobmetrics_cli, ["outbox"])
+    assert "client-07" in shown.output and "INVALID_VALUE_FOR_COLUMN" in shown.output
+    revived = runner.invoke(jobmetrics_cli, ["outbox", "--retry-dead"])
+    assert revived.exit_code == 0, revived.output
+    assert get_state(app).extension.flush(timeout=30).dead == 0
+    assert "client-07" in client_rows(fake_airtable)
+
+
+def test_a_missing_field_is_left_out_with_one_warning(
+    make_app: AppFactory, fake_airtable: FakeAirtable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A field the table lacks is left out of writes: the rest lands, one warning, no 422 at all."""
+    fake_airtable.remove_field(BASE_ID, CLIENTS, "Total Tokens")
+    app = make_app()
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        run_job(app, 12)
+        get_state(app).extension.flush(timeout=30)
+    rows = client_rows(fake_airtable)
+    assert len(rows) == 12 and all("Total Tokens" not in r for r in rows.values())
+    assert all(entry.status != 422 for entry in fake_airtable.requests)
+    warnings = [r.getMessage() for r in caplog.records if "'Total Tokens'" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_a_field_removed_later_costs_one_422(make_app: AppFactory, fake_airtable: FakeAirtable) -> None:
+    """A field removed after start-up: one 422 UNKNOWN_FIELD_NAME, then it is left out of every write."""
+    app = make_app()
+    ext = get_state(app).extension
+    ext.complete_client_metrics(RUN, "first", {"Leads Processed": 1, "Total Tokens": 5})
+    ext.flush(timeout=30)
+    fake_airtable.remove_field(BASE_ID, CLIENTS, "Total Tokens")
+    for name in ("second", "third"):
+        ext.complete_client_metrics(RUN, name, {"Leads Processed": 2, "Total Tokens": 5})
+        ext.flush(timeout=30)
+    assert sum(entry.status == 422 for entry in fake_airtable.requests) == 1
+    assert set(client_rows(fake_airtable)) == {"first", "second", "third"}
+
+
+def test_progress_interval_publishes_running_rows(make_app: AppFactory, fake_airtable: FakeAirtable) -> None:
+    """With progress on, a running row is published (Running) and later republished with its final status."""
+    app = make_app(JOBMETRICS_PROGRESS_INTERVAL=0.01)
+    ext = get_state(app).extension
+    ext.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    ext.flush(timeout=30)
+    assert client_rows(fake_airtable)["acme"]["Status"] == "Running"
+    ext.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    ext.flush(timeout=30)
+    row = client_rows(fake_airtable)["acme"]
+    assert (row["Status"], row["Leads Processed"]) == ("Completed", 3)
+
+
+def test_two_processes_share_the_rate_limit(tmp_path: Path, fake_airtable: FakeAirtable) -> None:
+    """Two processes publishing through one SQLite store never send Airtable more than 5 requests a second."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    store = f"sqlite:///{tmp_path}/shared.sqlite3"
+    runs = ["230615-120000", "230615-130000"]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.publish_worker", store, fake_airtable.url, run, "40"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env=env,
+        )
+        for run in runs
+    ]
+    for worker in workers:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    assert all("pending=0 dead=0" in out for out in outputs), outputs
+    assert fake_airtable.max_requests_in_any_second(BASE_ID) <= 5
+    assert all(entry.status != 429 for entry in fake_airtable.requests)
+    rows = [r["fields"]["Run ID"] for r in fake_airtable.records(BASE_ID, CLIENTS)]
+    assert sorted(rows) == sorted(f"{run}-c{i:03d}" for run in runs for i in range(40))
+    assert sorted(r["fields"]["Run ID"] for r in fake_airtable.records(BASE_ID, JOBS)) == runs
