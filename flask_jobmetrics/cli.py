@@ -324,3 +324,8 @@ def outbox(service: MetricsService, retry_dead: bool) -> None:
             for i in items
         ]
         click.echo("\n" + _table(["KIND", "RUN", "CLIENT", "ATTEMPTS", "LAST ERROR"], rows))
+
+
+from .airtable.cli import airtable_cli as _airtable_cli  # noqa: E402
+
+jobmetrics_cli.add_command(_airtable_cli)

@@ -240,3 +240,49 @@ def test_two_processes_share_the_rate_limit(tmp_path: Path, fake_airtable: FakeA
     rows = [r["fields"]["Run ID"] for r in fake_airtable.records(BASE_ID, CLIENTS)]
     assert sorted(rows) == sorted(f"{run}-c{i:03d}" for run in runs for i in range(40))
     assert sorted(r["fields"]["Run ID"] for r in fake_airtable.records(BASE_ID, JOBS)) == runs
+
+
+def test_memory_store_after_a_restart_adds_to_what_airtable_shows(
+    tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable]
+) -> None:
+    """memory:// reads each row once before its first publish: a restart never shrinks the counts."""
+    fake = fake_airtable_factory(rate_limit=None)
+    config = {
+        "TESTING": True,
+        "JOBMETRICS_STORE_URL": "memory://",
+        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+        "JOBMETRICS_PROGRESS_INTERVAL": 0,
+    }
+    for life, leads in enumerate((7, 3)):  # two lives of the process, each with an empty memory store
+        app = Flask(f"life{life}", instance_path=str(tmp_path))
+        app.config.update(config)
+        ext = JobMetrics(app)
+        ext.update_client_metrics(
+            RUN, "acme", {"Leads Processed": leads, "Start Time": f"2023-06-15T12:0{life}:00Z"}
+        )
+        ext.complete_client_metrics(RUN, "acme")
+        ext.flush(timeout=30)
+        ext.state().service.close()
+    (row,) = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
+    assert row["Leads Processed"] == 10
+    assert row["Start Time"] == "2023-06-15T12:00:00.000Z"
+    assert fake.request_count(kind="read") == 4  # one read per row (client and job) and life
+
+
+def test_row_formula_matches_exactly_one_row_whatever_the_quotes(
+    fake_airtable_factory: Callable[..., FakeAirtable],
+) -> None:
+    """IDs with quotes and backslashes cannot change which rows the lookup formula matches."""
+    from pyairtable import Api
+
+    from flask_jobmetrics.airtable.fields import row_formula
+
+    fake = fake_airtable_factory(rate_limit=None)
+    table = Api(API_KEY, endpoint_url=fake.url, retry_strategy=None).table(BASE_ID, CLIENTS)
+    hostile = ["x' OR 1=1 OR '", 'a\\", "b', "c\\", "d'", "e\\'f", "plain"]
+    table.batch_create([{"Run ID": f"{RUN}-{c}", "Client ID": c} for c in hostile])
+    for client in hostile:
+        found = table.all(formula=row_formula("client", RUN, client))
+        assert [r["fields"]["Client ID"] for r in found] == [client]

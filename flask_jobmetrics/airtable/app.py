@@ -30,7 +30,9 @@ def attach_publisher(app: Flask, state: JobMetricsState) -> Publisher | None:
         publish_failed.send(app, table=table, error=error, records=records)
 
     service = state.service
-    publisher = Publisher(service.store, state.settings, on_published=published, on_failed=failed)
+    publisher = Publisher(
+        service.store, state.settings, on_published=published, on_failed=failed, registry=service.registry
+    )
     service.publisher = publisher
     service.on_stored = publisher.wake
     return publisher

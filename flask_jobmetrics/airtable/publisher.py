@@ -20,15 +20,17 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import requests
-from pyairtable import Api
 
 from ..config import Settings
 from ..log import StructuredLogger
+from ..schema import MetricRegistry
 from ..stores.base import OutboxItem, Store
-from .fields import CLIENT_KEY_FIELDS, JOB_KEY_FIELDS, load_record
+from .fields import CLIENT_KEY_FIELDS, JOB_KEY_FIELDS, load_record, row_formula
+from .schema import AirtableSchemaError, make_api, read_tables
+from .seed import seed_client, seed_job
 
 __all__ = ["PublishResult", "Publisher"]
 
@@ -86,6 +88,7 @@ class Publisher:
         on_published: Published | None = None,
         on_failed: Failed | None = None,
         logger: StructuredLogger | None = None,
+        registry: MetricRegistry | None = None,
     ) -> None:
         if not (settings.airtable_api_key and settings.airtable_base_id):
             raise ValueError("the Airtable publisher needs JOBMETRICS_AIRTABLE_API_KEY and _BASE_ID")
@@ -97,12 +100,7 @@ class Publisher:
         self.on_published = on_published
         self.on_failed = on_failed
         self.log = logger or StructuredLogger("SYSTEM", process="airtable")
-        api = Api(
-            settings.airtable_api_key,
-            timeout=cast("tuple[int, int]", settings.airtable_timeout),  # requests takes floats too
-            retry_strategy=None,
-            endpoint_url=settings.airtable_endpoint_url,
-        )
+        api = make_api(settings)
         base = self.base_id
         self.api = api
         self.table_names = {"job": settings.airtable_job_table, "client": settings.airtable_client_table}
@@ -114,6 +112,10 @@ class Publisher:
         self.fields: dict[str, set[str] | None] = {"job": None, "client": None}
         self.missing: dict[str, set[str]] = {"job": set(), "client": set()}
         self.blocked: str | None = None
+        self.registry = registry if registry is not None else MetricRegistry()
+        #: A memory store starts empty after a restart: read each row once before its first publish.
+        self.seeding = store.url.startswith("memory:")
+        self._seeded: set[tuple[str, str, str]] = set()
         self._schema_read = False
         self._paused_until = 0.0
         self._last_sent: dict[tuple[str, str, str], float] = {}
@@ -186,6 +188,8 @@ class Publisher:
             return sent
 
     def _pick(self, item: OutboxItem, now: float, force: bool) -> dict[str, Any] | None:
+        if self.seeding and _key(item) not in self._seeded:
+            self._seed(item)
         loaded = load_record(self.store, item)
         if loaded is None:
             self.store.outbox_done([item])
@@ -279,6 +283,26 @@ class Publisher:
         while (wait := self.store.take_token(self.bucket, rate, self.clock())) > 0:
             self.sleep(wait)
 
+    def _seed(self, item: OutboxItem) -> None:
+        """Merge Airtable's copy of the row into the (memory) store, once per row and process."""
+        self._wait_for_slot()
+        formula = row_formula(item.kind, item.run_id, item.client_id)
+        try:
+            found = self.tables[item.kind].all(formula=formula, max_records=1)
+        except (requests.RequestException, ValueError) as exc:
+            self.log.warning(
+                "could not read %s %s from Airtable before publishing: %s", item.kind, _key(item)[1:], exc
+            )
+            return  # read again before the next attempt
+        self._seeded.add(_key(item))
+        if not found:
+            return
+        remote = found[0]["fields"]
+        if item.kind == "client":
+            seed_client(self.store, self.registry, item.run_id, item.client_id, remote)
+        else:
+            seed_job(self.store, self.registry, item.run_id, remote)
+
     # -- schema ---------------------------------------------------------------------
 
     def _read_schema(self) -> None:
@@ -288,9 +312,8 @@ class Publisher:
         self._schema_read = True
         try:
             self._wait_for_slot()  # every request, this one too, counts against the base's limit
-            schema = self.api.base(self.base_id).schema()
-            tables = {t.name: {f.name for f in t.fields} for t in schema.tables}
-        except Exception as exc:  # a token without schema scope: learn from 422s instead
+            tables = {name: set(fields) for name, fields in read_tables(self.api, self.base_id).items()}
+        except AirtableSchemaError as exc:  # a token without schema scope: learn from 422s instead
             self.log.info("Airtable schema not readable (%s); unknown fields are learned from errors", exc)
             return
         for kind, name in self.table_names.items():

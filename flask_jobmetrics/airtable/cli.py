@@ -1,0 +1,96 @@
+"""``flask jobmetrics airtable check|init``: the base's tables and fields.
+
+Both use the app's settings and the metrics registered on its service, so a metric added
+with ``register_metric`` is checked and created like the built-in ones. Requests are paced
+through the store's shared token bucket, the one the publisher uses, so ``init`` never
+pushes the base over Airtable's 5 requests per second.
+
+Import order: ``flask_jobmetrics.cli`` imports this module at its end, and this module
+needs ``_command`` from there. ``airtable_cli`` is therefore defined *before* that import,
+so importing either module first works.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+from flask.cli import AppGroup
+
+__all__ = ["airtable_cli"]
+
+airtable_cli: AppGroup = AppGroup(
+    "airtable", help="Check the Airtable base's tables and fields, or create the missing ones."
+)
+
+from ..cli import _command  # noqa: E402  (after airtable_cli: see the module docstring)
+from ..config import Settings  # noqa: E402
+from ..extension import get_state  # noqa: E402
+from ..service import MetricsService  # noqa: E402
+from . import schema  # noqa: E402
+from .publisher import PACING_MARGIN  # noqa: E402
+
+_OFF = "Airtable publishing is off (set JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID)."
+
+
+def _settings() -> Settings:
+    settings = get_state().settings
+    if not settings.airtable_enabled:
+        raise click.ClickException(_OFF)
+    return settings
+
+
+def _pacer(service: MetricsService, settings: Settings) -> schema.Pace:
+    """Wait for a slot of the base's shared bucket (``airtable-rate:<base>``) before a request."""
+    bucket = f"airtable-rate:{settings.airtable_base_id}"
+    rate = settings.airtable_rate_limit / PACING_MARGIN
+
+    def pace() -> None:
+        while (wait := service.store.take_token(bucket, rate, time.time())) > 0:
+            time.sleep(wait)
+
+    return pace
+
+
+@_command(airtable_cli, "check")
+def check(service: MetricsService) -> None:
+    """Report missing tables, fields and Status choices, and fields of another type."""
+    settings = _settings()
+    assert settings.airtable_base_id is not None  # airtable_enabled
+    report = schema.check(
+        schema.make_api(settings),
+        settings.airtable_base_id,
+        schema.tables_for(settings, service.registry.specs),
+        pace=_pacer(service, settings),
+    )
+    click.echo("\n".join(report.lines()))
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+@_command(airtable_cli, "init")
+@click.option("--dry-run", is_flag=True, help="Say what would be created; change nothing.")
+def init(service: MetricsService, dry_run: bool) -> None:
+    """Create the missing tables and fields (existing ones are left as they are)."""
+    settings = _settings()
+    base_id = settings.airtable_base_id
+    assert base_id is not None  # airtable_enabled
+    try:
+        done = schema.init(
+            schema.make_api(settings),
+            base_id,
+            schema.tables_for(settings, service.registry.specs),
+            dry_run=dry_run,
+            pace=_pacer(service, settings),
+        )
+    except schema.AirtableSchemaError as exc:
+        for line in exc.done:  # what was created before the failure
+            click.echo(line)
+        raise
+    if not done:
+        click.echo(f"Nothing to do: base {base_id} has every table and field.")
+        return
+    for line in done:
+        click.echo(line)
+    if dry_run:
+        click.echo("Dry run: nothing was changed.")
