@@ -1,0 +1,26 @@
+"""The operator dashboard and JSON API at ``/jobmetrics`` (``JOBMETRICS_DASHBOARD = True``).
+
+``GET /jobmetrics/`` lists runs, ``/jobmetrics/runs/<run_id>`` shows one with its clients,
+``/jobmetrics/api/runs[/<run_id>]`` answers JSON, ``/jobmetrics/metrics`` is the Prometheus
+exposition (with the ``prometheus`` extra). See ``docs/dashboard.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from ..extension import JobMetricsState
+
+__all__ = ["register_dashboard"]
+
+
+def register_dashboard(app: Flask, state: JobMetricsState) -> None:
+    """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
+    if not state.settings.dashboard:
+        return
+    from .views import bp  # imported here: views needs the fully loaded extension module
+
+    app.register_blueprint(bp)

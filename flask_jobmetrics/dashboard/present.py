@@ -1,0 +1,247 @@
+"""Models -> what the dashboard templates show: formatted cells, progress and chart geometry.
+
+Everything here is plain data; the templates only lay it out (and Jinja escapes every value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..models import ClientRun, JobRun, Status
+from ..schema import CLIENTS_WITH_ERRORS
+from .charts import Chart, bar_chart
+
+__all__ = [
+    "CLIENT_COLUMNS",
+    "ClientRowView",
+    "JobView",
+    "RunRowView",
+    "client_row",
+    "fmt_duration",
+    "fmt_number",
+    "fmt_when",
+    "job_view",
+    "run_row",
+    "status_class",
+]
+
+#: The per-client number columns of the run page: (heading, Airtable field).
+CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("Leads", "Leads Processed"),
+    ("Profiles examined", "Profiles Examined for Scoring"),
+    ("Profiles scored", "Profiles Successfully Scored"),
+    ("Posts harvested", "Total Posts Harvested"),
+    ("Posts examined", "Posts Examined for Scoring"),
+    ("Posts scored", "Posts Successfully Scored"),
+    ("Tokens", "Total Tokens"),
+)
+TOKENS = "Total Tokens"
+LEADS = "Leads Processed"
+PROFILES_SCORED = "Profiles Successfully Scored"
+POSTS_SCORED = "Posts Successfully Scored"
+
+#: What an empty cell shows (an en dash).
+EMPTY = "\u2013"
+
+_STATUS_CLASSES = {
+    Status.RUNNING: "running",
+    Status.COMPLETED: "completed",
+    Status.FAILED: "failed",
+    Status.NO_LEADS: "no-leads",
+    Status.COMPLETED_WITH_ERRORS: "with-errors",
+}
+
+
+def status_class(status: Status) -> str:
+    """The CSS modifier of a status badge: ``running``, ``completed``, ``failed``..."""
+    return _STATUS_CLASSES.get(status, "running")
+
+
+# -- cells -------------------------------------------------------------------------------------
+
+
+def fmt_when(value: datetime | None) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, an en dash for none."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else EMPTY
+
+
+def _span(seconds: float) -> str:
+    """``45s``, ``3m 05s``, ``1h 02m``, ``2d 04h``."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def fmt_duration(start: datetime | None, end: datetime | None, status: Status, now: datetime) -> str:
+    """End minus start; for a run still Running, the time since it started."""
+    if start is None:
+        return EMPTY
+    if end is None:
+        return _span((now - start).total_seconds()) if status is Status.RUNNING else EMPTY
+    return _span((end - start).total_seconds())
+
+
+def _as_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return value
+
+
+def fmt_number(value: Any) -> str:
+    """Thousands separators; missing counts are 0; other values as text."""
+    if value is None:
+        return "0"
+    if isinstance(value, datetime):
+        return fmt_when(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRowView:
+    """One line of the runs list."""
+
+    run_id: str
+    status: str
+    status_class: str
+    start: str
+    duration: str
+    clients_done: int
+    clients_total: int
+    failed: str
+    leads: str
+    tokens: str
+    notes: str
+
+
+def run_row(job: JobRun, clients_done: int, now: datetime) -> RunRowView:
+    return RunRowView(
+        run_id=job.run_id,
+        status=job.status.value,
+        status_class=status_class(job.status),
+        start=fmt_when(job.start_time),
+        duration=fmt_duration(job.start_time, job.end_time, job.status, now),
+        clients_done=clients_done,
+        clients_total=len(job.client_ids),
+        failed=fmt_number(job.metrics.get(CLIENTS_WITH_ERRORS)),
+        leads=fmt_number(job.metrics.get(LEADS)),
+        tokens=fmt_number(job.metrics.get(TOKENS)),
+        notes=job.notes.splitlines()[0] if job.notes else "",
+    )
+
+
+@dataclass(frozen=True)
+class ClientRowView:
+    """One line of a run's client table."""
+
+    client_id: str
+    status: str
+    status_class: str
+    start: str
+    duration: str
+    numbers: tuple[str, ...]
+    notes: str
+
+
+def client_row(client: ClientRun, now: datetime) -> ClientRowView:
+    return ClientRowView(
+        client_id=client.client_id,
+        status=client.status.value,
+        status_class=status_class(client.status),
+        start=fmt_when(client.start_time),
+        duration=fmt_duration(client.start_time, client.end_time, client.status, now),
+        numbers=tuple(fmt_number(client.metrics.get(field)) for _, field in CLIENT_COLUMNS),
+        notes=client.notes,
+    )
+
+
+def _chart(
+    chart_id: str, title: str, unit: str, clients: Sequence[ClientRun], value: Callable[[ClientRun], float]
+) -> Chart:
+    rows = [(c.client_id, value(c), status_class(c.status)) for c in clients]
+    return bar_chart(chart_id, title, unit, rows, fmt_number)
+
+
+def _tokens(client: ClientRun) -> float:
+    return _as_number(client.metrics.get(TOKENS))
+
+
+def _scored(client: ClientRun) -> float:
+    return _as_number(client.metrics.get(PROFILES_SCORED)) + _as_number(client.metrics.get(POSTS_SCORED))
+
+
+# -- the run page ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobView:
+    """Everything the run page shows."""
+
+    run_id: str
+    status: str
+    status_class: str
+    running: bool
+    start: str
+    end: str
+    duration: str
+    notes: str
+    clients_done: int
+    clients_total: int
+    clients_failed: int
+    leads: str
+    tokens: str
+    scored: str
+    clients: tuple[ClientRowView, ...]
+    totals: tuple[str, ...]
+    aggregates: tuple[tuple[str, str], ...]
+    charts: tuple[Chart, ...]
+
+
+def _sum(clients: Iterable[ClientRun], field: str) -> float:
+    return sum(_as_number(c.metrics.get(field)) for c in clients)
+
+
+def job_view(job: JobRun, clients: Sequence[ClientRun], now: datetime) -> JobView:
+    done = sum(1 for c in clients if c.status is not Status.RUNNING)
+    failed = sum(1 for c in clients if c.status is Status.FAILED)
+    metrics: Mapping[str, Any] = job.metrics
+    return JobView(
+        run_id=job.run_id,
+        status=job.status.value,
+        status_class=status_class(job.status),
+        running=job.status is Status.RUNNING,
+        start=fmt_when(job.start_time),
+        end=fmt_when(job.end_time),
+        duration=fmt_duration(job.start_time, job.end_time, job.status, now),
+        notes=job.notes,
+        clients_done=done,
+        clients_total=len(clients),
+        clients_failed=failed,
+        leads=fmt_number(metrics.get(LEADS)),
+        tokens=fmt_number(metrics.get(TOKENS)),
+        scored=fmt_number(sum(_scored(c) for c in clients)),
+        clients=tuple(client_row(c, now) for c in clients),
+        totals=tuple(fmt_number(_sum(clients, field)) for _, field in CLIENT_COLUMNS),
+        aggregates=tuple((name, fmt_number(value)) for name, value in metrics.items()),
+        charts=(
+            _chart("chart-tokens", "Tokens per client", "tokens", clients, _tokens),
+            _chart("chart-scored", "Items scored per client", "profiles + posts", clients, _scored),
+        ),
+    )

@@ -1,0 +1,415 @@
+"""The dashboard blueprint and its JSON API, through Flask's test client on the memory store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_jobmetrics import JobMetrics, StoreError
+from flask_jobmetrics.dashboard import views
+from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.service import MetricsService
+
+from .support import Clock
+
+AppFactory = Callable[..., Flask]
+
+ACME = {
+    "Leads Processed": 1200,
+    "Profiles Examined": 1200,
+    "Profiles Scored": 1100,
+    "Posts Harvested": 50,
+    "Posts Examined": 40,
+    "Posts Scored": 30,
+    "Total Tokens": 123456,
+}
+GLOBEX = {"Leads Processed": 7, "Profiles Examined": 7, "Profiles Scored": 5, "Total Tokens": 900}
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, clock: Clock) -> Iterator[AppFactory]:
+    """Build apps with the dashboard on (unless overridden), on the memory store and the test clock."""
+    built: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        flask_app = Flask(f"dashboard_test_{len(built)}", instance_path=str(tmp_path / "instance"))
+        flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://", JOBMETRICS_DASHBOARD=True)
+        flask_app.config.update(config)
+        JobMetrics(flask_app)
+        get_state(flask_app).service.clock = clock
+        built.append(flask_app)
+        return flask_app
+
+    yield make
+    for flask_app in built:
+        get_state(flask_app).service.close()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def service(app: Flask) -> MetricsService:
+    return get_state(app).service
+
+
+def _job(
+    service: MetricsService, clock: Clock, run_id: str = "230615-120000", *, finish: bool = False
+) -> str:
+    """A job with acme (completed), globex (still running), and hooli (no leads)."""
+    job = service.start_job(run_id, notes="Nightly scoring")
+    service.update_client_metrics(job.run_id, "acme", ACME)
+    service.update_client_metrics(job.run_id, "globex", GLOBEX)
+    clock.advance(125)
+    service.complete_client_metrics(job.run_id, "acme")
+    service.complete_client_metrics(job.run_id, "hooli")
+    if finish:
+        service.complete_job_metrics(job.run_id, notes="done")
+    return job.run_id
+
+
+class _Cells(HTMLParser):
+    """The text of every ``<td>``/``<th>`` of the table row with the given id."""
+
+    def __init__(self, row_id: str) -> None:
+        super().__init__()
+        self.row_id = row_id
+        self.in_row = False
+        self.cell: list[str] | None = None
+        self.cells: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr" and dict(attrs).get("id") == self.row_id:
+            self.in_row = True
+        elif self.in_row and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr":
+            self.in_row = False
+        elif self.in_row and tag in ("td", "th") and self.cell is not None:
+            self.cells.append(" ".join("".join(self.cell).split()))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def cells(html: str, row_id: str) -> list[str]:
+    parser = _Cells(row_id)
+    parser.feed(html)
+    return parser.cells
+
+
+def _text(fragment: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", fragment).split())
+
+
+def run_links(html: str) -> list[str]:
+    return re.findall(r'href="/jobmetrics/runs/([0-9-]+)"', html)
+
+
+# -- HTML pages ----------------------------------------------------------------------------------
+
+
+def test_runs_list_shows_runs_newest_first_with_their_numbers(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """The runs list links every run, newest first, with status, duration, clients done, failed, tokens."""
+    old = _job(service, clock, "230615-120000", finish=True)
+    clock.advance(3600)
+    new = _job(service, clock, "230615-130000")
+    response = client.get("/jobmetrics/")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert run_links(html) == [new, old]
+    rows = re.findall(r"<tr>\s*<td class=\"mono\">.*?</tr>", html, re.S)
+    first, second = ([_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows)
+    assert first == [new, "Running", "2023-06-15 13:02:05", "2m 05s", "2 / 3", "0", "1,207", "124,356"]
+    assert second == [
+        old,
+        "Completed with Errors",
+        "2023-06-15 12:00:00",
+        "2m 05s",
+        "3 / 3",
+        "1",
+        "1,207",
+        "124,356",
+    ]
+
+
+def test_run_page_shows_each_client_row_with_its_numbers(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """The run page shows per-client status, start, duration and every counter, plus progress and charts."""
+    run = _job(service, clock)
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert cells(html, "client-acme") == [
+        "acme", "Completed", "2023-06-15 12:00:00", "2m 05s",
+        "1,200", "1,200", "1,100", "50", "40", "30", "123,456", "",
+    ]  # fmt: skip
+    assert cells(html, "client-globex")[:4] == ["globex", "Running", "2023-06-15 12:00:00", "2m 05s"]
+    assert cells(html, "client-globex")[4:11] == ["7", "7", "5", "0", "0", "0", "900"]
+    assert cells(html, "client-hooli")[1] == "No Leads To Score"
+    assert '<span id="jm-progress-text">2 / 3</span>' in html
+    assert '<progress id="jm-progress" class="progress progress-running" value="2" max="3">' in html
+    tokens = re.search(r'<svg id="chart-tokens".*?</svg>', html, re.S)
+    scored = re.search(r'<svg id="chart-scored".*?</svg>', html, re.S)
+    assert tokens is not None and scored is not None
+    assert re.findall(r'data-client="([^"]+)" data-value="([^"]+)"', tokens.group(0)) == [
+        ("acme", "123456"),
+        ("globex", "900"),
+    ]
+    assert re.findall(r'data-client="([^"]+)" data-value="([^"]+)"', scored.group(0)) == [
+        ("acme", "1130"),
+        ("globex", "5"),
+    ]
+
+
+def test_every_value_is_escaped(client: FlaskClient, service: MetricsService) -> None:
+    """Notes and echoed parameters containing markup are rendered as text, never as HTML."""
+    evil = "<script>alert(1)</script>"
+    job = service.start_job("230615-120000", notes=evil)
+    service.update_client_metrics(job.run_id, "acme", {"Leads Processed": 1})
+    service.complete_job_metrics(job.run_id, notes=evil)
+    pages = [
+        client.get(f"/jobmetrics/runs/{job.run_id}").get_data(as_text=True),
+        client.get("/jobmetrics/").get_data(as_text=True),
+        client.get("/jobmetrics/", query_string={"status": evil}).get_data(as_text=True),
+    ]
+    for html in pages:
+        assert evil not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[0]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[2]
+
+
+def test_run_page_answers_400_for_a_malformed_run_id_and_404_for_an_unknown_one(client: FlaskClient) -> None:
+    """A malformed run ID is a 400 page, a well-formed unknown one a 404 page."""
+    bad = client.get("/jobmetrics/runs/not-a-run")
+    unknown = client.get("/jobmetrics/runs/230615-120000")
+    assert bad.status_code == 400 and bad.mimetype == "text/html"
+    assert "run ID" in bad.get_data(as_text=True) or "run id" in bad.get_data(as_text=True).lower()
+    assert unknown.status_code == 404 and unknown.mimetype == "text/html"
+    assert "No job run &#39;230615-120000&#39;" in unknown.get_data(as_text=True)
+
+
+def test_client_form_run_id_redirects_to_the_run_page_at_that_client(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """``/runs/<base>-<client>`` redirects to the run page anchored at the client's row."""
+    run = _job(service, clock)
+    response = client.get(f"/jobmetrics/runs/{run}-acme")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/jobmetrics/runs/{run}#client-acme"
+
+
+def test_auto_refresh_is_present_only_while_the_run_is_running(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """A Running run's page asks the script to re-fetch it; a finished run's page does not."""
+    run = _job(service, clock)
+    running = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert f'data-refresh-ms="{views.REFRESH_INTERVAL_MS}"' in running
+    assert 'data-refresh-state="live"' in running
+    assert "/jobmetrics/static/jobmetrics.js" in running
+    service.complete_job_metrics(run)
+    finished = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert "data-refresh-ms" not in finished
+    assert 'data-refresh-state="off"' in finished
+    assert '<span class="badge badge-failed">Failed</span>' in finished  # globex was closed as Failed
+
+
+def test_pages_send_security_headers_and_static_files_are_served(client: FlaskClient) -> None:
+    """Dashboard responses carry a strict CSP and no-store; the CSS and script are served."""
+    response = client.get("/jobmetrics/")
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    for name in ("jobmetrics.css", "jobmetrics.js"):
+        static = client.get(f"/jobmetrics/static/{name}")
+        assert static.status_code == 200 and len(static.data) > 100
+        static.close()
+
+
+def test_a_store_failure_is_a_503(client: FlaskClient, service: MetricsService, monkeypatch: Any) -> None:
+    """When the store fails the dashboard answers 503 with JSON for the API."""
+
+    def broken(**_: Any) -> list[Any]:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(service, "list_job_runs", broken)
+    response = client.get("/jobmetrics/api/runs")
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "store_unavailable"
+    assert client.get("/jobmetrics/").status_code == 503
+
+
+# -- JSON API ------------------------------------------------------------------------------------
+
+
+def test_api_runs_lists_job_runs_in_pydantic_json_mode(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """``/api/runs`` returns ``{"runs": [JobRun...]}`` with ISO datetimes and metrics by field name."""
+    run = _job(service, clock)
+    body = client.get("/jobmetrics/api/runs").get_json()
+    assert list(body) == ["runs"]
+    [job] = body["runs"]
+    assert job == service.get_job_run(run).model_dump(mode="json")  # type: ignore[union-attr]
+    assert job["run_id"] == run
+    assert job["status"] == "Running"
+    assert job["start_time"] == "2023-06-15T12:00:00Z"
+    assert job["metrics"]["Total Tokens"] == 124356
+    assert job["metrics"]["Profiles Successfully Scored"] == 1105
+    assert job["client_ids"] == ["acme", "globex", "hooli"]
+
+
+def test_api_run_returns_the_job_and_its_clients(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """``/api/runs/<id>`` returns ``{"job": JobRun, "clients": [ClientRun...]}``."""
+    run = _job(service, clock)
+    body = client.get(f"/jobmetrics/api/runs/{run}").get_json()
+    assert set(body) == {"job", "clients"}
+    assert body["job"]["run_id"] == run
+    assert [c["client_id"] for c in body["clients"]] == ["acme", "globex", "hooli"]
+    acme = body["clients"][0]
+    assert acme["client_run_id"] == f"{run}-acme"
+    assert acme["status"] == "Completed"
+    assert acme["completed"] is True
+    assert acme["start_time"] == "2023-06-15T12:00:00Z"
+    assert acme["end_time"] == "2023-06-15T12:02:05Z"
+    assert acme["metrics"]["Posts Successfully Scored"] == 30
+    assert acme["metrics"]["Total Tokens"] == 123456
+    assert body["clients"][2]["status"] == "No Leads To Score"
+
+
+def test_api_run_answers_404_for_an_unknown_run_and_400_for_a_malformed_id(client: FlaskClient) -> None:
+    """An unknown run is ``404 {"error": "not_found"}``; a malformed run ID a 400 with a message."""
+    unknown = client.get("/jobmetrics/api/runs/230615-120000")
+    assert unknown.status_code == 404
+    assert unknown.get_json()["error"] == "not_found"
+    bad = client.get("/jobmetrics/api/runs/991399-250000")
+    assert bad.status_code == 400
+    assert bad.get_json()["error"] == "invalid_run_id"
+    assert bad.get_json()["message"]
+
+
+def test_api_runs_honours_limit_and_status(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """``limit`` keeps the newest N runs; ``status`` (aliases accepted) keeps runs with that status."""
+    runs = []
+    for hour in range(12, 16):
+        runs.append(_job(service, clock, f"230615-{hour}0000", finish=hour % 2 == 0))
+        clock.advance(3600)
+
+    def ids(**query: str) -> list[str]:
+        response = client.get("/jobmetrics/api/runs", query_string=query)
+        assert response.status_code == 200
+        return [job["run_id"] for job in response.get_json()["runs"]]
+
+    assert ids() == runs[::-1]
+    assert ids(limit="2") == [runs[3], runs[2]]
+    assert ids(status="Running") == [runs[3], runs[1]]
+    assert ids(status="in progress", limit="1") == [runs[3]]
+    assert ids(status="completed with errors") == [runs[2], runs[0]]
+    assert ids(status="Failed") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ({"limit": "0"}, "invalid_limit"),
+        ({"limit": "ten"}, "invalid_limit"),
+        ({"limit": "100000"}, "invalid_limit"),
+        ({"status": "Exploded"}, "invalid_status"),
+    ],
+)
+def test_api_runs_rejects_a_bad_limit_or_status(
+    client: FlaskClient, query: dict[str, str], code: str
+) -> None:
+    """A limit outside 1..1000 or an unknown status is a 400 naming the problem."""
+    response = client.get("/jobmetrics/api/runs", query_string=query)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == code
+    assert next(iter(query)) in response.get_json()["message"]
+
+
+# -- access --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/jobmetrics/", "/jobmetrics/api/runs", "/jobmetrics/metrics"])
+def test_a_token_is_required_when_configured(make_app: AppFactory, path: str) -> None:
+    """With a token, no or a wrong bearer token is a 401 with a Bearer challenge; the right one is 200."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="s3cret-token").test_client()
+    missing = client.get(path)
+    wrong = client.get(path, headers={"Authorization": "Bearer s3cret-tokeN"})
+    basic = client.get(path, headers={"Authorization": "Basic czNjcmV0LXRva2Vu"})
+    right = client.get(path, headers={"Authorization": "Bearer s3cret-token"})
+    for response in (missing, wrong, basic):
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "s3cret-token" not in response.get_data(as_text=True)
+    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    assert right.status_code == 200
+
+
+def test_unauthorized_api_answers_json_and_pages_answer_html(make_app: AppFactory) -> None:
+    """A 401 is JSON for the API and a short page for the HTML views."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="s3cret-token").test_client()
+    api = client.get("/jobmetrics/api/runs")
+    page = client.get("/jobmetrics/runs/230615-120000")
+    assert api.get_json() == {"error": "unauthorized", "message": api.get_json()["message"]}
+    assert page.mimetype == "text/html" and "401" in page.get_data(as_text=True)
+
+
+def test_a_token_also_admits_remote_clients(make_app: AppFactory) -> None:
+    """With a token configured, a remote client with the right token is answered."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="t").test_client()
+    response = client.get(
+        "/jobmetrics/api/runs",
+        headers={"Authorization": "Bearer t"},
+        environ_base={"REMOTE_ADDR": "10.1.2.3"},
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "status"),
+    [("127.0.0.1", 200), ("127.8.9.10", 200), ("::1", 200), ("10.1.2.3", 403), ("::ffff:10.0.0.1", 403)],
+)
+def test_without_a_token_only_loopback_clients_are_answered(
+    client: FlaskClient, address: str, status: int
+) -> None:
+    """Without a token the dashboard answers 127.0.0.0/8 and ::1, and 403s everyone else."""
+    for path in ("/jobmetrics/", "/jobmetrics/api/runs"):
+        response = client.get(path, environ_base={"REMOTE_ADDR": address})
+        assert response.status_code == status
+    if status == 403:
+        refused = client.get("/jobmetrics/api/runs", environ_base={"REMOTE_ADDR": address})
+        assert refused.get_json()["error"] == "forbidden"
+
+
+def test_without_a_token_a_request_forwarded_by_a_local_proxy_is_refused(client: FlaskClient) -> None:
+    """A loopback request carrying X-Forwarded-For came through a proxy: 403 without a token."""
+    response = client.get("/jobmetrics/api/runs", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert response.status_code == 403
+    assert "proxy" in response.get_json()["message"]
+
+
+def test_the_dashboard_is_not_mounted_when_off(make_app: AppFactory) -> None:
+    """With ``JOBMETRICS_DASHBOARD`` off every dashboard URL is a 404."""
+    client = make_app(JOBMETRICS_DASHBOARD=False).test_client()
+    for path in ("/jobmetrics/", "/jobmetrics/api/runs", "/jobmetrics/metrics"):
+        assert client.get(path).status_code == 404
