@@ -1,0 +1,414 @@
+"""The Lua scripts of the Redis store, and the key layout they share with ``redis.py``.
+
+Every script takes the key prefix as ``ARGV[1]`` and builds its keys from it (so the store
+runs on a standalone Redis or behind Sentinel, not on Redis Cluster). Row fields are stored
+one hash field per row field, as the JSON text Python wrote, so Lua never re-encodes a value
+it did not change (cjson would print 2.0 as ``2`` and round to 14 digits). Lua numbers are
+doubles: every number handed to ``redis.call`` is formatted first (``%d``, ``%.17g``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask_jobmetrics.schema import START_TIME, STATUS
+
+__all__ = [
+    "LEASE", "LIST_JOBS", "MERGE", "OUTBOX_DONE", "OUTBOX_READ", "OUTBOX_RETRY", "OUTBOX_REVIVE", "TOKEN",
+]  # fmt: skip
+
+#: Prefix and key names; mirrored by ``RedisStore.key`` and ``RedisStore.client_key``.
+_HEAD = r"""
+local P = ARGV[1]
+local K_JOBS, K_OUTBOX, K_DEAD, K_META = P .. 'jobs', P .. 'outbox', P .. 'outbox:dead', P .. 'outbox:meta'
+local function esc(s) return (string.gsub(string.gsub(s, '%%', '%%25'), ':', '%%3A')) end
+local function k_job(run) return P .. 'job:' .. run end
+local function k_client(run, cid) return P .. 'client:' .. esc(run) .. ':' .. cid end
+local function k_clients(run) return P .. 'clients:' .. run end
+local function k_status(status) return P .. 'jobs:status:' .. status end
+local function fail(code, msg) error({err = code .. ' ' .. msg}) end
+"""
+
+#: Value logic: JSON texts compared and added exactly (ints as decimal strings, datetimes as instants).
+_VALUES = r"""
+local function kind(t)
+  local c = string.sub(t, 1, 1)
+  if c == '"' then return 'str' elseif c == 'n' then return 'null' end
+  if c == '{' then return string.find(t, '"$dt"', 1, true) and 'dt' or 'other' end
+  if c == 't' or c == 'f' or c == '[' then return 'other' end
+  return string.match(t, '^%-?%d+$') and 'int' or 'float'
+end
+local function bytes_lt(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function abs_cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return bytes_lt(a, b) and -1 or 1
+end
+local function abs_add(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local s = carry + (i > 0 and string.byte(a, i) - 48 or 0) + (j > 0 and string.byte(b, j) - 48 or 0)
+    carry = s >= 10 and 1 or 0
+    out[#out + 1] = s % 10
+    i, j = i - 1, j - 1
+  end
+  return string.reverse(table.concat(out))
+end
+local function abs_sub(a, b)  -- a >= b
+  local out, borrow, i, j = {}, 0, #a, #b
+  while i > 0 do
+    local s = string.byte(a, i) - 48 - borrow - (j > 0 and string.byte(b, j) - 48 or 0)
+    borrow = s < 0 and 1 or 0
+    out[#out + 1] = s % 10
+    i, j = i - 1, j - 1
+  end
+  local r = string.gsub(string.reverse(table.concat(out)), '^0+', '')
+  return r == '' and '0' or r
+end
+local function split_int(t)
+  local neg = string.sub(t, 1, 1) == '-'
+  local digits = string.gsub(neg and string.sub(t, 2) or t, '^0+', '')
+  if digits == '' then return false, '0' end
+  return neg, digits
+end
+local function int_add(x, y)
+  local xn, xa = split_int(x)
+  local yn, ya = split_int(y)
+  if xn == yn then return (xn and '-' or '') .. abs_add(xa, ya) end
+  local c = abs_cmp(xa, ya)
+  if c == 0 then return '0' end
+  if c > 0 then return (xn and '-' or '') .. abs_sub(xa, ya) end
+  return (yn and '-' or '') .. abs_sub(ya, xa)
+end
+local function int_lt(x, y)
+  local xn, xa = split_int(x)
+  local yn, ya = split_int(y)
+  if xn ~= yn then return xn end
+  local c = abs_cmp(xa, ya)
+  if xn then return c > 0 end
+  return c < 0
+end
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+local function instant(t)  -- {"$dt": ISO} -> seconds since the epoch, microseconds
+  local s = cjson.decode(t)['$dt']
+  local y, mo, d, h, mi, se, rest = string.match(s, '^(%d+)%-(%d%d)%-(%d%d)[T ](%d%d):(%d%d):(%d%d)(.*)$')
+  if not y then fail('JMVALUE', 'not an ISO datetime: ' .. s) end
+  local us, frac = 0, string.match(rest, '^[%.,](%d+)')
+  if frac then
+    us = tonumber(string.sub(frac .. '000000', 1, 6))
+    rest = string.sub(rest, #frac + 2)
+  end
+  local off = 0
+  if rest ~= '' and rest ~= 'Z' then
+    local sign, oh, om, os = string.match(rest, '^([%+%-])(%d%d):?(%d%d):?(%d*)')
+    if not sign then fail('JMVALUE', 'bad UTC offset in ' .. s) end
+    off = (tonumber(oh) * 3600 + tonumber(om) * 60 + (tonumber(os) or 0)) * (sign == '-' and -1 or 1)
+  end
+  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se) - off, us
+end
+local function lt(a, b)  -- a < b, as Python compares the decoded values
+  local ka, kb = kind(a), kind(b)
+  if (ka == 'int' or ka == 'float') and (kb == 'int' or kb == 'float') then
+    if ka == 'int' and kb == 'int' then return int_lt(a, b) end
+    return tonumber(a) < tonumber(b)
+  end
+  if ka == 'str' and kb == 'str' then return bytes_lt(cjson.decode(a), cjson.decode(b)) end
+  if ka == 'dt' and kb == 'dt' then
+    local sa, ua = instant(a)
+    local sb, ub = instant(b)
+    return sa < sb or (sa == sb and ua < ub)
+  end
+  fail('JMTYPE', "'<' not supported between " .. ka .. ' and ' .. kb)
+end
+local function add(a, b)
+  local ka, kb = kind(a), kind(b)
+  if ka == 'int' and kb == 'int' then return int_add(a, b) end
+  if (ka == 'int' or ka == 'float') and (kb == 'int' or kb == 'float') then
+    local r = tonumber(a) + tonumber(b)
+    if r ~= r or r == math.huge or r == -math.huge then fail('JMVALUE', 'the sum is not finite') end
+    local t = string.format('%.17g', r)
+    if not string.find(t, '[%.eE]') then t = t .. '.0' end
+    return t
+  end
+  if ka == 'str' and kb == 'str' then return cjson.encode(cjson.decode(a) .. cjson.decode(b)) end
+  fail('JMTYPE', 'unsupported operand types for +: ' .. ka .. ' and ' .. kb)
+end
+local function combine(agg, old, new)
+  if old == nil or old == 'null' then return new end
+  if new == 'null' then return old end
+  if agg == 'sum' then return add(old, new) end
+  if agg == 'min' then return lt(new, old) and new or old end
+  if agg == 'max' then return lt(old, new) and new or old end
+  return new
+end
+local function score(t)  -- a job's Start Time as epoch microseconds (-inf without one)
+  if t == nil or kind(t) ~= 'dt' then return '-inf' end
+  local s, us = instant(t)
+  return string.format('%.0f', s * 1e6 + us)
+end
+"""
+
+#: Rows cached while a script runs; nothing is written before ``flush`` (a failing script
+#: changes nothing, as Redis does not roll a script back).
+_ROWS = r"""
+local STATUS, START = @STATUS@, @START@
+local rows, dirty = {}, {}
+local function status_of(fields)
+  local t = fields[STATUS]
+  if t and kind(t) == 'str' then return cjson.decode(t) end
+  return nil
+end
+local function load(key, rkind, run, cid)
+  if rows[key] then return rows[key] end
+  local flat = redis.call('HGETALL', key)
+  local r = {key = key, kind = rkind, run = run, cid = cid, fields = {}, v = 0, c = false, exists = #flat > 0}
+  for i = 1, #flat, 2 do
+    local n, t = flat[i], flat[i + 1]
+    if n == '_v' then r.v = tonumber(t)
+    elseif n == '_c' then r.c = t == '1'
+    elseif string.sub(n, 1, 2) == 'f:' then r.fields[string.sub(n, 3)] = t end
+  end
+  r.was_c, r.old_status = r.c, status_of(r.fields)
+  rows[key] = r
+  return r
+end
+local function touch(r)
+  if not r.dirty then r.dirty = true; dirty[#dirty + 1] = r end
+  r.exists, r.v = true, r.v + 1
+end
+local function reply(r)
+  local flat = {}
+  for n, t in pairs(r.fields) do flat[#flat + 1] = n; flat[#flat + 1] = t end
+  return {r.v, r.c and 1 or 0, flat}
+end
+local function queue(member, v, completed)
+  local meta = redis.call('HGET', K_META, member)
+  local attempts, err = '0', ''
+  if meta then attempts, err = string.match(meta, '^%d+:(%d+):(.*)$') end
+  redis.call('HSET', K_META, member, string.format('%d', v) .. ':' .. attempts .. ':' .. err)
+  if not meta then
+    redis.call('ZADD', K_OUTBOX, 0, member)
+  elseif completed and attempts == '0' then  -- due at once, unless backing off after an error
+    redis.call('ZADD', redis.call('ZSCORE', K_DEAD, member) and K_DEAD or K_OUTBOX, 0, member)
+  end
+end
+local function retain(run, retention)  -- a completed job's keys expire; a reopened one's persist
+  local job = load(k_job(run), 'job', run, '')
+  if not (job.c or job.was_c) then return end
+  local keys = {k_job(run), k_clients(run)}
+  for _, cid in ipairs(redis.call('SMEMBERS', k_clients(run))) do keys[#keys + 1] = k_client(run, cid) end
+  for _, key in ipairs(keys) do
+    if job.c and retention ~= '0' then
+      redis.call('PEXPIRE', key, retention)
+    else
+      redis.call('PERSIST', key)
+    end
+  end
+end
+local function flush(retention)
+  local runs, seen_runs = {}, {}
+  for _, r in ipairs(dirty) do
+    redis.call('DEL', r.key)
+    local args = {r.key, '_v', string.format('%d', r.v), '_c', r.c and '1' or '0'}
+    for n, t in pairs(r.fields) do args[#args + 1] = 'f:' .. n; args[#args + 1] = t end
+    redis.call('HSET', unpack(args))
+    if r.kind == 'client' then
+      redis.call('SADD', k_clients(r.run), r.cid)
+      queue('1' .. r.run .. '\0' .. r.cid, r.v, r.c)
+    else
+      local s, status = score(r.fields[START]), status_of(r.fields)
+      redis.call('ZADD', K_JOBS, s, r.run)
+      if r.old_status then redis.call('ZREM', k_status(r.old_status), r.run) end
+      if status then redis.call('ZADD', k_status(status), s, r.run) end
+      queue('0' .. r.run .. '\0', r.v, r.c)
+    end
+    if not seen_runs[r.run] then seen_runs[r.run] = true; runs[#runs + 1] = r.run end
+  end
+  for _, run in ipairs(runs) do retain(run, retention) end
+end
+""".replace("@STATUS@", json.dumps(STATUS)).replace("@START@", json.dumps(START_TIME))
+
+#: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
+#: items (JSON). A client item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a
+#: Python transaction it carries the new fields f={name: text} and version v instead. A job
+#: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
+#: {applied, version, completed, flat fields, client ids (job items)}.
+MERGE = (
+    _HEAD
+    + _VALUES
+    + _ROWS
+    + r"""
+local NOW, IDEM_EXP, IDEM_PX, RETENTION = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local seen_here, keys = {}, {}
+local function seen(key)
+  if seen_here[key] then return true end
+  local expires = redis.call('GET', P .. 'idem:' .. key)
+  return expires and tonumber(expires) > NOW
+end
+local function merge_client(it)
+  local row = load(k_client(it.r, it.c), 'client', it.r, it.c)
+  if it.k and not it.f and seen(it.k) then return 0, row end
+  if it.f then
+    row.fields = it.f
+  else
+    if not row.exists then row.fields = {[STATUS] = '"Running"'} end
+    for _, op in ipairs(it.o) do
+      local name, agg, text = op[1], op[2], op[3]
+      if agg ~= 'set' then text = combine(agg, row.fields[name], text) end
+      row.fields[name] = text
+    end
+  end
+  row.c = row.c or it.x == true
+  touch(row)
+  if it.v then row.v = it.v end
+  if it.k then seen_here[it.k] = true; keys[#keys + 1] = it.k end
+  local job, start = load(k_job(it.r), 'job', it.r, ''), row.fields[START]
+  if not job.exists then
+    job.fields = {[STATUS] = '"Running"'}
+    if start and start ~= 'null' then job.fields[START] = start end
+    touch(job)
+  elseif start and start ~= 'null' then
+    local current = job.fields[START]
+    if current == nil or current == 'null' or lt(start, current) then
+      job.fields[START] = start
+      touch(job)
+    end
+  end
+  return 1, row
+end
+local function put_job(it)
+  local job = load(k_job(it.r), 'job', it.r, '')
+  if it.n and job.exists then return 0, job end
+  job.fields = it.f
+  if it.x ~= nil then job.c = it.x end
+  touch(job)
+  if it.v then job.v = it.v end
+  return 1, job
+end
+local out = {}
+for i, it in ipairs(cjson.decode(ARGV[6])) do
+  local done, row
+  if it.t == 'c' then done, row = merge_client(it) else done, row = put_job(it) end
+  local r = reply(row)
+  out[i] = {done, r[1], r[2], r[3], it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}}
+end
+for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
+flush(RETENTION)
+return out
+"""
+)
+
+#: ARGV: prefix, status ('' for every job), limit. Newest Start Time first; drops index
+#: entries of expired jobs. Returns {run, flat hash, client ids} per job.
+LIST_JOBS = (
+    _HEAD
+    + r"""
+local index, limit, out, start = ARGV[2] == '' and K_JOBS or k_status(ARGV[2]), tonumber(ARGV[3]), {}, 0
+while #out < limit do
+  local runs = redis.call('ZREVRANGE', index, start, start + limit - 1)
+  if #runs == 0 then break end
+  start = start + #runs
+  for _, run in ipairs(runs) do
+    local flat = redis.call('HGETALL', k_job(run))
+    if #flat == 0 then
+      redis.call('ZREM', index, run)
+      start = start - 1
+    elseif #out < limit then
+      out[#out + 1] = {run, flat, redis.call('SMEMBERS', k_clients(run))}
+    end
+  end
+end
+return out
+"""
+)
+
+#: ARGV: prefix, 'live' or 'dead', max due_at, limit. Returns {member, due_at, meta} per entry.
+OUTBOX_READ = (
+    _HEAD
+    + r"""
+local entries
+if ARGV[2] == 'dead' then entries = redis.call('ZRANGE', K_DEAD, 0, -1, 'WITHSCORES')
+else entries = redis.call('ZRANGEBYSCORE', K_OUTBOX, '-inf', ARGV[3], 'WITHSCORES', 'LIMIT', 0, ARGV[4]) end
+local out = {}
+for i = 1, #entries, 2 do
+  out[#out + 1] = {entries[i], entries[i + 1], redis.call('HGET', K_META, entries[i]) or ''}
+end
+return out
+"""
+)
+
+#: ARGV: prefix, then (member, version) pairs: removes entries still at that version.
+OUTBOX_DONE = (
+    _HEAD
+    + r"""
+for i = 2, #ARGV, 2 do
+  local meta = redis.call('HGET', K_META, ARGV[i])
+  if meta and string.match(meta, '^(%d+):') == ARGV[i + 1] then
+    redis.call('HDEL', K_META, ARGV[i])
+    redis.call('ZREM', K_OUTBOX, ARGV[i])
+    redis.call('ZREM', K_DEAD, ARGV[i])
+  end
+end
+return 0
+"""
+)
+
+#: ARGV: prefix, member, the item's version, attempts, last error, due_at, error, dead (1/0).
+OUTBOX_RETRY = (
+    _HEAD
+    + r"""
+local member, v, a, e = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local meta = redis.call('HGET', K_META, member)
+if meta then v, a, e = string.match(meta, '^(%d+):(%d+):(.*)$') end
+if ARGV[7] ~= '' then a, e = string.format('%d', tonumber(a) + 1), ARGV[7] end
+redis.call('HSET', K_META, member, v .. ':' .. a .. ':' .. e)
+local from, to = K_DEAD, K_OUTBOX
+if ARGV[8] == '1' then from, to = K_OUTBOX, K_DEAD end
+redis.call('ZREM', from, member)
+redis.call('ZADD', to, ARGV[6], member)
+return 0
+"""
+)
+
+#: ARGV: prefix. Makes every dead entry due now; returns how many.
+OUTBOX_REVIVE = (
+    _HEAD
+    + r"""
+local dead = redis.call('ZRANGE', K_DEAD, 0, -1)
+for _, member in ipairs(dead) do redis.call('ZADD', K_OUTBOX, 0, member) end
+redis.call('DEL', K_DEAD)
+return #dead
+"""
+)
+
+#: KEYS: the lease. ARGV: owner, now, now + ttl, PX (garbage collection only). 1 when held.
+LEASE = r"""
+local holder = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if holder[1] and holder[1] ~= ARGV[1] and tonumber(holder[2]) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'expires', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+#: KEYS: the pacing slot. ARGV: now, rate, PX. Returns the seconds to wait ('0': taken).
+TOKEN = r"""
+local now = tonumber(ARGV[1])
+local slot = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+if slot > now then return string.format('%.17g', slot - now) end
+local next_slot = math.max(slot, now) + 1.0 / tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%.17g', next_slot), 'PX', ARGV[3])
+return '0'
+"""

@@ -1,0 +1,333 @@
+"""``redis://[:password@]HOST:PORT/DB?prefix=jobmetrics:``: one Redis shared by every host.
+
+Merges without a callback are one Lua script call (``EVALSHA``), atomic on the server. A
+merge with ``finalize`` and ``update_job`` run Python inside the change: they WATCH the keys
+they read, call the callback, and commit with ``MULTI``/``EXEC`` (the same script replaying
+the result); when another client changed a watched key meanwhile, the whole change, callback
+included, runs again. Callbacks must therefore be pure functions of their inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.retry import Retry
+
+from flask_jobmetrics.exceptions import StoreError
+
+from . import _redis_lua as lua
+from ._redis_tx import (
+    DEFAULT_PREFIX,
+    DEFAULT_RETENTION,
+    Transaction,
+    decode_hash,
+    decode_pairs,
+    member,
+    outbox_item,
+    parse_url,
+    redacted,
+    texts,
+)
+from .base import IDEMPOTENCY_TTL, ClientDelta, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
+
+#: Optimistic attempts of a change with a callback before giving up.
+_ATTEMPTS = 50
+#: Extra milliseconds a lease or pacing key outlives its use (its value decides, not its TTL).
+_GC_MARGIN_MS = 60_000
+_T = TypeVar("_T")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisStore:
+    """The store protocol on Redis (standalone or Sentinel; not Redis Cluster)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        idempotency_ttl: float = IDEMPOTENCY_TTL,
+        clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
+    ) -> None:
+        self.url = url
+        redis_url, self.prefix, self.retention = parse_url(url, retention)
+        self._ttl = idempotency_ttl
+        self._clock = clock
+        self._local = threading.local()
+        try:
+            self._redis: redis.Redis = redis.Redis.from_url(
+                redis_url,
+                decode_responses=True,
+                socket_connect_timeout=2.0,
+                socket_timeout=10.0,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2),
+            )
+        except (ValueError, TypeError, RedisError) as exc:
+            raise StoreError(f"store URL {redacted(url)!r}: {exc}") from exc
+        kwargs = self._redis.connection_pool.connection_kwargs
+        self.where = str(kwargs["path"]) if "path" in kwargs else f"{kwargs.get('host')}:{kwargs.get('port')}"
+        self._scripts = {
+            name: self._redis.register_script(text)
+            for name, text in [
+                ("merge", lua.MERGE), ("list_jobs", lua.LIST_JOBS), ("outbox_read", lua.OUTBOX_READ),
+                ("outbox_done", lua.OUTBOX_DONE), ("outbox_retry", lua.OUTBOX_RETRY),
+                ("outbox_revive", lua.OUTBOX_REVIVE), ("lease", lua.LEASE), ("token", lua.TOKEN),
+            ]
+        }  # fmt: skip
+        with self._errors("reach it"):
+            self._redis.ping()
+
+    # -- plumbing
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Redis failures -> StoreError naming the server; a Lua type error -> TypeError."""
+        try:
+            yield
+        except ResponseError as exc:
+            message = str(exc).split(" script: ", 1)[0]
+            if message.startswith("JMTYPE "):
+                raise TypeError(message[7:]) from exc
+            raise StoreError(f"Redis at {self.where}: cannot {what}: {message}") from exc
+        except RedisError as exc:
+            raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
+        except UnicodeError as exc:
+            raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
+
+    def key(self, *parts: str) -> str:
+        """A key under this store's prefix (the layout is described in docs/stores.md)."""
+        return self.prefix + ":".join(parts)
+
+    def client_key(self, run_id: str, client_id: str) -> str:
+        return self.key("client", run_id.replace("%", "%25").replace(":", "%3A"), client_id)
+
+    def _eval(self, name: str, args: Sequence[Any], keys: Sequence[str] = (), client: Any = None) -> Any:
+        return self._scripts[name](keys=list(keys), args=list(args), client=client)
+
+    def merge_args(self, items: list[dict[str, Any]], now: float) -> list[Any]:
+        """The ARGV of the merge script (see ``_redis_lua.MERGE``)."""
+        retention = "0" if self.retention == 0 else str(_ms(self.retention))
+        payload = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+        expires = repr(float(now + self._ttl))
+        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload]
+
+    def _merge(self, items: list[dict[str, Any]]) -> list[Any]:
+        with self._errors("merge"):
+            return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock())))
+
+    def _tx(self) -> Transaction | None:
+        """The transaction this thread is in (a store call made from a callback joins it)."""
+        return cast("Transaction | None", getattr(self._local, "tx", None))
+
+    def _transaction(self, what: str, body: Callable[[Transaction], _T]) -> _T:
+        """Run ``body`` with WATCHed reads and commit its writes atomically; again on conflicts."""
+        for attempt in range(_ATTEMPTS):
+            with self._errors(what), self._redis.pipeline(transaction=True) as pipe:
+                tx = Transaction(self, pipe, self._clock())
+                self._local.tx = tx
+                try:
+                    result = body(tx)
+                    if tx.items:
+                        pipe.multi()
+                        self._eval("merge", self.merge_args(tx.items, tx.now), client=pipe)
+                        pipe.execute()
+                    return result
+                except WatchError as exc:
+                    if isinstance(exc.__cause__, RedisConnectionError):
+                        raise exc.__cause__ from exc
+                finally:
+                    self._local.tx = None
+            if attempt >= 2:  # heavy contention: let the other writers through
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise StoreError(f"Redis at {self.where}: cannot {what}: its rows kept changing ({_ATTEMPTS} tries)")
+
+    @staticmethod
+    def check_run_id(run_id: str) -> None:
+        if "\0" in run_id:
+            raise StoreError(f"run ID {run_id!r}: NUL characters are not supported by the Redis store")
+
+    # -- client rows
+    def _merge_deltas(self, deltas: Sequence[ClientDelta]) -> list[tuple[ClientRow, bool]]:
+        items = []
+        for delta in deltas:
+            self.check_run_id(delta.run_id)
+            ops = [[name, agg, texts({name: value})[name]] for name, (agg, value) in delta.ops.items()]
+            item: dict[str, Any] = {"t": "c", "r": delta.run_id, "c": delta.client_id, "o": ops}
+            item["x"] = delta.complete
+            if delta.idempotency_key is not None:
+                item["k"] = delta.idempotency_key
+            items.append(item)
+        return [
+            (ClientRow(d.run_id, d.client_id, decode_pairs(r[3]), r[2] == 1, r[1]), r[0] == 1)
+            for d, r in zip(deltas, self._merge(items), strict=True)
+        ]
+
+    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+        tx = self._tx()
+        if tx is not None:
+            return [tx.merge(delta, None)[0] for delta in deltas]
+        return [row for row, _ in self._merge_deltas(deltas)] if deltas else []
+
+    def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
+        tx = self._tx()
+        if tx is not None:
+            return tx.merge(delta, finalize)
+        if finalize is None:
+            return self._merge_deltas([delta])[0]
+        return self._transaction("merge", lambda tx: tx.merge(delta, finalize))
+
+    def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
+        tx = self._tx()
+        if tx is not None:
+            return tx.client_copy(run_id, client_id)
+        with self._errors("read"):
+            flat = cast(dict[str, str], self._redis.hgetall(self.client_key(run_id, client_id)))
+        if not flat:
+            return None
+        fields, version, completed = decode_hash(flat)
+        return ClientRow(run_id, client_id, fields, completed, version)
+
+    def list_clients(self, run_id: str) -> list[ClientRow]:
+        tx = self._tx()
+        if tx is not None:
+            return tx.clients_of(run_id)
+        with self._errors("read"):
+            ids = sorted(cast(set[str], self._redis.smembers(self.key("clients", run_id))))
+            with self._redis.pipeline(transaction=True) as pipe:
+                for client_id in ids:
+                    pipe.hgetall(self.client_key(run_id, client_id))
+                hashes = cast(list[dict[str, str]], pipe.execute())
+        rows = []
+        for client_id, flat in zip(ids, hashes, strict=True):
+            if flat:
+                fields, version, completed = decode_hash(flat)
+                rows.append(ClientRow(run_id, client_id, fields, completed, version))
+        return rows
+
+    # -- job rows
+    def _job_reply(self, run_id: str, reply: Sequence[Any]) -> JobRow:
+        return JobRow(run_id, decode_pairs(reply[3]), reply[2] == 1, reply[1], tuple(sorted(reply[4])))
+
+    def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
+        tx = self._tx()
+        if tx is not None:
+            return tx.ensure_job(run_id, fields)
+        self.check_run_id(run_id)
+        (reply,) = self._merge([{"t": "j", "r": run_id, "f": texts(fields), "n": True}])
+        return self._job_reply(run_id, reply), reply[0] == 1
+
+    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
+        tx = self._tx()
+        if tx is not None:
+            return tx.reserve_job(run_id, fields, step)
+        while True:  # each attempt is one atomic create-if-absent
+            job, created = self.ensure_job(run_id, fields)
+            if created:
+                return job
+            run_id = step(run_id)
+
+    def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
+        tx = self._tx()
+        if tx is not None:
+            return tx.update_job(run_id, update, complete)
+        return self._transaction("update the job", lambda tx: tx.update_job(run_id, update, complete))
+
+    def get_job(self, run_id: str) -> JobRow | None:
+        tx = self._tx()
+        if tx is not None:
+            return tx.job_row(run_id)
+        with self._errors("read"), self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.key("job", run_id))
+            pipe.smembers(self.key("clients", run_id))
+            flat, ids = cast(tuple[dict[str, str], set[str]], pipe.execute())
+        if not flat:
+            return None
+        fields, version, completed = decode_hash(flat)
+        return JobRow(run_id, fields, completed, version, tuple(sorted(ids)))
+
+    def list_jobs(self, *, limit: int = 50, status: str | None = None) -> list[JobRow]:
+        """Newest first; reads what is committed (also when called from a callback)."""
+        if limit <= 0:
+            return []
+        with self._errors("list jobs"):
+            replies = self._eval("list_jobs", [self.prefix, status or "", str(limit)])
+        jobs = []
+        for run_id, flat, ids in replies:
+            fields, version, completed = decode_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+            jobs.append(JobRow(run_id, fields, completed, version, tuple(sorted(ids))))
+        return jobs
+
+    # -- outbox (outside any transaction)
+    def outbox_due(self, now: float, limit: int) -> list[OutboxItem]:
+        if limit <= 0:
+            return []
+        with self._errors("read the outbox"):
+            entries = self._eval("outbox_read", [self.prefix, "live", repr(float(now)), str(limit)])
+        return [outbox_item(entry, dead=False) for entry in entries]
+
+    def outbox_done(self, items: Sequence[OutboxItem]) -> None:
+        if not items:
+            return
+        args: list[str] = [self.prefix]
+        for item in items:
+            args += [member(item.kind, item.run_id, item.client_id), str(item.version)]
+        with self._errors("update the outbox"):
+            self._eval("outbox_done", args)
+
+    def outbox_retry(self, item: OutboxItem, *, due_at: float, error: str | None, dead: bool = False) -> None:
+        args = [
+            self.prefix, member(item.kind, item.run_id, item.client_id), str(item.version),
+            str(item.attempts), item.last_error or "", repr(float(due_at)), error or "", "1" if dead else "0",
+        ]  # fmt: skip
+        with self._errors("update the outbox"):
+            self._eval("outbox_retry", args)
+
+    def outbox_counts(self) -> tuple[int, int]:
+        with self._errors("read the outbox"), self._redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(self.key("outbox"))
+            pipe.zcard(self.key("outbox", "dead"))
+            pending, dead = cast(list[int], pipe.execute())
+        return pending, dead
+
+    def outbox_dead(self) -> list[OutboxItem]:
+        with self._errors("read the outbox"):
+            entries = self._eval("outbox_read", [self.prefix, "dead", "0", "0"])
+        return [outbox_item(entry, dead=True) for entry in sorted(entries, key=lambda e: e[0])]
+
+    def outbox_revive(self) -> int:
+        with self._errors("update the outbox"):
+            return int(self._eval("outbox_revive", [self.prefix]))
+
+    # -- coordination
+    def acquire_lease(self, name: str, owner: str, ttl: float, now: float) -> bool:
+        args = [owner, repr(float(now)), repr(float(now + ttl)), _ms(ttl) + _GC_MARGIN_MS]
+        with self._errors("take the lease"):
+            return int(self._eval("lease", args, keys=[self.key("lease", name)])) == 1
+
+    def take_token(self, name: str, rate: float, now: float) -> float:
+        args = [repr(float(now)), repr(float(rate)), _ms(1.0 / rate) + _GC_MARGIN_MS]
+        with self._errors("take a token"):
+            return float(self._eval("token", args, keys=[self.key("token", name)]))
+
+    def close(self) -> None:
+        """Close the pooled connections (a later call opens new ones); safe to repeat."""
+        with self._errors("close"):
+            self._redis.close()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({redacted(self.url)!r})"
