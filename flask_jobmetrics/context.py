@@ -101,8 +101,8 @@ class RunContext:
         """
         run, client = self.ids()
         service = self.state.service
-        values, _rejected = service._normalize(metrics, run, client, self.logger)
-        ops = service._ops(values)
+        values, _rejected = service.normalize_update(metrics, run, client, self.logger)
+        ops = service.ops_of(values)
         with self._lock:
             if not self._discarded:
                 merge_ops(self._pending, ops)

@@ -10,6 +10,7 @@ This module has no Flask imports.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -64,6 +65,10 @@ class RunId:
             return text
         if not isinstance(text, str):
             raise InvalidRunIdError(f"run ID must be a string, got {_describe(text)}")
+        return _parse_text(text)
+
+    @classmethod
+    def _parse_text(cls, text: str) -> RunId:
         if not text:
             raise InvalidRunIdError("run ID is empty")
         match = _RUN_RE.fullmatch(text)
@@ -127,6 +132,10 @@ class RunId:
 
     def __str__(self) -> str:
         return self.base if self.client is None else f"{self.base}-{self.client}"
+
+
+# A job's run ID is parsed on every update: remember the last few thousand (errors are not cached).
+_parse_text = functools.lru_cache(maxsize=4096)(RunId._parse_text)
 
 
 def generate_run_id(now: datetime | None = None) -> str:

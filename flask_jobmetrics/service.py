@@ -158,9 +158,13 @@ class MetricsService:
             return logger.bind(run_id=run_id)
         return logger
 
-    def _normalize(
-        self, metrics: Any, run_id: str, client_id: str, log: StructuredLogger
+    def normalize_update(
+        self, metrics: Any, run_id: str, client_id: str, logger: StructuredLogger | None = None
     ) -> tuple[dict[str, Any], list[RejectedMetric]]:
+        """Validate and normalize one update's metrics: (values by field, rejected).
+
+        Applies ``strict`` and ``unknown_metrics``; logs and reports what is rejected.
+        """
         if metrics is None:
             metrics = {}
         if not isinstance(metrics, Mapping):
@@ -188,17 +192,20 @@ class MetricsService:
         for problem in unknown_rejected:
             if problem.metric not in self._warned_unknown:
                 self._warned_unknown.add(problem.metric)
-                log.warning(
+                self._log(logger, run_id, client_id).warning(
                     "unknown metric %r is not stored (register it with register_metric)", problem.metric
                 )
         if rejected:
-            log.warning("rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected))
+            self._log(logger, run_id, client_id).warning(
+                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
+            )
         rejected += unknown_rejected
         if rejected and self.on_rejected is not None:
             self.on_rejected(run_id, client_id, rejected)
         return values, rejected
 
-    def _ops(self, values: Mapping[str, Any]) -> Ops:
+    def ops_of(self, values: Mapping[str, Any]) -> Ops:
+        """Normalized values -> ops merged by each field's aggregation."""
         aggregate_of = self.registry.aggregate_of
         return {name: (aggregate_of(name), value) for name, value in values.items()}
 
@@ -215,18 +222,19 @@ class MetricsService:
     ) -> ClientRun:
         """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
         run, client = self._ids(run_id, client_id)
-        log = self._log(logger, run, client)
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not idempotency_key.strip()
         ):
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
-        values, rejected = self._normalize(metrics, run, client, log)
-        ops = self._ops(values)
+        values, rejected = self.normalize_update(metrics, run, client, logger)
+        ops = self.ops_of(values)
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
         if known is not None and known.completed:
-            log.warning("late update to a completed client run: %s", sorted(values) or "no metrics")
+            self._log(logger, run, client).warning(
+                "late update to a completed client run: %s", sorted(values) or "no metrics"
+            )
         if idempotency_key is not None:
             self.buffer.flush(run_id=run, client_id=client)
             row, applied = self.store.merge_client(
@@ -237,7 +245,7 @@ class MetricsService:
                 if self.on_stored is not None:
                     self.on_stored()
             else:
-                log.info(
+                self._log(logger, run, client).info(
                     "update with idempotency key %r was already applied; nothing changed", idempotency_key
                 )
             return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
@@ -260,18 +268,19 @@ class MetricsService:
         _check_bool("success", success)
         _check_bool("totals", totals)
         log = self._log(logger, run, client)
-        values, rejected = self._normalize(metrics, run, client, log)
+        values, rejected = self.normalize_update(metrics, run, client, log)
         now = self.clock()
         authoritative = {}
         if totals:
             authoritative = {k: values.pop(k) for k in list(values) if self.registry.aggregate_of(k) == "sum"}
         explicit_status = values.get(STATUS)
-        ops = self._ops(values)
+        ops = self.ops_of(values)
         ops.setdefault(START_TIME, ("min", now))
         ops.setdefault(END_TIME, ("max", now))
         differences: list[tuple[str, Any, Any]] = []
 
-        def finalize(fields: dict[str, Any]) -> None:
+        def finalize(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
+            differences.clear()
             for name, total in authoritative.items():
                 accumulated = fields.get(name, 0)
                 if accumulated != total:

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from flask_jobmetrics import (
+    ClientRun,
     InvalidClientIdError,
     InvalidMetricError,
     InvalidRunIdError,
@@ -371,3 +373,12 @@ def test_job_arguments_are_type_checked(service: MetricsService, call: Any) -> N
     service.start_job(RUN)
     with pytest.raises(TypeError, match=r"notes|success"):
         call(service)
+
+
+def test_returned_client_runs_are_real_frozen_models(service: MetricsService) -> None:
+    """The ClientRun returned on the update path equals a validated one, serializes and is immutable."""
+    run = service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    assert run == ClientRun.model_validate(run.model_dump())
+    assert run.model_dump(mode="json")["status"] == "Running"
+    with pytest.raises(ValidationError):
+        run.status = Status.FAILED  # type: ignore[misc]
