@@ -14,13 +14,14 @@ import functools
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
+from . import formatting
 from .exceptions import JobMetricsError, StoreError, UnknownRunError
 from .extension import get_state
 from .models import ClientRun, JobRun, Status
@@ -100,48 +101,6 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in body)])
 
 
-def _when(value: datetime | None) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in UTC, ``-`` for none."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _span(seconds: float) -> str:
-    """``45s``, ``3m 05s``, ``1h 02m 03s``, ``2d 04h 00m 00s``."""
-    total = max(int(seconds), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h {minutes:02d}m {secs:02d}s"
-    if hours:
-        return f"{hours}h {minutes:02d}m {secs:02d}s"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
-
-
-def _duration(start: datetime | None, end: datetime | None, status: Status, now: datetime) -> str:
-    """End minus start; for a run still Running, the time since it started."""
-    if start is None:
-        return "-"
-    if end is None:
-        return _span((now - start).total_seconds()) if status is Status.RUNNING else "-"
-    return _span((end - start).total_seconds())
-
-
-def _number(value: Any) -> str:
-    """Thousands separators; missing counts are 0; datetimes as ``_when``."""
-    if value is None:
-        return "0"
-    if isinstance(value, datetime):
-        return _when(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
-
-
 def parse_duration(text: str) -> timedelta:
     """``90s``, ``30m``, ``6h``, ``2d`` or a sum such as ``1h30m`` -> a positive timedelta."""
     compact = text.strip()
@@ -179,12 +138,12 @@ def runs(service: MetricsService, limit: int, status: str | None) -> None:
             [
                 job.run_id,
                 job.status.value,
-                _when(job.start_time),
-                _duration(job.start_time, job.end_time, job.status, now),
+                formatting.when(job.start_time),
+                formatting.duration(job.start_time, job.end_time, job.status, now),
                 f"{done:,}/{len(clients):,}",
-                _number(job.metrics.get(CLIENTS_WITH_ERRORS)),
-                _number(job.metrics.get("Leads Processed")),
-                _number(job.metrics.get("Total Tokens")),
+                formatting.number(job.metrics.get(CLIENTS_WITH_ERRORS)),
+                formatting.number(job.metrics.get("Leads Processed")),
+                formatting.number(job.metrics.get("Total Tokens")),
             ]
         )
     headers = ["RUN ID", "STATUS", "START (UTC)", "DURATION", "CLIENTS DONE", "FAILED", "LEADS", "TOKENS"]
@@ -206,9 +165,9 @@ def _client_row(client: ClientRun, now: datetime) -> list[str]:
     return [
         client.client_id,
         client.status.value,
-        _when(client.start_time),
-        _duration(client.start_time, client.end_time, client.status, now),
-        *(_number(client.metrics.get(field)) for _, field in _CLIENT_COLUMNS),
+        formatting.when(client.start_time),
+        formatting.duration(client.start_time, client.end_time, client.status, now),
+        *(formatting.number(client.metrics.get(field)) for _, field in _CLIENT_COLUMNS),
         _trim(client.notes, _NOTE_WIDTH) if client.notes else "",
     ]
 
@@ -217,16 +176,18 @@ def _job_lines(job: JobRun, now: datetime) -> list[str]:
     lines = [
         f"Run:       {job.run_id}",
         f"Status:    {job.status.value}",
-        f"Start:     {_when(job.start_time)} UTC" if job.start_time else "Start:     -",
-        f"End:       {_when(job.end_time)} UTC" if job.end_time else "End:       -",
-        f"Duration:  {_duration(job.start_time, job.end_time, job.status, now)}",
+        f"Start:     {formatting.when(job.start_time)} UTC" if job.start_time else "Start:     -",
+        f"End:       {formatting.when(job.end_time)} UTC" if job.end_time else "End:       -",
+        f"Duration:  {formatting.duration(job.start_time, job.end_time, job.status, now)}",
     ]
     notes = job.notes.splitlines() or ["-"]
     lines += [f"Notes:     {notes[0]}", *(f"           {n}" for n in notes[1:])]
     if job.metrics:
         lines += ["", "Aggregates:"]
         width = max(len(name) for name in job.metrics)
-        lines += [f"  {name.ljust(width)}  {_number(value):>12}" for name, value in job.metrics.items()]
+        lines += [
+            f"  {name.ljust(width)}  {formatting.number(value):>12}" for name, value in job.metrics.items()
+        ]
     return lines
 
 
@@ -281,10 +242,13 @@ def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
         if job.start_time is not None and job.start_time < cutoff
     }
     if not stale:
-        click.echo(f"No Running job runs started before {_when(cutoff)} UTC.")
+        click.echo(f"No Running job runs started before {formatting.when(cutoff)} UTC.")
         return
     headers = ["RUN ID", "START (UTC)", "RUNNING FOR"]
-    rows = {run: [run, _when(start), _span((now - start).total_seconds())] for run, start in stale.items()}
+    rows = {
+        run: [run, formatting.when(start), formatting.span((now - start).total_seconds())]
+        for run, start in stale.items()
+    }
     if dry_run:
         table = _table(headers, rows.values())
         click.echo(f"Would close {len(stale)} job run(s) as Failed (dry run, nothing changed):\n{table}")

@@ -17,8 +17,9 @@ from flask import Flask
 from flask.cli import ScriptInfo
 
 from flask_jobmetrics import JobMetrics, Status
-from flask_jobmetrics.cli import _span, _table, jobmetrics_cli, parse_duration
+from flask_jobmetrics.cli import _table, jobmetrics_cli, parse_duration
 from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.formatting import span
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
@@ -95,7 +96,7 @@ def test_table_aligns_columns_and_right_aligns_numbers() -> None:
 
 def test_durations_are_formatted_and_parsed() -> None:
     """Durations print as 45s / 3m 05s / 1h 02m 03s; --older-than accepts s, m, h, d and sums."""
-    assert [_span(45), _span(185), _span(3723), _span(2 * 86400 + 60)] == [
+    assert [span(45), span(185), span(3723), span(2 * 86400 + 60)] == [
         "45s",
         "3m 05s",
         "1h 02m 03s",

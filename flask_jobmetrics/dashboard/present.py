@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from .. import formatting
 from ..models import ClientRun, JobRun, Status
 from ..schema import CLIENTS_WITH_ERRORS
 from .charts import Chart, bar_chart
@@ -65,31 +66,12 @@ def status_class(status: Status) -> str:
 
 def fmt_when(value: datetime | None) -> str:
     """``YYYY-MM-DD HH:MM:SS`` in UTC, an en dash for none."""
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else EMPTY
-
-
-def _span(seconds: float) -> str:
-    """``45s``, ``3m 05s``, ``1h 02m``, ``2d 04h``."""
-    total = max(int(seconds), 0)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+    return formatting.when(value, EMPTY)
 
 
 def fmt_duration(start: datetime | None, end: datetime | None, status: Status, now: datetime) -> str:
-    """End minus start; for a run still Running, the time since it started."""
-    if start is None:
-        return EMPTY
-    if end is None:
-        return _span((now - start).total_seconds()) if status is Status.RUNNING else EMPTY
-    return _span((end - start).total_seconds())
+    """End minus start (two units: ``1h 02m``); for a run still Running, the time since it started."""
+    return formatting.duration(start, end, status, now, empty=EMPTY, units=2)
 
 
 def _as_number(value: Any) -> float:
@@ -100,15 +82,7 @@ def _as_number(value: Any) -> float:
 
 def fmt_number(value: Any) -> str:
     """Thousands separators; missing counts are 0; other values as text."""
-    if value is None:
-        return "0"
-    if isinstance(value, datetime):
-        return fmt_when(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f}"
-    return f"{int(value):,}"
+    return formatting.number(value, EMPTY)
 
 
 # -- rows --------------------------------------------------------------------------------------

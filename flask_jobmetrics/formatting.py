@@ -1,0 +1,58 @@
+"""How times, durations and numbers are shown to people (CLI tables, dashboard cells)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .models import Status
+
+__all__ = ["duration", "number", "span", "when"]
+
+
+def when(value: datetime | None, empty: str = "-") -> str:
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, ``empty`` for none."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else empty
+
+
+def span(seconds: float, *, units: int = 4) -> str:
+    """``45s``, ``3m 05s``, ``1h 02m 03s``, ``2d 04h 00m 00s``; at most ``units`` units."""
+    total = max(int(seconds), 0)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    first, *rest_parts = parts[:units]
+    return " ".join([f"{first[0]}{first[1]}", *(f"{n:02d}{unit}" for n, unit in rest_parts)])
+
+
+def duration(
+    start: datetime | None,
+    end: datetime | None,
+    status: Status,
+    now: datetime,
+    *,
+    empty: str = "-",
+    units: int = 4,
+) -> str:
+    """End minus start; for a run still Running, the time since it started."""
+    if start is None:
+        return empty
+    if end is None:
+        return span((now - start).total_seconds(), units=units) if status is Status.RUNNING else empty
+    return span((end - start).total_seconds(), units=units)
+
+
+def number(value: Any, empty: str = "-") -> str:
+    """Thousands separators; missing counts are 0; datetimes as :func:`when`."""
+    if value is None:
+        return "0"
+    if isinstance(value, datetime):
+        return when(value, empty)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
