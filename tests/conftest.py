@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.memory import MemoryStore
 
-from .support import Clock
+from .support import Clock, jobmetrics_app
 
 
 @pytest.fixture
@@ -30,9 +29,6 @@ def service(clock: Clock) -> Iterator[MetricsService]:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    """A Flask app with JobMetrics on an SQLite file in ``tmp_path``."""
-    flask_app = Flask("jobmetrics_test", instance_path=str(tmp_path / "instance"))
-    flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://")
-    ext = JobMetrics(flask_app)
-    yield flask_app
-    ext.state(flask_app).service.close()
+    """A TESTING Flask app with JobMetrics on a memory store."""
+    with jobmetrics_app(tmp_path / "instance") as flask_app:
+        yield flask_app

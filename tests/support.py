@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from flask_jobmetrics import JobMetrics
 
 START = datetime(2023, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -19,3 +27,15 @@ class Clock:
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
+
+
+@contextmanager
+def jobmetrics_app(instance: Path, name: str = "jobmetrics_test", **config: Any) -> Iterator[Flask]:
+    """A TESTING app with JobMetrics on its own memory store (``config`` overrides); closed after."""
+    flask_app = Flask(name, instance_path=str(instance))
+    flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://", **config)
+    ext = JobMetrics(flask_app)
+    try:
+        yield flask_app
+    finally:
+        ext.state(flask_app).service.close()

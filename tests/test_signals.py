@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 
-from flask_jobmetrics import JobMetrics, RejectedMetric, Status, signals
+from flask_jobmetrics import RejectedMetric, Status, signals
 from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.service import MetricsService
+
+from .support import jobmetrics_app
 
 RUN = "230615-120000"
 ONE_LEAD = {"Leads Processed": 1}
@@ -26,11 +28,8 @@ def service_of(app: Flask) -> MetricsService:
 @pytest.fixture
 def other_app(tmp_path: Path) -> Iterator[Flask]:
     """A second app with its own JobMetrics state on its own memory store."""
-    flask_app = Flask("jobmetrics_other", instance_path=str(tmp_path / "other"))
-    flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://")
-    ext = JobMetrics(flask_app)
-    yield flask_app
-    ext.state(flask_app).service.close()
+    with jobmetrics_app(tmp_path / "other", "jobmetrics_other") as flask_app:
+        yield flask_app
 
 
 def errors_of(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -55,8 +54,9 @@ def test_client_completed_drives_only_the_sending_app(app: Flask, other_app: Fla
     """client_completed sent with app B completes B's client run only."""
     for each in (app, other_app):
         signals.client_metrics_updated.send(each, run_id=RUN, client_id="acme", metrics=ONE_LEAD)
-    signals.client_completed.send(other_app, run_id=RUN, client_id="acme", metrics={"Posts Processed": 3},
-                                  success=True)
+    signals.client_completed.send(
+        other_app, run_id=RUN, client_id="acme", metrics={"Posts Processed": 3}, success=True
+    )
     completed = service_of(other_app).get_client_run(RUN, "acme")
     running = service_of(app).get_client_run(RUN, "acme")
     assert completed is not None
@@ -69,8 +69,9 @@ def test_client_completed_drives_only_the_sending_app(app: Flask, other_app: Fla
 def test_client_completed_with_success_false_and_totals(app: Flask) -> None:
     """success=False marks the client Failed; totals=True replaces the accumulated sums."""
     signals.client_metrics_updated.send(app, run_id=RUN, client_id="acme", metrics={"Leads Processed": 5})
-    signals.client_completed.send(app, run_id=RUN, client_id="acme", metrics={"Leads Processed": 9},
-                                  success=False, totals=True)
+    signals.client_completed.send(
+        app, run_id=RUN, client_id="acme", metrics={"Leads Processed": 9}, success=False, totals=True
+    )
     run = service_of(app).get_client_run(RUN, "acme")
     assert run is not None
     assert run.status is Status.FAILED
@@ -154,8 +155,9 @@ def test_signals_from_a_background_thread_with_an_app_context_land(app: Flask) -
         with app.app_context():
             sender = current_app._get_current_object()  # type: ignore[attr-defined]
             for chunk in (40, 40, 20):
-                signals.client_metrics_updated.send(sender, run_id=RUN, client_id="acme",
-                                                    metrics={"Profiles Examined": chunk})
+                signals.client_metrics_updated.send(
+                    sender, run_id=RUN, client_id="acme", metrics={"Profiles Examined": chunk}
+                )
 
     thread = threading.Thread(target=scorer)
     thread.start()
@@ -173,7 +175,8 @@ def test_signals_from_a_background_thread_with_an_app_context_land(app: Flask) -
 def test_signals_from_a_thread_without_an_app_context_land(app: Flask) -> None:
     """A thread with no app context sends with the app itself; the receiver needs nothing more."""
     thread = threading.Thread(
-        target=signals.client_completed.send, args=(app,),
+        target=signals.client_completed.send,
+        args=(app,),
         kwargs={"run_id": RUN, "client_id": "acme", "metrics": {"Leads Processed": 2}},
     )
     thread.start()
@@ -193,8 +196,9 @@ def test_metrics_rejected_is_sent_for_an_invalid_value(app: Flask, other_app: Fl
 
     with signals.metrics_rejected.connected_to(receiver):
         service_of(app).update_client_metrics(RUN, "acme", {"Leads Processed": -3, "Posts Processed": 2})
-        signals.client_metrics_updated.send(other_app, run_id=RUN, client_id="acme",
-                                            metrics={"Total Tokens": float("nan")})
+        signals.client_metrics_updated.send(
+            other_app, run_id=RUN, client_id="acme", metrics={"Total Tokens": float("nan")}
+        )
     assert [sender for sender, _ in received] == [app, other_app]
     kwargs = received[0][1]
     assert set(kwargs) == {"run_id", "client_id", "rejected"}
@@ -226,7 +230,22 @@ def test_a_failing_metrics_rejected_receiver_does_not_lose_the_update(
 
 def test_signal_names_are_kebab_case() -> None:
     """Every signal has a kebab-case name in the package's private namespace."""
-    names = {s.name for s in (signals.client_metrics_updated, signals.client_completed, signals.job_completed,
-                              signals.metrics_rejected, signals.records_published, signals.publish_failed)}
-    assert names == {"client-metrics-updated", "client-completed", "job-completed", "metrics-rejected",
-                     "records-published", "publish-failed"}
+    names = {
+        s.name
+        for s in (
+            signals.client_metrics_updated,
+            signals.client_completed,
+            signals.job_completed,
+            signals.metrics_rejected,
+            signals.records_published,
+            signals.publish_failed,
+        )
+    }
+    assert names == {
+        "client-metrics-updated",
+        "client-completed",
+        "job-completed",
+        "metrics-rejected",
+        "records-published",
+        "publish-failed",
+    }
