@@ -1,6 +1,6 @@
 """The per-process buffer of metric deltas, keyed (run_id, client_id).
 
-Deltas of the same key are merged by aggregation (:func:`~.stores.base.merge_ops`) in a
+Deltas of the same key are merged by aggregation (``merge_ops``) in a
 cachetools ``TTLCache`` guarded by one lock. Data leaves ONLY through ``sink`` (the
 service wraps the store's ``merge_clients``); nothing is dropped:
 
@@ -14,7 +14,7 @@ service wraps the store's ``merge_clients``); nothing is dropped:
 * A failed sink call puts its entries back at the FRONT of the spill list (before
   anything added meanwhile: old ops, then new) for the next sweep. The spill list is
   not bounded by ``maxsize``: while the sink fails, the buffer may exceed it.
-* An ``atexit`` handler drains every live buffer; :func:`install_sigterm_handler` does
+* An ``atexit`` handler drains every live buffer; ``install_sigterm_handler`` does
   the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
   buffers are tracked weakly: the owner (the service) must keep its buffer alive.
 * ``pending()`` counts in-flight ops until the sink call has returned, so a reader that

@@ -1,7 +1,7 @@
 """``flask jobmetrics ...``: look at runs, flush, sweep abandoned jobs, inspect the outbox.
 
 Registered as a ``flask.commands`` entry point, so ``flask --app APP jobmetrics`` works for
-any app with ``JobMetrics`` initialised. Every command is declared with :func:`_command`,
+any app with ``JobMetrics`` initialised. Every command is declared with ``_command``,
 which loads the app itself (so a store that cannot be opened is reported like any other
 error) and turns ``JobMetricsError``/``ValueError`` into a one-line ``Error: ...`` with exit
 code 1. A subgroup (e.g. ``airtable``) is another ``AppGroup`` added with

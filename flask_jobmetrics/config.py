@@ -1,8 +1,8 @@
 """Configuration: every ``JOBMETRICS_*`` key, its default, read once and validated.
 
 ``read_settings(app)`` sets each default with ``app.config.setdefault`` (mutable defaults
-copied) and returns a frozen :class:`Settings`; a bad value raises
-:class:`~flask_jobmetrics.exceptions.ConfigurationError` naming the key and the value.
+copied) and returns a frozen ``Settings``; a bad value raises
+``ConfigurationError`` naming the key and the value.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``current_run``, the request hooks, and ``bind_run()`` for code outside requests.
 
-A :class:`RunContext` says which run and client the metrics of a request (or of a
-``with bind_run(...)`` block) belong to. Metrics given to :meth:`RunContext.add` are
+A ``RunContext`` says which run and client the metrics of a request (or of a
+``with bind_run(...)`` block) belong to. Metrics given to ``add`` are
 normalized at once (invalid values are reported then) and accumulated; they are merged
 into the service ONCE, when the request ends (``teardown_request``) or the block exits.
 
@@ -52,7 +52,7 @@ class RunContext:
         process: str | None = None,
     ) -> None:
         self.state = state
-        #: The base run ID, or None when it is missing or malformed (see :attr:`problem`).
+        #: The base run ID, or None when it is missing or malformed (see ``problem``).
         self.run_id = run_id
         #: The client ID, or None when it is missing or malformed.
         self.client_id = client_id

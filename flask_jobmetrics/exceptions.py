@@ -1,9 +1,9 @@
 """Errors raised by flask_jobmetrics.
 
-Every error derives from :class:`JobMetricsError`. The user-facing ones also derive from
+Every error derives from ``JobMetricsError``. The user-facing ones also derive from
 a builtin (``ValueError`` or ``RuntimeError``) so that a plain ``except ValueError`` keeps
 working. Failures of the libraries underneath (sqlite3, redis, requests) are wrapped in
-:class:`StoreError` with the original as ``__cause__``.
+``StoreError`` with the original as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class InvalidMetricError(JobMetricsError, ValueError):
     """Invalid metrics in strict mode, or unknown metrics with ``UNKNOWN_METRICS="error"``.
 
     ``problems`` lists every offending metric of the call as
-    :class:`~flask_jobmetrics.models.RejectedMetric`.
+    ``RejectedMetric``.
     """
 
     def __init__(self, problems: Sequence[Any]) -> None:

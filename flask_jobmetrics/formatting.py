@@ -46,7 +46,7 @@ def duration(
 
 
 def number(value: Any, empty: str = "-") -> str:
-    """Thousands separators; missing counts are 0; datetimes as :func:`when`."""
+    """Thousands separators; missing counts are 0; datetimes as ``when``."""
     if value is None:
         return "0"
     if isinstance(value, datetime):

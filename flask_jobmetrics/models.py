@@ -74,7 +74,7 @@ class JobRun(BaseModel):
 
 
 class FlushReport(BaseModel):
-    """What :func:`~flask_jobmetrics.flush` achieved before it returned."""
+    """What ``flush`` achieved before it returned."""
 
     model_config = _FROZEN
 

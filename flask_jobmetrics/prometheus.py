@@ -1,8 +1,8 @@
 """Prometheus exposition of running and recently finished job runs (the ``prometheus`` extra).
 
-:class:`JobMetricsCollector` reads the store on every scrape and yields gauges for the job
+``JobMetricsCollector`` reads the store on every scrape and yields gauges for the job
 runs still ``Running`` and those that finished less than ``retention`` ago (default
-:data:`DEFAULT_RETENTION`, one hour). Older runs simply stop being exported, so the number
+``DEFAULT_RETENTION``, one hour). Older runs simply stop being exported, so the number
 of series stays bounded by what is recent. The dashboard serves it at ``/jobmetrics/metrics``;
 it can also be registered on any ``CollectorRegistry``::
 

@@ -2,7 +2,7 @@
 
 A run ID is ``YYMMDD-HHMMSS`` in UTC (the *base* form). A client's run inside a job is
 ``<base>-<client_id>`` (the *client* form). The legacy ``YYMMDD-HHMMSS.0`` is read as the
-base. Everything else raises :class:`~flask_jobmetrics.exceptions.InvalidRunIdError`;
+base. Everything else raises ``InvalidRunIdError``;
 nothing is passed through unchanged.
 
 This module has no Flask imports.

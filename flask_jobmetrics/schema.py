@@ -1,6 +1,6 @@
 """Metrics: their specs, names, normalization and merge rules.
 
-The hot path (:meth:`MetricRegistry.normalize`) is plain Python: one dict lookup per
+The hot path (``normalize``) is plain Python: one dict lookup per
 name, ``type()`` checks per value. Pydantic is not used here.
 
 Canonical values after normalization: ``int`` or finite ``float`` for numbers, an aware

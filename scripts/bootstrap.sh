@@ -14,7 +14,7 @@ fi
 if [ ! -f "$stamp" ]; then
   echo "installing flask_jobmetrics[dev,redis,prometheus] into $venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -e "$root[dev,redis,prometheus]" >&2
+  "$venv/bin/python" -m pip install -q -e "$root[dev,redis,prometheus,docs]" >&2
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

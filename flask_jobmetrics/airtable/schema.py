@@ -6,7 +6,7 @@ type than the one we create is a warning, and a single-select ``Status`` without
 our choices is a problem (Airtable refuses a record whose choice does not exist). ``init``
 creates missing tables and fields through the metadata API; it cannot change an existing
 field's type or options (Airtable's API only renames fields), so missing choices are
-reported for a human to add. Every call goes through one :func:`make_api`, the way the
+reported for a human to add. Every call goes through one ``make_api``, the way the
 publisher builds its client (no pyairtable retries: a retried POST would create twice).
 """
 

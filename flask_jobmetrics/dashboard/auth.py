@@ -15,7 +15,7 @@ _FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 class Decision(Enum):
-    """The outcome of :func:`check_access`."""
+    """The outcome of ``check_access``."""
 
     ALLOW = "allow"
     #: A token is configured and the request has none (401).

@@ -94,5 +94,5 @@ def dumps_fields(fields: Mapping[str, Any]) -> str:
 
 
 def loads_fields(text: str | bytes) -> dict[str, Any]:
-    """The inverse of :func:`dumps_fields`."""
+    """The inverse of ``dumps_fields``."""
     return decode_fields(json.loads(text))

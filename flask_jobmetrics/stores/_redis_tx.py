@@ -1,7 +1,7 @@
 """The Redis store's URLs, rows and outbox entries as Python sees them, and the optimistic
 transaction of callbacks.
 
-A :class:`Transaction` runs the row logic in Python (as ``memory.py`` does) on a view of the
+A ``Transaction`` runs the row logic in Python (as ``memory.py`` does) on a view of the
 rows it read — each read WATCHes its key first — and records every write as an item of the
 merge script, which ``EXEC`` replays atomically. Store calls made from a callback use the
 same transaction, so they see its changes and are committed or dropped with it.

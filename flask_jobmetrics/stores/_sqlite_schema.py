@@ -223,7 +223,7 @@ def _stored_version(conn: sqlite3.Connection, path: str) -> int:
 
 
 def prepare_schema(conn: sqlite3.Connection, path: str) -> int:
-    """Check the file is ours and bring it to :func:`current_version`; returns that version.
+    """Check the file is ours and bring it to ``current_version``; returns that version.
 
     Runs in the caller's open ``BEGIN IMMEDIATE`` transaction, so two processes opening a new
     file at once migrate it exactly once.

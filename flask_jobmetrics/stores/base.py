@@ -85,7 +85,7 @@ def encode_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def decode_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`encode_fields`."""
+    """The inverse of ``encode_fields``."""
     out: dict[str, Any] = {}
     for name, value in data.items():
         if isinstance(value, dict) and _DT_TAG in value:
@@ -150,7 +150,7 @@ class Store(Protocol):
     Rows created by a merge get ``Status`` ``Running`` unless the delta sets one; the
     job row of a new client row is created too (``Running``, ``Start Time`` the client's).
     A job's ``Start Time`` is kept at the earliest of its own and its clients' starts.
-    Failures of the backend raise :class:`~flask_jobmetrics.exceptions.StoreError`.
+    Failures of the backend raise ``StoreError``.
     """
 
     url: str

@@ -128,7 +128,7 @@ def _record_level(
 
 
 def dispatch(store: Store, method: str, route: Route, query: dict[str, list[str]], body: Any) -> Any:
-    """Handle one authenticated, admitted request; raises :class:`AirtableError`."""
+    """Handle one authenticated, admitted request; raises ``AirtableError``."""
     parts = route.segments
     if route.kind == "meta":
         return _meta(store, method, parts[1:], body)

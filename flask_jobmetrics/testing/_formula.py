@@ -134,7 +134,7 @@ def _read_number(text: str, i: int) -> int:
 
 
 def tokenize(text: str) -> list[_Token]:
-    """Split ``text`` into tokens; raises :class:`FormulaSyntaxError`."""
+    """Split ``text`` into tokens; raises ``FormulaSyntaxError``."""
     tokens: list[_Token] = []
     i = 0
     while i < len(text):
@@ -265,7 +265,7 @@ class _Parser:
 
 
 def parse_formula(text: str) -> Node:
-    """Parse ``text`` into a syntax tree; raises :class:`FormulaSyntaxError`."""
+    """Parse ``text`` into a syntax tree; raises ``FormulaSyntaxError``."""
     return _Parser(text).formula()
 
 

@@ -183,7 +183,7 @@ def _call(node: Call, ctx: EvalContext) -> Any:
 
 
 def evaluate(node: Node, ctx: EvalContext) -> Any:
-    """The value of ``node`` for the record in ``ctx``; raises :class:`FormulaRuntimeError`."""
+    """The value of ``node`` for the record in ``ctx``; raises ``FormulaRuntimeError``."""
     if isinstance(node, Literal):
         return node.value
     if isinstance(node, FieldRef):

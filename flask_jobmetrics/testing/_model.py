@@ -14,9 +14,9 @@ from ._fields import FieldDef, coerce_value, format_datetime, is_empty, normaliz
 
 __all__ = ["Base", "FieldSpec", "FieldSpecs", "IdFactory", "Record", "Table", "build_field"]
 
-#: A field given to :meth:`FakeAirtable.add_table`: ``{"name", "type", "options"?, "description"?}``.
+#: A field given to ``add_table``: ``{"name", "type", "options"?, "description"?}``.
 FieldSpec = Mapping[str, Any]
-#: ``{name: type}`` or a list of :data:`FieldSpec`.
+#: ``{name: type}`` or a list of ``FieldSpec``.
 FieldSpecs = Mapping[str, str] | Iterable[FieldSpec]
 
 _ALPHABET = string.ascii_letters + string.digits
@@ -46,7 +46,7 @@ class Record:
 
 
 def build_field(spec: FieldSpec, ids: IdFactory) -> FieldDef:
-    """A :class:`FieldDef` from a field spec as the metadata API takes it."""
+    """A ``FieldDef`` from a field spec as the metadata API takes it."""
     name = spec.get("name")
     field_type = spec.get("type")
     if not isinstance(name, str) or not name.strip():

@@ -1,6 +1,6 @@
 """The records API: list, get, create, update, upsert and delete on one table.
 
-Every write is all-or-nothing: :func:`atomic` restores the table when a request fails.
+Every write is all-or-nothing: ``atomic`` restores the table when a request fails.
 """
 
 from __future__ import annotations

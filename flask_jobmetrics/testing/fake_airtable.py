@@ -248,7 +248,7 @@ class FakeAirtable:
         """Fail every write request that holds a record whose ``fields`` match ``predicate``.
 
         The whole request fails and nothing of it is applied, as with Airtable. The rule
-        stays until :meth:`clear_faults`.
+        stays until ``clear_faults``.
         """
         with self._lock:
             self._store.fail_rules.append(recops.FailRule(predicate, status, error_type, message))

@@ -1,13 +1,13 @@
-"""Pytest fixtures for testing against :class:`~flask_jobmetrics.testing.FakeAirtable`.
+"""Pytest fixtures for testing against ``FakeAirtable``.
 
 Fixtures:
 
 ``fake_airtable``
-    A started emulator holding base :data:`BASE_ID` with the tables "Job Tracking" and
+    A started emulator holding base ``BASE_ID`` with the tables "Job Tracking" and
     "Client Run Results" (fields below); stopped after the test.
 ``fake_airtable_factory``
     Builds more emulators with the same base: ``fake_airtable_factory(rate_limit=None,
-    clock=ManualClock())`` takes :class:`FakeAirtable`'s keyword arguments; each is
+    clock=ManualClock())`` takes ``FakeAirtable``'s keyword arguments; each is
     started, and stopped after the test.
 ``fake_airtable_api``
     A ``pyairtable.Api`` pointed at ``fake_airtable``, with retries off (pyairtable's
