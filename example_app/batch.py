@@ -1,4 +1,8 @@
-"""Batch lead scoring: the plain-call integration style of flask_jobmetrics."""
+"""Batch lead scoring: the plain-call integration style of flask_jobmetrics.
+
+Scorer code calls the service directly (``update_client_metrics`` once per chunk, then
+``complete_client_metrics``), in a request, a background thread or a script alike.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,23 @@ from flask_jobmetrics import JobMetrics, JobRun, StructuredLogger
 
 from .scoring import CLIENTS, ScorerCrashed, chunks, score_lead
 
-__all__ = ["run_batch", "score_client"]
+__all__ = ["batch_notes", "run_batch", "score_client"]
 
 
-def score_client(jobmetrics: JobMetrics, run_id: str, client_id: str, leads: int) -> None:
-    """Score one client's leads chunk by chunk, reporting each chunk as an increment."""
+def batch_notes(clients: list[str]) -> str:
+    """The job's ``System Notes`` when a batch starts."""
+    return f"Batch lead scoring for {len(clients)} clients"
+
+
+def score_client(
+    jobmetrics: JobMetrics, run_id: str, client_id: str, leads: int, *, complete: bool = True
+) -> None:
+    """Score one client's leads chunk by chunk, reporting each chunk as an increment.
+
+    A crash of the scorer completes the client run as ``Failed``. Otherwise the client run
+    is completed when ``complete`` is true, and left ``Running`` for the stages that follow
+    (post harvesting, post scoring) when it is false.
+    """
     logger = StructuredLogger("CLIENT", client_id, "lead_scoring", run_id=run_id)
     jobmetrics.update_client_metrics(run_id, client_id, {}, logger=logger)
     try:
@@ -35,15 +51,29 @@ def score_client(jobmetrics: JobMetrics, run_id: str, client_id: str, leads: int
         logger.error("scoring failed: %s", exc)
         jobmetrics.complete_client_metrics(run_id, client_id, success=False, logger=logger)
         return
-    jobmetrics.complete_client_metrics(run_id, client_id, logger=logger)
+    if complete:
+        jobmetrics.complete_client_metrics(run_id, client_id, logger=logger)
 
 
-def run_batch(jobmetrics: JobMetrics, clients: Iterable[str] | None = None) -> JobRun:
-    """Start a job, score every client, complete the job; returns the finished job."""
+def run_batch(
+    jobmetrics: JobMetrics,
+    clients: Iterable[str] | None = None,
+    *,
+    run_id: str | None = None,
+    complete: bool = True,
+) -> JobRun:
+    """Start a job (or continue ``run_id``), score every client, and return the job.
+
+    With ``complete`` (the default) every client run and then the job are completed. With
+    ``complete=False`` they stay ``Running`` (a crashed client is ``Failed`` all the same)
+    for post harvesting and post scoring, and the job is returned as it stands.
+    """
     names = list(CLIENTS) if clients is None else list(clients)
-    job = jobmetrics.start_job(notes=f"Batch lead scoring for {len(names)} clients")
+    job = jobmetrics.start_job(run_id, notes=batch_notes(names))
     for client_id in names:
-        score_client(jobmetrics, job.run_id, client_id, CLIENTS.get(client_id, 0))
+        score_client(jobmetrics, job.run_id, client_id, CLIENTS.get(client_id, 0), complete=complete)
+    if not complete:
+        return jobmetrics.update_job_aggregate_metrics(job.run_id)
     return jobmetrics.complete_job_metrics(
         job.run_id, notes=f"Completed batch scoring for {len(names)} clients"
     )
