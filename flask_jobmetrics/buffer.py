@@ -14,7 +14,7 @@ service wraps the store's ``merge_clients``); nothing is dropped:
 * A failed sink call puts its entries back at the FRONT of the spill list (before
   anything added meanwhile: old ops, then new) for the next sweep. The spill list is
   not bounded by ``maxsize``: while the sink fails, the buffer may exceed it.
-* An ``atexit`` handler drains every live buffer; ``install_sigterm_handler`` does
+* An ``atexit`` handler drains every live buffer; ``shutdown.install_sigterm_handler`` does
   the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
   buffers are tracked weakly: the owner (the service) must keep its buffer alive.
 * ``pending()`` counts in-flight ops until the sink call has returned, so a reader that
@@ -26,21 +26,17 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
-import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any
 
 from cachetools import Cache, TTLCache
 
 from .stores.base import ClientDelta, Ops, merge_ops
 
-__all__ = ["BufferStats", "MetricsBuffer", "install_sigterm_handler"]
+__all__ = ["BufferStats", "MetricsBuffer", "drain_all"]
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
@@ -352,7 +348,7 @@ class MetricsBuffer:
         self._deliver(lambda key, entry, now: True, timeout=timeout)
 
 
-def _drain_all(timeout: float = 10.0, stop: bool = True) -> None:
+def drain_all(timeout: float = 10.0, stop: bool = True) -> None:
     for buffer in list(_BUFFERS):
         try:
             buffer._drain(timeout, stop)
@@ -370,29 +366,5 @@ def _after_fork_in_child() -> None:
         buffer._reset()
 
 
-def install_sigterm_handler() -> Callable[[int, FrameType | None], Any]:
-    """On SIGTERM drain every buffer, then chain the previous handler (or exit with 143).
-
-    Must be called from the main thread; calling it again is a no-op. Returns the handler.
-    Draining waits at most 5 s for the buffer locks: when the signal interrupted their
-    holder, the rest is sent by the atexit drain once the stack unwinds.
-    """
-    previous = signal.getsignal(signal.SIGTERM)
-    if getattr(previous, "_jobmetrics", False):
-        return previous  # type: ignore[return-value]
-
-    def handler(signum: int, frame: FrameType | None) -> Any:
-        _drain_all(timeout=5.0, stop=False)  # the flusher runs on if the process does
-        if callable(previous):
-            return previous(signum, frame)
-        if previous == signal.SIG_IGN:
-            return None
-        sys.exit(128 + signum)
-
-    handler._jobmetrics = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, handler)
-    return handler
-
-
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_drain_all)
+atexit.register(drain_all)

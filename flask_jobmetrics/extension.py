@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from flask import Flask, current_app, has_app_context
 
 from .airtable.app import attach_publisher
-from .buffer import install_sigterm_handler
 from .config import Settings, read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
@@ -20,6 +19,7 @@ from .exceptions import NotInitializedError
 from .receivers import connect_app
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
+from .shutdown import install_sigterm_handler
 from .stores.base import load_store
 
 if TYPE_CHECKING:

@@ -30,6 +30,7 @@ from .schema import (
     normalize_number,
     normalize_status,
 )
+from .shutdown import guarded
 from .stores.base import ClientDelta, ClientRow, Ops, Store
 from .views import aggregate_clients, client_view, job_view, with_pending
 
@@ -211,6 +212,7 @@ class MetricsService:
 
     # -- client runs ------------------------------------------------------------------
 
+    @guarded
     def update_client_metrics(
         self,
         run_id: Any,
@@ -253,6 +255,7 @@ class MetricsService:
         fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
         return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
 
+    @guarded
     def complete_client_metrics(
         self,
         run_id: Any,
@@ -305,6 +308,7 @@ class MetricsService:
         log.info("client run completed with status %s", row.fields.get(STATUS))
         return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
 
+    @guarded
     def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
         """The client run as stored plus this process's buffered updates, or None."""
         run, client = self._ids(run_id, client_id)
@@ -321,6 +325,7 @@ class MetricsService:
 
     # -- job runs ---------------------------------------------------------------------
 
+    @guarded
     def start_job(
         self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
@@ -344,6 +349,7 @@ class MetricsService:
                 self.on_stored()
         return self._job_view(row.run_id)
 
+    @guarded
     def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
         """Recompute the job row from all of its client runs."""
         run = RunId.parse(run_id).base
@@ -372,6 +378,7 @@ class MetricsService:
         if self.on_stored is not None:
             self.on_stored()
 
+    @guarded
     def complete_job_metrics(
         self, run_id: Any, *, success: bool = True, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
@@ -424,6 +431,7 @@ class MetricsService:
         self._remember(row)
         log.bind(scope="CLIENT", client_id=client).warning("client run was still running; closed as Failed")
 
+    @guarded
     def get_job_run(self, run_id: Any) -> JobRun | None:
         """The job run (live aggregates while it runs), or None."""
         run = RunId.parse(run_id).base
@@ -455,6 +463,7 @@ class MetricsService:
         row = self.store.get_client(run, client)
         return with_pending(row.fields if row else None, self.buffer.pending(run, client))
 
+    @guarded
     def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
         """Job runs by start time, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -464,6 +473,7 @@ class MetricsService:
 
     # -- flushing ---------------------------------------------------------------------
 
+    @guarded
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Merge every buffered entry into the store, then publish what waits, until it is
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
@@ -476,6 +486,7 @@ class MetricsService:
             flushed=flushed, published=result.published, pending=result.pending, dead=result.dead
         )
 
+    @guarded
     def close(self) -> None:
         """Drain the buffer, stop the background threads and close the store."""
         self.buffer.stop(drain=True)

@@ -350,7 +350,8 @@ def test_background_flusher_delivers_without_flush() -> None:
 
 CHILD_SETUP = """
 import json, os, signal, sys, time
-from flask_jobmetrics.buffer import MetricsBuffer, install_sigterm_handler
+from flask_jobmetrics.buffer import MetricsBuffer
+from flask_jobmetrics.shutdown import install_sigterm_handler
 from flask_jobmetrics.stores.base import ClientDelta
 
 def sink(deltas):
