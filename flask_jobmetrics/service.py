@@ -116,8 +116,16 @@ class MetricsService:
     def _sink(self, deltas: list[ClientDelta]) -> None:
         rows = self.store.merge_clients(deltas)
         self._remember(*rows)
-        if self.on_stored is not None:
+        self._stored()
+
+    def _stored(self) -> None:
+        """Tell the publisher the store changed. Never raises: what was merged stays merged."""
+        if self.on_stored is None:
+            return
+        try:
             self.on_stored()
+        except Exception as exc:  # e.g. no new threads at interpreter shutdown
+            self.logger.warning("could not wake the Airtable publisher (rows wait in the outbox): %r", exc)
 
     def _sink_failed(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
         self.logger.warning(
@@ -244,8 +252,7 @@ class MetricsService:
             )
             if applied:
                 self._remember(row)
-                if self.on_stored is not None:
-                    self.on_stored()
+                self._stored()
             else:
                 self._log(logger, run, client).info(
                     "update with idempotency key %r was already applied; nothing changed", idempotency_key
@@ -301,8 +308,7 @@ class MetricsService:
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
         self._remember(row)
-        if self.on_stored is not None:
-            self.on_stored()
+        self._stored()
         for name, accumulated, total in differences:
             log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
         log.info("client run completed with status %s", row.fields.get(STATUS))
@@ -345,8 +351,7 @@ class MetricsService:
         log = self._log(logger, row.run_id)
         if created:
             log.info("job started")
-            if self.on_stored is not None:
-                self.on_stored()
+            self._stored()
         return self._job_view(row.run_id)
 
     @guarded
@@ -375,8 +380,7 @@ class MetricsService:
             raise UnknownRunError(
                 f"no job run {run!r}: start it with start_job() or update a client first"
             ) from None
-        if self.on_stored is not None:
-            self.on_stored()
+        self._stored()
 
     @guarded
     def complete_job_metrics(

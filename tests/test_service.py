@@ -382,3 +382,19 @@ def test_returned_client_runs_are_real_frozen_models(service: MetricsService) ->
     assert run.model_dump(mode="json")["status"] == "Running"
     with pytest.raises(ValidationError):
         run.status = Status.FAILED  # type: ignore[misc]
+
+
+def test_a_failing_publisher_wake_up_never_counts_twice(clock: Clock) -> None:
+    """If waking the publisher fails after a merge, the merge stands and is not retried (no double count)."""
+
+    def broken_wake_up() -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    svc = make_service(clock, on_stored=broken_wake_up)
+    svc.update_client_metrics(RUN, "acme", {"Leads Processed": 4})
+    svc.flush()
+    svc.flush()
+    stored = svc.store.get_client(RUN, "acme")
+    assert stored is not None and stored.fields["Leads Processed"] == 4
+    assert svc.buffer.stats().failed == 0
+    svc.close()
