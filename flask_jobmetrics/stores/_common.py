@@ -12,6 +12,7 @@ from flask_jobmetrics.models import Status
 from flask_jobmetrics.schema import START_TIME, STATUS
 from flask_jobmetrics.stores.base import (
     ClientDelta,
+    ClientRow,
     Finalize,
     JobRow,
     OutboxItem,
@@ -22,6 +23,7 @@ from flask_jobmetrics.stores.base import (
 
 __all__ = [
     "due_items",
+    "next_client_row",
     "dumps_fields",
     "job_start_from_client",
     "loads_fields",
@@ -41,6 +43,17 @@ def merged_client_fields(
     if finalize is not None:
         finalize(fields)
     return fields
+
+
+def next_client_row(old: ClientRow | None, delta: ClientDelta, finalize: Finalize | None = None) -> ClientRow:
+    """A client row after ``delta``: fields merged, ``completed`` sticky, version + 1."""
+    return ClientRow(
+        delta.run_id,
+        delta.client_id,
+        merged_client_fields(old.fields if old is not None else None, delta, finalize),
+        completed=(old.completed if old is not None else False) or delta.complete,
+        version=(old.version if old is not None else 0) + 1,
+    )
 
 
 def new_job_fields(client_fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from redis.client import Pipeline
 
 from flask_jobmetrics.exceptions import StoreError
 
-from ._common import job_start_from_client, merged_client_fields, new_job_fields
+from ._common import job_start_from_client, new_job_fields, next_client_row
 from .base import (
     ClientDelta,
     ClientRow,
@@ -204,15 +204,9 @@ class Transaction:
         old = self.client(run_id, client_id)
         if self._seen(key):
             return (_copy(old) if old is not None else ClientRow(run_id, client_id, {})), False
-        fields = merged_client_fields(old.fields if old is not None else None, delta, finalize)
+        row = next_client_row(old, delta, finalize)
+        fields = row.fields
         encoded = texts(fields)
-        row = ClientRow(
-            run_id,
-            client_id,
-            fields,
-            completed=(old.completed if old is not None else False) or delta.complete,
-            version=(old.version if old is not None else 0) + 1,
-        )
         self._clients[(run_id, client_id)] = row
         self._new_ids.setdefault(run_id, set()).add(client_id)
         item: dict[str, Any] = {"t": "c", "r": run_id, "c": client_id, "f": encoded, "x": delta.complete}

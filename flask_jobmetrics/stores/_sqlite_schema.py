@@ -31,11 +31,14 @@ __all__ = [
 #: ``PRAGMA application_id`` of every flask_jobmetrics store ("JMTR").
 APPLICATION_ID = 0x4A4D5452
 
+
 def sqlite_path(url: str) -> str:
     """The absolute file path named by ``sqlite:///relative`` or ``sqlite:////absolute``."""
     prefix = "sqlite:///"
     if not isinstance(url, str) or url[: len(prefix)].lower() != prefix:
-        raise StoreError(f"store URL {url!r} is not of the form sqlite:///relative/path or sqlite:////abs/path")
+        raise StoreError(
+            f"store URL {url!r} is not of the form sqlite:///relative/path or sqlite:////abs/path"
+        )
     rest = url[len(prefix) :]
     if "?" in rest or "#" in rest:
         raise StoreError(f"store URL {url!r}: query options are not supported by the sqlite store")

@@ -15,8 +15,8 @@ from typing import Any
 from ._common import (
     due_items,
     job_start_from_client,
-    merged_client_fields,
     new_job_fields,
+    next_client_row,
     start_sort_key,
     status_matches,
 )
@@ -126,16 +126,10 @@ class MemoryStore:
             if old is not None:
                 return _copy(old), False
             return ClientRow(delta.run_id, delta.client_id, {}), False
-        fields = merged_client_fields(old.fields if old else None, delta, finalize)
+        row = next_client_row(old, delta, finalize)
+        fields = row.fields
         if delta.idempotency_key is not None:
             self._set(self._keys, delta.idempotency_key, now + self._ttl)
-        row = ClientRow(
-            delta.run_id,
-            delta.client_id,
-            fields,
-            completed=(old.completed if old else False) or delta.complete,
-            version=(old.version if old else 0) + 1,
-        )
         self._set(self._clients, key, row)
         self._queue("client", delta.run_id, delta.client_id, row.version, row.completed)
         job = self._jobs.get(delta.run_id)

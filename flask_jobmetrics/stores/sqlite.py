@@ -23,8 +23,8 @@ from ._common import (
     dumps_fields,
     job_start_from_client,
     loads_fields,
-    merged_client_fields,
     new_job_fields,
+    next_client_row,
     start_sort_key,
 )
 from ._sqlite_schema import ForkSafeLock, check_file, connect, prepare_schema, sqlite_path, store_error
@@ -164,7 +164,11 @@ class SQLiteStore:
         )
 
     def _put_job(
-        self, conn: sqlite3.Connection, run_id: str, fields: dict[str, Any], old: JobRow | None,
+        self,
+        conn: sqlite3.Connection,
+        run_id: str,
+        fields: dict[str, Any],
+        old: JobRow | None,
         completed: bool | None = None,
     ) -> JobRow:
         done = old.completed if completed is None and old is not None else bool(completed)
@@ -191,14 +195,8 @@ class SQLiteStore:
         old = self._client_row(conn, run_id, client_id)
         if self._seen(conn, delta.idempotency_key, now):
             return (old if old is not None else ClientRow(run_id, client_id, {})), False
-        fields = merged_client_fields(old.fields if old is not None else None, delta, finalize)
-        row = ClientRow(
-            run_id,
-            client_id,
-            fields,
-            completed=(old.completed if old is not None else False) or delta.complete,
-            version=(old.version if old is not None else 0) + 1,
-        )
+        row = next_client_row(old, delta, finalize)
+        fields = row.fields
         conn.execute(
             "INSERT INTO clients (run_id, client_id, fields, completed, version) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (run_id, client_id) DO UPDATE SET fields = excluded.fields, "
@@ -285,8 +283,7 @@ class SQLiteStore:
                 params,
             ).fetchall()
         return [
-            JobRow(r[0], loads_fields(r[1]), r[2] == 1, r[3], tuple(sorted(json.loads(r[4]))))
-            for r in rows
+            JobRow(r[0], loads_fields(r[1]), r[2] == 1, r[3], tuple(sorted(json.loads(r[4])))) for r in rows
         ]
 
     # -- outbox
@@ -317,8 +314,16 @@ class SQLiteStore:
             current = _outbox_item(row) if row is not None else item
             conn.execute(
                 f"INSERT OR REPLACE INTO outbox ({_OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (current.kind, current.run_id, current.client_id, current.version,
-                 current.attempts + (1 if error else 0), due_at, error or current.last_error, dead),
+                (
+                    current.kind,
+                    current.run_id,
+                    current.client_id,
+                    current.version,
+                    current.attempts + (1 if error else 0),
+                    due_at,
+                    error or current.last_error,
+                    dead,
+                ),
             )
 
     def outbox_counts(self) -> tuple[int, int]:
@@ -377,4 +382,3 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
-
