@@ -40,6 +40,10 @@ Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
 
 
+_UNSEEN = object()
+_ABSENT = object()
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -105,7 +109,8 @@ class MetricsService:
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
         )
-        self._rows: LRUCache[tuple[str, str], ClientRow] = LRUCache(maxsize=max(buffer_maxsize, 1024))
+        # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
+        self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
         #: The Airtable publisher when publishing is on (set by the extension).
@@ -138,13 +143,15 @@ class MetricsService:
                 self._rows[(row.run_id, row.client_id)] = row
 
     def _known(self, run_id: str, client_id: str) -> ClientRow | None:
+        """The row as this process last saw it in the store (None: not there), read once."""
+        key = (run_id, client_id)
         with self._rows_lock:
-            row = self._rows.get((run_id, client_id))
-        if row is None:
+            row = self._rows.get(key, _UNSEEN)
+        if row is _UNSEEN:
             row = self.store.get_client(run_id, client_id)
-            if row is not None:
-                self._remember(row)
-        return row
+            with self._rows_lock:
+                self._rows.setdefault(key, row if row is not None else _ABSENT)
+        return row if isinstance(row, ClientRow) else None
 
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
         parsed = RunId.parse(run_id)

@@ -286,3 +286,43 @@ def test_row_formula_matches_exactly_one_row_whatever_the_quotes(
     for client in hostile:
         found = table.all(formula=row_formula("client", RUN, client))
         assert [r["fields"]["Client ID"] for r in found] == [client]
+
+
+def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
+    tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable]
+) -> None:
+    """A write landing between reading the outbox and reading the row: its content is sent once, not twice."""
+    from flask_jobmetrics.airtable.publisher import Publisher
+    from flask_jobmetrics.config import read_settings
+    from flask_jobmetrics.stores.base import ClientDelta, ClientRow
+    from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+    class ConcurrentWriter(SQLiteStore):
+        """A store where another writer completes the row just as the publisher reads it."""
+
+        raced = False
+
+        def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
+            if not self.raced:
+                self.raced = True
+                self.merge_client(
+                    ClientDelta(run_id, client_id, {"Leads Processed": ("sum", 1)}, complete=True)
+                )
+            return super().get_client(run_id, client_id)
+
+    fake = fake_airtable_factory(rate_limit=None)
+    settings = read_settings(
+        {
+            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+        },
+        str(tmp_path),
+    )
+    store = ConcurrentWriter(f"sqlite:///{tmp_path}/race.sqlite3")
+    store.merge_client(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 4)}))
+    publisher = Publisher(store, settings)
+    assert publisher.flush(timeout=10).pending == 0
+    assert client_rows(fake)["acme"]["Leads Processed"] == 5
+    assert fake.request_count(kind="write") == 2  # the client row once, the job row once
+    store.close()

@@ -436,7 +436,7 @@ def test_fork_child_starts_empty_and_parent_flushes_once(tmp_path: Path) -> None
             ok = len(b) == 0 and not b.running and b.pending(RUN, "parent") is None
             b.add(leads(2, client="child"))
             ok = ok and b.running and b.stats().added == 1
-            buffer_module._drain_all()  # what atexit would do in the child
+            buffer_module.drain_all()  # what atexit would do in the child
             code = 0 if ok else 1
         finally:
             os._exit(code)

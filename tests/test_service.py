@@ -19,6 +19,7 @@ from flask_jobmetrics import (
 )
 from flask_jobmetrics.models import RejectedMetric
 from flask_jobmetrics.service import MetricsService, idempotency_key
+from flask_jobmetrics.stores.base import ClientRow
 from flask_jobmetrics.stores.memory import MemoryStore
 
 from .support import START, Clock
@@ -397,4 +398,21 @@ def test_a_failing_publisher_wake_up_never_counts_twice(clock: Clock) -> None:
     stored = svc.store.get_client(RUN, "acme")
     assert stored is not None and stored.fields["Leads Processed"] == 4
     assert svc.buffer.stats().failed == 0
+    svc.close()
+
+
+def test_the_update_path_reads_a_new_client_row_from_the_store_once(clock: Clock) -> None:
+    """Until its first flush, a new client run is looked up in the store once, not on every update."""
+    reads: list[tuple[str, str]] = []
+
+    class CountingStore(MemoryStore):
+        def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
+            reads.append((run_id, client_id))
+            return super().get_client(run_id, client_id)
+
+    svc = MetricsService(CountingStore(), clock=clock, buffer_ttl=3600, flush_interval=3600)
+    for _ in range(50):
+        svc.update_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    assert reads == [(RUN, "acme")]
+    assert svc.update_client_metrics(RUN, "acme", {}).metrics["Leads Processed"] == 50
     svc.close()

@@ -117,10 +117,13 @@ def row_formula(kind: str, run_id: str, client_id: str = "") -> str:
     return str(match({RUN_ID: f"{run_id}-{client_id}", CLIENT_ID: client_id}))
 
 
-def load_record(store: Store, item: OutboxItem) -> tuple[dict[str, Any], bool] | None:
-    """The record to send for an outbox entry and whether its row is completed (None: gone)."""
+def load_record(store: Store, item: OutboxItem) -> tuple[dict[str, Any], bool, int] | None:
+    """The record to send for an outbox entry, whether its row is completed, and the row's
+    version it was read at (None: the row is gone)."""
     if item.kind == "client":
         row = store.get_client(item.run_id, item.client_id)
-        return None if row is None else (client_record(row.run_id, row.client_id, row.fields), row.completed)
+        if row is None:
+            return None
+        return client_record(row.run_id, row.client_id, row.fields), row.completed, row.version
     job = store.get_job(item.run_id)
-    return None if job is None else (job_record(job.run_id, job.fields), job.completed)
+    return None if job is None else (job_record(job.run_id, job.fields), job.completed, job.version)

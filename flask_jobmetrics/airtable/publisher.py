@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -172,7 +172,7 @@ class Publisher:
                     continue  # backing off after an error: not even flush hammers Airtable
                 picked = self._pick(item, now, force)
                 if picked is not None:
-                    ready[item.kind].append((item, picked))
+                    ready[item.kind].append(picked)
             sent = 0
             for kind, pairs in ready.items():
                 if not pairs:
@@ -187,14 +187,15 @@ class Publisher:
                     sent += self._send(kind, pairs[start : start + BATCH])
             return sent
 
-    def _pick(self, item: OutboxItem, now: float, force: bool) -> dict[str, Any] | None:
+    def _pick(self, item: OutboxItem, now: float, force: bool) -> tuple[OutboxItem, dict[str, Any]] | None:
+        """The entry (at the version of the row as read) and its record, or None: not now."""
         if self.seeding and _key(item) not in self._seeded:
             self._seed(item)
         loaded = load_record(self.store, item)
         if loaded is None:
             self.store.outbox_done([item])
             return None
-        record, completed = loaded
+        record, completed, version = loaded
         if not completed and not force:
             interval = self.settings.progress_interval
             last = self._last_sent.get(_key(item))
@@ -204,7 +205,8 @@ class Publisher:
             if last is not None and now - last < interval:
                 self.store.outbox_retry(item, due_at=last + interval, error=None)
                 return None
-        return record
+        # Acknowledge what is sent: the row as read, not the older version the entry was due at.
+        return replace(item, version=version), record
 
     def _send(self, kind: str, pairs: Sequence[tuple[OutboxItem, dict[str, Any]]]) -> int:
         name = self.table_names[kind]
