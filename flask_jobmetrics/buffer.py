@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cachetools import Cache, TTLCache
 
@@ -111,11 +112,15 @@ class MetricsBuffer:
         maxsize: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         on_error: OnError | None = None,
+        on_delivered: Callable[[Any], None] | None = None,
         autostart: bool = True,
     ) -> None:
         if ttl < 0 or max_age < 0 or maxsize < 1:
             raise ValueError("ttl and max_age must be >= 0 and maxsize >= 1")
         self._sink, self._on_error, self._clock = sink, on_error, clock
+        #: Called with the sink's result once a batch counts as delivered (outside the locks);
+        #: work after a merge goes here, so that nothing it raises can look like a failed merge.
+        self._on_delivered = on_delivered
         self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
         self.interval = max(0.05, min(ttl, max_age, 1.0) / 2)
         #: add() starts the flusher when it is not running in this process (after a fork too).
@@ -257,13 +262,15 @@ class MetricsBuffer:
                 self._added += 1
                 self._in_flight = batch
             try:
-                self._sink(batch)
+                result = self._sink(batch)
             except BaseException:
                 with self._lock:
                     self._in_flight, self._failed = [], self._failed + 1
                 raise
             with self._lock:
                 self._in_flight, self._flushed = [], self._flushed + 1
+        if self._on_delivered is not None:
+            self._on_delivered(result)
 
     def _hand_off(self) -> None:
         """Send spilled pairs left by adders that found the sink busy (no-op in back-off)."""
@@ -280,6 +287,8 @@ class MetricsBuffer:
         """
         if not self._sink_lock.acquire(True, timeout):
             return 0
+        error: Exception | None = None
+        result: Any = None
         try:
             if not self._lock.acquire(True, timeout):
                 return 0
@@ -291,7 +300,7 @@ class MetricsBuffer:
             if not batch:
                 return 0
             try:
-                self._sink(list(deltas))
+                result = self._sink(list(deltas))
             except BaseException as exc:
                 with self._lock:
                     self._cache.spill[:0] = [
@@ -306,9 +315,13 @@ class MetricsBuffer:
                 with self._lock:
                     self._in_flight, self._flushed = [], self._flushed + len(batch)
                     self._retry_at = float("-inf")
-                return len(batch)
         finally:
             self._sink_lock.release()
+        if error is None:
+            # Delivered: whatever happens from here on (even an exception) cannot undo that.
+            if self._on_delivered is not None:
+                self._on_delivered(result)
+            return len(batch)
         self._report(error, deltas)  # outside the locks: on_error may use the buffer
         return 0
 

@@ -108,6 +108,7 @@ class MetricsService:
             max_age=flush_interval,
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
+            on_delivered=self._delivered,
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
@@ -118,9 +119,27 @@ class MetricsService:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _sink(self, deltas: list[ClientDelta]) -> None:
-        rows = self.store.merge_clients(deltas)
+    def _sink(self, deltas: list[ClientDelta]) -> list[ClientRow]:
+        return self.store.merge_clients(deltas)  # only the merge: see MetricsBuffer(on_delivered=)
+
+    def _delivered(self, rows: list[ClientRow]) -> None:
+        self._merged(*rows)
+
+    def _merged(self, *rows: ClientRow) -> None:
+        """After client rows were merged: remember them, bring the totals of a job that
+        already completed up to date (updates that were still buffered in other processes,
+        late webhooks), wake the publisher. Never raises: what was merged stays merged."""
         self._remember(*rows)
+        for run in {row.run_id for row in rows}:
+            try:
+                job = self.store.get_job(run)
+                if job is not None and job.completed:
+                    self.store.update_job(run, self._aggregate_into)
+                    StructuredLogger("SYSTEM", process="jobmetrics", run_id=run, fmt=self.log_format).info(
+                        "late client updates: the completed job's totals were recomputed"
+                    )
+            except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
+                self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()
 
     def _stored(self) -> None:
@@ -258,8 +277,7 @@ class MetricsService:
                 ClientDelta(run, client, ops, idempotency_key=idempotency_key)
             )
             if applied:
-                self._remember(row)
-                self._stored()
+                self._merged(row)
             else:
                 self._log(logger, run, client).info(
                     "update with idempotency key %r was already applied; nothing changed", idempotency_key
@@ -314,8 +332,7 @@ class MetricsService:
 
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
-        self._remember(row)
-        self._stored()
+        self._merged(row)
         for name, accumulated, total in differences:
             log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
         log.info("client run completed with status %s", row.fields.get(STATUS))

@@ -31,6 +31,7 @@ R = TypeVar("R")
 
 _depth = 0  # guarded calls the main thread is inside (only the main thread gets signals)
 _deferred: Callable[[], Any] | None = None
+_terminating = False  # a SIGTERM is being acted on: more of them change nothing
 
 
 def guarded(function: Callable[P, R]) -> Callable[P, R]:
@@ -38,7 +39,7 @@ def guarded(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        global _depth, _deferred
+        global _depth, _deferred, _terminating
         if threading.current_thread() is not threading.main_thread():
             return function(*args, **kwargs)
         _depth += 1
@@ -47,8 +48,10 @@ def guarded(function: Callable[P, R]) -> Callable[P, R]:
         finally:
             _depth -= 1
             if _depth == 0 and _deferred is not None:
+                _terminating = True
                 pending, _deferred = _deferred, None
-                pending()
+                pending()  # usually raises SystemExit: the flag then stays set
+                _terminating = False
 
     return call
 
@@ -71,11 +74,16 @@ def install_sigterm_handler() -> Callable[[int, FrameType | None], Any]:
         sys.exit(128 + signum)
 
     def handler(signum: int, frame: FrameType | None) -> Any:
-        global _deferred
+        global _deferred, _terminating
+        if _terminating or _deferred is not None:
+            return None
         if _depth > 0:
             _deferred = functools.partial(terminate, signum, frame)
             return None
-        return terminate(signum, frame)
+        _terminating = True
+        result = terminate(signum, frame)  # usually raises SystemExit: the flag then stays set
+        _terminating = False  # a chained handler decided the process goes on running
+        return result
 
     handler._jobmetrics = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, handler)

@@ -326,3 +326,17 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
     assert client_rows(fake)["acme"]["Leads Processed"] == 5
     assert fake.request_count(kind="write") == 2  # the client row once, the job row once
     store.close()
+
+
+def test_a_stopped_publisher_hands_its_lease_on(make_app: AppFactory) -> None:
+    """When one app's publisher stops, another process's sender can take over at once."""
+    app = make_app()
+    service = get_state(app).service
+    publisher = service.publisher
+    assert publisher is not None
+    service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    service.flush(timeout=10)
+    now = publisher.clock()
+    assert not service.store.acquire_lease(publisher.lease, "someone-else", 30.0, now)
+    publisher.stop()
+    assert service.store.acquire_lease(publisher.lease, "someone-else", 30.0, publisher.clock())

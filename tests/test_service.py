@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from flask_jobmetrics.models import RejectedMetric
 from flask_jobmetrics.service import MetricsService, idempotency_key
 from flask_jobmetrics.stores.base import ClientRow
 from flask_jobmetrics.stores.memory import MemoryStore
+from flask_jobmetrics.stores.sqlite import SQLiteStore
 
 from .support import START, Clock
 
@@ -416,3 +418,20 @@ def test_the_update_path_reads_a_new_client_row_from_the_store_once(clock: Clock
     assert reads == [(RUN, "acme")]
     assert svc.update_client_metrics(RUN, "acme", {}).metrics["Leads Processed"] == 50
     svc.close()
+
+
+def test_updates_still_buffered_elsewhere_reach_a_completed_jobs_totals(clock: Clock, tmp_path: Path) -> None:
+    """Another process's buffered updates that land after the job completed are added to its totals."""
+    url = f"sqlite:///{tmp_path}/shared.sqlite3"
+    worker = MetricsService(SQLiteStore(url), clock=clock, buffer_ttl=3600, flush_interval=3600)
+    finisher = MetricsService(SQLiteStore(url), clock=clock, buffer_ttl=3600, flush_interval=3600)
+    finisher.start_job(RUN)
+    finisher.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    worker.update_client_metrics(RUN, "acme", {"Leads Processed": 5})  # still in the worker's buffer
+    assert finisher.complete_job_metrics(RUN).metrics["Leads Processed"] == 2
+    worker.flush()
+    job = finisher.get_job_run(RUN)
+    assert job is not None and job.metrics["Leads Processed"] == 7
+    assert job.status is Status.COMPLETED_WITH_ERRORS  # acme was still running at completion
+    worker.close()
+    finisher.close()

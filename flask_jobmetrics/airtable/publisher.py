@@ -139,10 +139,15 @@ class Publisher:
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop the sender thread and hand back the lease, so another sender need not wait."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
             self._thread.join(timeout=5)
+        try:  # renewing our own lease with no time left releases it; another holder's is untouched
+            self.store.acquire_lease(self.lease, self.owner, 0.0, self.clock())
+        except Exception as exc:
+            self.log.info("could not release the Airtable sender lease (it expires by itself): %r", exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
