@@ -31,7 +31,7 @@ from .log import StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .runids import RunId, base_run_id, client_id_of, client_run_id, generate_run_id
 from .schema import MetricSpec
-from .service import idempotency_key
+from .validation import idempotency_key
 
 __version__ = "0.1.0.dev0"
 

@@ -107,8 +107,9 @@ class RunContext:
             if not self._discarded:
                 merge_ops(self._pending, ops)
                 return
-        self.logger.warning("metrics added after the request was refused are not recorded: %s",
-                            sorted(values))
+        self.logger.warning(
+            "metrics added after the request was refused are not recorded: %s", sorted(values)
+        )
 
     def complete(self, *, success: bool = True) -> None:
         """Complete the client run when the request or block ends (a failure sticks)."""
@@ -235,7 +236,9 @@ def _read_request(state: JobMetricsState) -> RunContext:
     run_sources = sources(run_header, ("runId", "run_id"), "run_id")
     runs, run_error = _parse(run_sources, RunId.parse, InvalidRunIdError)
     run, agree_error = _agree(
-        runs, _base_of, InvalidRunIdError,
+        runs,
+        _base_of,
+        InvalidRunIdError,
         f"no run ID: send the {run_header} header, a runId or run_id query parameter, "
         "or a run_id view argument",
     )
@@ -244,14 +247,19 @@ def _read_request(state: JobMetricsState) -> RunContext:
     client_sources += [(f"{label} (client part)", r.client) for label, r in runs if r.client]
     clients, client_error = _parse(client_sources, validate_client_id, InvalidClientIdError)
     client, agree_error = _agree(
-        clients, str, InvalidClientIdError,
+        clients,
+        str,
+        InvalidClientIdError,
         f"no client ID: send the {client_header} header, a clientId or client_id query parameter, "
         "or a client_id view argument",
     )
     client_error = client_error or agree_error
     return RunContext(
-        state, None if run_error else run, None if client_error else client,
-        run_error=run_error, client_error=client_error,
+        state,
+        None if run_error else run,
+        None if client_error else client,
+        run_error=run_error,
+        client_error=client_error,
     )
 
 

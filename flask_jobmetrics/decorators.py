@@ -178,7 +178,7 @@ def _signature_problem(ctx: RunContext) -> str | None:
     if not given.lower().startswith(_SIGNATURE_PREFIX):
         return f"{SIGNATURE_HEADER} must be {_SIGNATURE_PREFIX}<hex>"
     expected = sign(request.get_data(cache=True), secret)
-    normalized = _SIGNATURE_PREFIX + given[len(_SIGNATURE_PREFIX):].lower()
+    normalized = _SIGNATURE_PREFIX + given[len(_SIGNATURE_PREFIX) :].lower()
     if not hmac.compare_digest(expected.encode(), normalized.encode()):
         return f"{SIGNATURE_HEADER} does not match the body for client {ctx.client_id!r}"
     return None

@@ -109,21 +109,29 @@ def _on_job_completed(sender: Any, **kwargs: Any) -> None:
 
 def _update_client(state: JobMetricsState, args: dict[str, Any], log: StructuredLogger) -> object:
     return state.service.update_client_metrics(
-        args["run_id"], args["client_id"], args["metrics"], logger=log,
+        args["run_id"],
+        args["client_id"],
+        args["metrics"],
+        logger=log,
         idempotency_key=args["idempotency_key"],
     )
 
 
 def _complete_client(state: JobMetricsState, args: dict[str, Any], log: StructuredLogger) -> object:
     return state.service.complete_client_metrics(
-        args["run_id"], args["client_id"], args["metrics"], success=args["success"], totals=args["totals"],
+        args["run_id"],
+        args["client_id"],
+        args["metrics"],
+        success=args["success"],
+        totals=args["totals"],
         logger=log,
     )
 
 
 def _complete_job(state: JobMetricsState, args: dict[str, Any], log: StructuredLogger) -> object:
-    return state.service.complete_job_metrics(args["run_id"], success=args["success"], notes=args["notes"],
-                                              logger=log)
+    return state.service.complete_job_metrics(
+        args["run_id"], success=args["success"], notes=args["notes"], logger=log
+    )
 
 
 # -- plumbing -----------------------------------------------------------------------------

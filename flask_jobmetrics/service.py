@@ -6,9 +6,8 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,20 +18,20 @@ from .buffer import MetricsBuffer
 from .exceptions import InvalidMetricError, InvalidRunIdError, UnknownRunError
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, validate_client_id
 from .schema import (
     END_TIME,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
-    WORK_FIELDS,
     MetricRegistry,
-    normalize_number,
     normalize_status,
 )
 from .shutdown import guarded
 from .stores.base import ClientDelta, ClientRow, Ops, Store
-from .views import aggregate_clients, client_view, job_view, with_pending
+from .validation import check_bool, check_text, idempotency_key, sort_update
+from .views import client_view, job_view, with_pending
 
 __all__ = ["MetricsService", "idempotency_key", "utcnow"]
 
@@ -46,33 +45,6 @@ _ABSENT = object()
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def idempotency_key(*parts: object) -> str:
-    """A stable idempotency key from ``parts`` (e.g. a webhook source and its event ID)."""
-    if not parts or any(p is None or p == "" for p in parts):
-        raise ValueError(f"idempotency_key needs non-empty parts, got {parts!r}")
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
-    return f"idem:{digest[:40]}"
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _keep_value(value: Any) -> Any:
-    """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
-    if isinstance(value, (str, bool, datetime)):
-        return value
-    return normalize_number(value)
 
 
 class MetricsService:
@@ -200,26 +172,9 @@ class MetricsService:
 
         Applies ``strict`` and ``unknown_metrics``; logs and reports what is rejected.
         """
-        if metrics is None:
-            metrics = {}
-        if not isinstance(metrics, Mapping):
-            raise InvalidMetricError(
-                [
-                    RejectedMetric(
-                        metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
-                    )
-                ]
-            )
-        values, rejected, unknown = self.registry.normalize(metrics)
-        unknown_rejected: list[RejectedMetric] = []
-        for name, value in unknown.items():
-            if self.unknown_metrics == "keep":
-                try:
-                    values[name] = _keep_value(value)
-                except ValueError as exc:
-                    rejected.append(RejectedMetric(metric=name, value=repr(value), reason=str(exc)))
-                continue
-            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason="unknown metric"))
+        values, rejected, unknown_rejected = sort_update(
+            self.registry, metrics, keep_unknown=self.unknown_metrics == "keep"
+        )
         if self.unknown_metrics == "error" and unknown_rejected:
             raise InvalidMetricError(rejected + unknown_rejected)
         if self.strict and rejected:
@@ -300,8 +255,8 @@ class MetricsService:
     ) -> ClientRun:
         """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
         run, client = self._ids(run_id, client_id)
-        _check_bool("success", success)
-        _check_bool("totals", totals)
+        check_bool("success", success)
+        check_bool("totals", totals)
         log = self._log(logger, run, client)
         values, rejected = self.normalize_update(metrics, run, client, log)
         now = self.clock()
@@ -321,14 +276,7 @@ class MetricsService:
                 if accumulated != total:
                     differences.append((name, accumulated, total))
                 fields[name] = total
-            if explicit_status is not None:
-                fields[STATUS] = explicit_status
-            elif not success:
-                fields[STATUS] = Status.FAILED.value
-            elif not any(fields.get(name) for name in WORK_FIELDS):
-                fields[STATUS] = Status.NO_LEADS.value
-            else:
-                fields[STATUS] = Status.COMPLETED.value
+            fields[STATUS] = client_status(fields, explicit=explicit_status, success=success)
 
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
@@ -360,7 +308,7 @@ class MetricsService:
         self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
         """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
-        _check_text("notes", notes)
+        check_text("notes", notes)
         now = self.clock()
         fields: dict[str, Any] = {STATUS: Status.RUNNING.value, START_TIME: now}
         if notes:
@@ -387,15 +335,8 @@ class MetricsService:
         self._update_job(run, self._aggregate_into)
         return self._job_view(run)
 
-    def _aggregate_into(self, fields: dict[str, Any], clients: Any) -> None:
-        aggregates = aggregate_clients(self.registry, [c.fields for c in clients])
-        end = aggregates.pop(END_TIME, None)
-        if end is not None and (fields.get(END_TIME) is None or end > fields[END_TIME]):
-            fields[END_TIME] = end
-        start = aggregates.pop(START_TIME, None)
-        if start is not None and (fields.get(START_TIME) is None or start < fields[START_TIME]):
-            fields[START_TIME] = start
-        fields.update(aggregates)
+    def _aggregate_into(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
+        job_totals_into(self.registry, fields, [c.fields for c in clients])
 
     def _update_job(self, run: str, update: Any, complete: bool | None = None) -> None:
         try:
@@ -412,8 +353,8 @@ class MetricsService:
     ) -> JobRun:
         """Close still-running clients as Failed, aggregate, and set the job's final status."""
         run = RunId.parse(run_id).base
-        _check_bool("success", success)
-        _check_text("notes", notes)
+        check_bool("success", success)
+        check_text("notes", notes)
         log = self._log(logger, run)
         self.buffer.flush(run_id=run)
         if self.store.get_job(run) is None:
@@ -424,18 +365,12 @@ class MetricsService:
                 self._close_running_client(run, row.client_id, now, log)
         stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
 
-        def finish(fields: dict[str, Any], clients: Any) -> None:
+        def finish(fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
             self._aggregate_into(fields, clients)
             fields[END_TIME] = max(now, fields.get(END_TIME) or now)
             if notes:
-                previous = fields.get(SYSTEM_NOTES)
-                fields[SYSTEM_NOTES] = f"{previous}\n{notes}" if previous else notes
-            if not success:
-                fields[STATUS] = Status.FAILED.value
-            elif any(c.fields.get(STATUS) == Status.FAILED.value for c in clients):
-                fields[STATUS] = Status.COMPLETED_WITH_ERRORS.value
-            else:
-                fields[STATUS] = Status.COMPLETED.value
+                add_note(fields, notes)
+            fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         self._update_job(run, finish, complete=True)
         job = self._job_view(run)
@@ -450,8 +385,7 @@ class MetricsService:
         def close(fields: dict[str, Any]) -> None:
             if fields.get(STATUS) == Status.RUNNING.value:
                 fields[STATUS] = Status.FAILED.value
-                previous = fields.get(SYSTEM_NOTES)
-                fields[SYSTEM_NOTES] = f"{previous}\n{note}" if previous else note
+                add_note(fields, note)
 
         row, _ = self.store.merge_client(
             ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close
@@ -521,7 +455,3 @@ class MetricsService:
         if self.publisher is not None:
             self.publisher.stop()
         self.store.close()
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)

@@ -8,17 +8,14 @@ from typing import Any
 
 from .models import ClientRun, JobRun, RejectedMetric, Status
 from .schema import (
-    CLIENTS_PROCESSED,
-    CLIENTS_WITH_ERRORS,
     END_TIME,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
-    MetricRegistry,
 )
 from .stores.base import Ops, apply_ops
 
-__all__ = ["aggregate_clients", "client_view", "job_view", "with_pending"]
+__all__ = ["client_view", "job_view", "with_pending"]
 
 _OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES})
 
@@ -78,38 +75,6 @@ def client_view(
             "completed": completed,
         }
     )
-
-
-def aggregate_clients(registry: MetricRegistry, clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The job aggregates of its client rows' fields.
-
-    Every ``sum`` metric summed (0 when no client has it), earliest ``Start Time``, latest
-    ``End Time``, ``Clients Processed`` and ``Clients With Errors`` (status ``Failed``).
-    """
-    sums = [spec.field for spec in registry.specs if spec.aggregate == "sum"]
-    out: dict[str, Any] = dict.fromkeys(sums, 0)
-    processed = failed = 0
-    start: datetime | None = None
-    end: datetime | None = None
-    for fields in clients:
-        processed += 1
-        failed += fields.get(STATUS) == Status.FAILED.value
-        for name in sums:
-            value = fields.get(name)
-            if value is not None:
-                out[name] += value
-        client_start, client_end = _time(fields.get(START_TIME)), _time(fields.get(END_TIME))
-        if client_start is not None and (start is None or client_start < start):
-            start = client_start
-        if client_end is not None and (end is None or client_end > end):
-            end = client_end
-    out[CLIENTS_PROCESSED] = processed
-    out[CLIENTS_WITH_ERRORS] = failed
-    if start is not None:
-        out[START_TIME] = start
-    if end is not None:
-        out[END_TIME] = end
-    return out
 
 
 def job_view(

@@ -203,12 +203,14 @@ class Publisher:
         record, completed, version = loaded
         if not completed and not force:
             interval = self.settings.progress_interval
-            last = self._last_sent.get(_key(item))
             if interval == 0:  # running rows wait for their completion (which makes them due again)
                 self.store.outbox_retry(item, due_at=now + FAR_FUTURE, error=None)
                 return None
-            if last is not None and now - last < interval:
-                self.store.outbox_retry(item, due_at=last + interval, error=None)
+            # Progress goes out one interval after the row was first seen running, then every
+            # interval: a job shorter than the interval costs only its completion's requests.
+            since = self._last_sent.get(_key(item)) or self._first_due.setdefault(_key(item), now)
+            if now - since < interval:
+                self.store.outbox_retry(item, due_at=since + interval, error=None)
                 return None
         # Acknowledge what is sent: the row as read, not the older version the entry was due at.
         return replace(item, version=version), record

@@ -1,0 +1,75 @@
+"""Checking what callers pass: argument types, idempotency keys, and sorting one update's
+metrics into values, rejections and unknown names (the policy is applied by the service)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .exceptions import InvalidMetricError
+from .models import RejectedMetric
+from .schema import MetricRegistry, normalize_number
+
+__all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
+
+
+def idempotency_key(*parts: object) -> str:
+    """A stable idempotency key from ``parts`` (e.g. a webhook source and its event ID)."""
+    if not parts or any(p is None or p == "" for p in parts):
+        raise ValueError(f"idempotency_key needs non-empty parts, got {parts!r}")
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()
+    return f"idem:{digest[:40]}"
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is a bool (a truthy string is not taken for True), else TypeError."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_text(name: str, value: Any) -> str:
+    """``value`` if it is a string, else TypeError naming the argument."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _keep_value(value: Any) -> Any:
+    """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
+    if isinstance(value, (str, bool, datetime)):
+        return value
+    return normalize_number(value)
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
+
+
+def sort_update(
+    registry: MetricRegistry, metrics: Any, *, keep_unknown: bool
+) -> tuple[dict[str, Any], list[RejectedMetric], list[RejectedMetric]]:
+    """One update's metrics -> (values by field, invalid values, unknown names not kept).
+
+    ``None`` means "no metrics"; anything but a mapping raises ``InvalidMetricError``.
+    """
+    if metrics is None:
+        metrics = {}
+    if not isinstance(metrics, Mapping):
+        problem = RejectedMetric(
+            metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
+        )
+        raise InvalidMetricError([problem])
+    values, rejected, unknown = registry.normalize(metrics)
+    unknown_rejected: list[RejectedMetric] = []
+    for name, value in unknown.items():
+        if not keep_unknown:
+            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason="unknown metric"))
+            continue
+        try:
+            values[name] = _keep_value(value)
+        except ValueError as exc:
+            rejected.append(RejectedMetric(metric=name, value=repr(value), reason=str(exc)))
+    return values, rejected, unknown_rejected
