@@ -102,14 +102,12 @@ class MetricsService:
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
         self._remember(*rows)
-        for run in {row.run_id for row in rows}:
+        for run in {row.run_id for row in rows if row.job_completed}:
             try:
-                job = self.store.get_job(run)
-                if job is not None and job.completed:
-                    self.store.update_job(run, self._aggregate_into)
-                    StructuredLogger("SYSTEM", process="jobmetrics", run_id=run, fmt=self.log_format).info(
-                        "late client updates: the completed job's totals were recomputed"
-                    )
+                self.store.update_job(run, self._aggregate_into)
+                StructuredLogger("SYSTEM", process="jobmetrics", run_id=run, fmt=self.log_format).info(
+                    "late client updates: the completed job's totals were recomputed"
+                )
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()

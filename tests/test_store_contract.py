@@ -734,3 +734,17 @@ def test_completing_does_not_cut_an_error_backoff_short(store: Store) -> None:
     store.outbox_retry(item, due_at=1e12, error="HTTP 503")
     store.merge_client(ClientDelta("230615-120000", "acme", {}, complete=True))
     assert [i for i in store.outbox_due(0.0, 10) if i.kind == "client"] == []
+
+
+def test_merged_rows_say_whether_their_job_had_completed(store: Store) -> None:
+    """A merge reports whether the row's job was already completed (late updates recompute its totals)."""
+    delta = ClientDelta("230615-120000", "acme", {"Leads Processed": ("sum", 1)})
+    (row,) = store.merge_clients([delta])
+    assert row.job_completed is False
+    store.update_job("230615-120000", lambda fields, clients: None, complete=True)
+    (late,) = store.merge_clients([delta])
+    assert late.job_completed is True
+    row, _ = store.merge_client(delta, lambda fields: None)
+    assert row.job_completed is True
+    stored = store.get_client("230615-120000", "acme")
+    assert stored is not None and stored.job_completed is False  # a merge's report, not stored

@@ -260,7 +260,7 @@ local function seen(key)
 end
 local function merge_client(it)
   local row = load(k_client(it.r, it.c), 'client', it.r, it.c)
-  if it.k and not it.f and seen(it.k) then return 0, row end
+  if it.k and not it.f and seen(it.k) then return 0, row, nil end
   if it.f then
     row.fields = it.f
   else
@@ -287,7 +287,7 @@ local function merge_client(it)
       touch(job)
     end
   end
-  return 1, row
+  return 1, row, job
 end
 local function put_job(it)
   local job = load(k_job(it.r), 'job', it.r, '')
@@ -300,10 +300,11 @@ local function put_job(it)
 end
 local out = {}
 for i, it in ipairs(cjson.decode(ARGV[6])) do
-  local done, row
-  if it.t == 'c' then done, row = merge_client(it) else done, row = put_job(it) end
+  local done, row, job
+  if it.t == 'c' then done, row, job = merge_client(it) else done, row = put_job(it) end
   local r = reply(row)
-  out[i] = {done, r[1], r[2], r[3], it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}}
+  local job_done = (job and job.exists and job.c) and 1 or 0
+  out[i] = {done, r[1], r[2], r[3], it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}, job_done}
 end
 for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 flush(RETENTION)

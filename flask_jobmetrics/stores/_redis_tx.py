@@ -222,7 +222,7 @@ class Transaction:
             if job_start_from_client(job_fields, fields):
                 self._jobs[run_id] = replace(job, fields=job_fields, version=job.version + 1)
         self.items.append(item)
-        return _copy(row), True
+        return replace(_copy(row), job_completed=job is not None and job.completed), True
 
     def put_job(
         self, run_id: str, fields: Mapping[str, Any], completed: bool | None = None, *, create: bool = False

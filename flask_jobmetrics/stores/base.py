@@ -116,6 +116,9 @@ class ClientRow:
     fields: Mapping[str, Any]
     completed: bool = False
     version: int = 0
+    #: Set on rows a merge returns: whether the row's job had already completed (so its
+    #: totals must be recomputed). Not stored; False on rows read back.
+    job_completed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

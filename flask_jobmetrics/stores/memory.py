@@ -139,7 +139,7 @@ class MemoryStore:
             job_fields = dict(job.fields)
             if job_start_from_client(job_fields, fields):
                 self._put_job(delta.run_id, job_fields)
-        return _copy(row), True
+        return replace(_copy(row), job_completed=job is not None and job.completed), True
 
     def _job_row(self, row: JobRow) -> JobRow:
         ids = tuple(sorted(c for (r, c) in self._clients if r == row.run_id))

@@ -173,7 +173,12 @@ class RedisStore:
                 item["k"] = delta.idempotency_key
             items.append(item)
         return [
-            (ClientRow(d.run_id, d.client_id, decode_pairs(r[3]), r[2] == 1, r[1]), r[0] == 1)
+            (
+                ClientRow(
+                    d.run_id, d.client_id, decode_pairs(r[3]), r[2] == 1, r[1], job_completed=r[5] == 1
+                ),
+                r[0] == 1,
+            )
             for d, r in zip(deltas, self._merge(items), strict=True)
         ]
 

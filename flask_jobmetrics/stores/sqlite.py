@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 from flask_jobmetrics.exceptions import StoreError
@@ -216,7 +217,7 @@ class SQLiteStore:
             job_fields = loads_fields(job[0])
             if job_start_from_client(job_fields, fields):
                 self._put_job(conn, run_id, job_fields, JobRow(run_id, {}, bool(job[1]), job[2]))
-        return row, True
+        return replace(row, job_completed=job is not None and bool(job[1])), True
 
     def _merge_all(
         self, deltas: Sequence[ClientDelta], finalize: Finalize | None
