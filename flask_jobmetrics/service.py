@@ -211,6 +211,8 @@ class MetricsService:
     ) -> ClientRun:
         """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
         run, client = self._ids(run_id, client_id)
+        if logger is not None and not isinstance(logger, StructuredLogger):
+            raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not idempotency_key.strip()
         ):

@@ -435,3 +435,21 @@ def test_updates_still_buffered_elsewhere_reach_a_completed_jobs_totals(clock: C
     assert job.status is Status.COMPLETED_WITH_ERRORS  # acme was still running at completion
     worker.close()
     finisher.close()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.update_client_metrics(RUN, "acme", {"Leads Processed": 1}, logger="acme"),
+        lambda s: s.get_client_run(20230615, "acme"),
+        lambda s: s.get_job_run(["230615-120000"]),
+        lambda s: s.list_job_runs(status="Unknown"),
+        lambda s: s.list_job_runs(limit="5"),
+        lambda s: s.start_job("230631-120000"),
+    ],
+)
+def test_bad_arguments_fail_at_the_boundary_naming_the_value(service: MetricsService, call: Any) -> None:
+    """Wrong types and malformed values raise a ValueError/TypeError naming them, nothing deeper."""
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(service)
+    assert str(info.value)
