@@ -63,8 +63,17 @@ def snake_case(name: str) -> str:
 # -- value normalizers ------------------------------------------------------------------
 
 
+#: Numbers beyond 2**53 are not exact in Airtable (JavaScript numbers) nor in floats.
+MAX_EXACT = 2**53
+_GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+
+
 def _parse_number_text(text: str) -> int | float:
-    cleaned = text.strip().replace(",", "")
+    cleaned = text.strip()
+    if "," in cleaned:  # thousands separators only: "1,234" yes, "12,5" or "1,,2" no
+        if _GROUPED.fullmatch(cleaned) is None:
+            raise InvalidValue(f"{text!r} is not a number (commas only as thousands separators)")
+        cleaned = cleaned.replace(",", "")
     if not cleaned:
         raise InvalidValue("empty string is not a number")
     try:
@@ -78,7 +87,16 @@ def _parse_number_text(text: str) -> int | float:
 
 
 def normalize_number(value: Any) -> int | float:
-    """An int, a finite float or a numeric string -> ``int`` (whole) or ``float``."""
+    """An int, a finite float or a numeric string -> ``int`` (whole) or ``float``, at most
+    ``2**53`` in size (beyond it Airtable cannot hold the value exactly)."""
+    number = _normalize_number(value)
+    if abs(number) > MAX_EXACT:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise InvalidValue(f"{shown} is beyond 2**53, which Airtable cannot hold exactly")
+    return number
+
+
+def _normalize_number(value: Any) -> int | float:
     kind = type(value)
     if kind is int:
         return int(value)

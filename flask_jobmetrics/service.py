@@ -104,9 +104,9 @@ class MetricsService:
         self._remember(*rows)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
-                self.store.update_job(run, self._aggregate_into)
+                self.store.update_job(run, self._refresh_finished)
                 StructuredLogger("SYSTEM", process="jobmetrics", run_id=run, fmt=self.log_format).info(
-                    "late client updates: the completed job's totals were recomputed"
+                    "late client updates: the completed job's totals and status were recomputed"
                 )
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
@@ -338,6 +338,12 @@ class MetricsService:
     def _aggregate_into(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
         job_totals_into(self.registry, fields, [c.fields for c in clients])
 
+    def _refresh_finished(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
+        """A completed job after late client updates: totals, and its status unless it Failed."""
+        self._aggregate_into(fields, clients)
+        if fields.get(STATUS) != Status.FAILED.value:
+            fields[STATUS] = job_status((c.fields for c in clients), success=True)
+
     def _update_job(self, run: str, update: Any, complete: bool | None = None) -> None:
         try:
             self.store.update_job(run, update, complete=complete)
@@ -361,8 +367,8 @@ class MetricsService:
             raise UnknownRunError(f"no job run {run!r}: start it with start_job() or update a client first")
         now = self.clock()
         for row in self.store.list_clients(run):
-            if row.fields.get(STATUS) == Status.RUNNING.value:
-                self._close_running_client(run, row.client_id, now, log)
+            if not row.completed:  # never completed: Running ones failed; any other keeps its status
+                self._close_client(run, row.client_id, now, log)
         stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
 
         def finish(fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
@@ -379,19 +385,26 @@ class MetricsService:
         )
         return job
 
-    def _close_running_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
+    def _close_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
+        """Complete a client run the job outlived: a Running one is closed as Failed, with a note."""
         note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
+        closed: list[bool] = []
 
-        def close(fields: dict[str, Any]) -> None:
+        def close(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
+            closed.clear()
             if fields.get(STATUS) == Status.RUNNING.value:
                 fields[STATUS] = Status.FAILED.value
                 add_note(fields, note)
+                closed.append(True)
 
         row, _ = self.store.merge_client(
             ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close
         )
         self._remember(row)
-        log.bind(scope="CLIENT", client_id=client).warning("client run was still running; closed as Failed")
+        if closed:
+            log.bind(scope="CLIENT", client_id=client).warning(
+                "client run was still running; closed as Failed"
+            )
 
     @guarded
     def get_job_run(self, run_id: Any) -> JobRun | None:

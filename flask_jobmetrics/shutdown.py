@@ -14,6 +14,7 @@ Only SIGTERM is deferred; Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` where it 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import signal
 import sys
@@ -32,6 +33,16 @@ R = TypeVar("R")
 _depth = 0  # guarded calls the main thread is inside (only the main thread gets signals)
 _deferred: Callable[[], Any] | None = None
 _terminating = False  # a SIGTERM is being acted on: more of them change nothing
+
+
+def _exiting() -> None:
+    """At interpreter exit (before the buffers' own atexit drain, which was registered first
+    and so runs after this): the process is leaving and draining, a SIGTERM adds nothing."""
+    global _terminating
+    _terminating = True
+
+
+atexit.register(_exiting)
 
 
 def guarded(function: Callable[P, R]) -> Callable[P, R]:

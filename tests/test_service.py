@@ -453,3 +453,29 @@ def test_bad_arguments_fail_at_the_boundary_naming_the_value(service: MetricsSer
     with pytest.raises((ValueError, TypeError)) as info:
         call(service)
     assert str(info.value)
+
+
+def test_complete_job_completes_clients_that_never_completed(service: MetricsService) -> None:
+    """A client given a final Status by an update (never completed) is completed with the job, status kept."""
+    service.start_job(RUN)
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 3, "Status": "Completed"})
+    service.complete_job_metrics(RUN)
+    acme = service.get_client_run(RUN, "acme")
+    assert acme is not None and acme.completed and acme.status is Status.COMPLETED
+    assert "still running" not in acme.notes.lower()
+
+
+def test_a_late_failure_turns_a_completed_job_into_completed_with_errors(service: MetricsService) -> None:
+    """A client failing after its job completed: the job is Completed with Errors (a Failed job stays)."""
+    service.start_job(RUN)
+    service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    assert service.complete_job_metrics(RUN).status is Status.COMPLETED
+    service.complete_client_metrics(RUN, "late", {"Leads Processed": 2}, success=False)
+    job = service.get_job_run(RUN)
+    assert job is not None and job.status is Status.COMPLETED_WITH_ERRORS
+    assert (job.metrics["Clients With Errors"], job.metrics["Leads Processed"]) == (1, 3)
+    other = "230615-130000"
+    service.start_job(other)
+    service.complete_job_metrics(other, success=False)
+    service.complete_client_metrics(other, "acme", {"Leads Processed": 1})
+    assert service.get_job_run(other).status is Status.FAILED  # type: ignore[union-attr]

@@ -581,7 +581,8 @@ def test_outbox_due_order_and_limit(store: Store) -> None:
 
 
 def test_outbox_retry_counts_attempts_and_keeps_error(store: Store) -> None:
-    """outbox_retry postpones; an error adds an attempt and is kept by a retry without one."""
+    """outbox_retry postpones; an error adds an attempt; a postponement without one ends the
+    streak (attempts 0) but keeps the last error for the record."""
     store.merge_client(leads(1))
     client = store.outbox_due(now=0.0, limit=10)[1]
     store.outbox_retry(client, due_at=100.0, error="HTTP 503")
@@ -590,10 +591,10 @@ def test_outbox_retry_counts_attempts_and_keeps_error(store: Store) -> None:
     assert (item.attempts, item.due_at, item.last_error, item.dead) == (1, 100.0, "HTTP 503", False)
     store.outbox_retry(item, due_at=200.0, error=None)
     item = store.outbox_due(now=200.0, limit=10)[1]
-    assert (item.attempts, item.due_at, item.last_error) == (1, 200.0, "HTTP 503")
+    assert (item.attempts, item.due_at, item.last_error) == (0, 200.0, "HTTP 503")
     store.outbox_retry(item, due_at=300.0, error="HTTP 429")
     item = store.outbox_due(now=300.0, limit=10)[1]
-    assert (item.attempts, item.last_error) == (2, "HTTP 429")
+    assert (item.attempts, item.last_error) == (1, "HTTP 429")
 
 
 def test_outbox_retry_keeps_the_newer_version(store: Store) -> None:
@@ -748,3 +749,29 @@ def test_merged_rows_say_whether_their_job_had_completed(store: Store) -> None:
     assert row.job_completed is True
     stored = store.get_client("230615-120000", "acme")
     assert stored is not None and stored.job_completed is False  # a merge's report, not stored
+
+
+def test_a_postponement_ends_a_failure_streak(store: Store) -> None:
+    """outbox_retry without an error resets the attempts; with one it counts them up."""
+    store.merge_clients([ClientDelta("230615-120000", "acme", {"Leads Processed": ("sum", 1)})])
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    store.outbox_retry(item, due_at=0.0, error="HTTP 503")
+    store.outbox_retry(item, due_at=0.0, error="HTTP 503")
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    assert item.attempts == 2
+    store.outbox_retry(item, due_at=0.0, error=None)
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    assert item.attempts == 0
+
+
+def test_a_dead_row_that_changes_is_tried_again(store: Store) -> None:
+    """A dead-lettered row whose content changes is live and due again."""
+    delta = ClientDelta("230615-120000", "acme", {"Leads Processed": ("sum", 1)})
+    store.merge_clients([delta])
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    store.outbox_retry(item, due_at=0.0, error="422 INVALID_VALUE_FOR_COLUMN", dead=True)
+    assert [i.client_id for i in store.outbox_dead()] == ["acme"]
+    store.merge_clients([delta])
+    assert store.outbox_dead() == []
+    (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
+    assert (item.attempts, item.dead) == (0, False)

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,7 +45,7 @@ MAX_LINGER = 5.0  # ...but never longer than this
 FAR_FUTURE = 10 * 365 * 24 * 3600.0
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 60.0
 BLOCKED_BACKOFF = 60.0
-PACING_MARGIN = 1.05  # space requests 5 % wider than 1/rate: network jitter must not bunch them
+PACING_MARGIN = 1.2  # requests 20 % further apart than 1/rate: delays must not bunch six into a second
 _UNKNOWN_FIELD = re.compile(r'Unknown field name: "(?P<name>.+)"')
 
 
@@ -120,23 +121,30 @@ class Publisher:
         self._paused_until = 0.0
         self._last_sent: dict[tuple[str, str, str], float] = {}
         self._first_due: dict[tuple[str, str, str], float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one pass at a time (the sender thread and flush())
+        self._start_lock = threading.Lock()  # one sender thread per process
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._pid = os.getpid()
+        _PUBLISHERS.add(self)
 
     # -- background thread ---------------------------------------------------------
 
     def wake(self) -> None:
         """Start the sender thread in this process if needed, and let it look now."""
-        if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
-            self._pid = os.getpid()
-            self._lock = threading.Lock()
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="jobmetrics-airtable", daemon=True)
-            self._thread.start()
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, name="jobmetrics-airtable", daemon=True)
+                self._thread.start()
         self._wake.set()
+
+    def _after_fork_in_child(self) -> None:
+        # Nothing of the parent's thread or locks is usable in a forked child: start afresh.
+        self._lock, self._start_lock = threading.Lock(), threading.Lock()
+        self._stop, self._wake, self._thread = threading.Event(), threading.Event(), None
+        self._pid = os.getpid()
 
     def stop(self) -> None:
         """Stop the sender thread and hand back the lease, so another sender need not wait."""
@@ -165,8 +173,10 @@ class Publisher:
         rows that lingered less than a batch. Returns the rows Airtable accepted."""
         with self._lock:
             now = self.clock()
-            if now < self._paused_until or not self.store.acquire_lease(
-                self.lease, self.owner, LEASE_TTL, now
+            # Renewed while paused too: another process must not send into Airtable's 429 lock.
+            if (
+                not self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, now)
+                or now < self._paused_until
             ):
                 return 0
             self._read_schema()
@@ -187,20 +197,27 @@ class Publisher:
                 if not force and quiet < LINGER and oldest < MAX_LINGER:
                     pairs = pairs[: len(pairs) - len(pairs) % BATCH]  # full batches now, the rest lingers
                 for start in range(0, len(pairs), BATCH):
-                    if self.clock() < self._paused_until:
-                        return sent  # a 429: leave the base alone, the rest waits in the outbox
+                    if self.clock() < self._paused_until or not self._still_leader():
+                        return sent  # a 429, or another sender took over: the rest waits in the outbox
                     sent += self._send(kind, pairs[start : start + BATCH])
             return sent
 
+    def _still_leader(self) -> bool:
+        """Renew the lease before a request; False when another sender holds it now (a pass
+        that outlasted the lease)."""
+        return self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, self.clock())
+
     def _pick(self, item: OutboxItem, now: float, force: bool) -> tuple[OutboxItem, dict[str, Any]] | None:
         """The entry (at the version of the row as read) and its record, or None: not now."""
-        if self.seeding and _key(item) not in self._seeded:
-            self._seed(item)
+        if self.seeding and _key(item) not in self._seeded and not self._seed(item):
+            return None  # unseeded, sending would later add Airtable's (our own) counts again
         loaded = load_record(self.store, item)
         if loaded is None:
             self.store.outbox_done([item])
             return None
         record, completed, version = loaded
+        if completed:  # progress timing no longer matters for this row
+            self._last_sent.pop(_key(item), None)
         if not completed and not force:
             interval = self.settings.progress_interval
             if interval == 0:  # running rows wait for their completion (which makes them due again)
@@ -292,8 +309,9 @@ class Publisher:
         while (wait := self.store.take_token(self.bucket, rate, self.clock())) > 0:
             self.sleep(wait)
 
-    def _seed(self, item: OutboxItem) -> None:
-        """Merge Airtable's copy of the row into the (memory) store, once per row and process."""
+    def _seed(self, item: OutboxItem) -> bool:
+        """Merge Airtable's copy of the row into the (memory) store, once per row and process;
+        False when Airtable could not be read (try again on the next pass)."""
         self._wait_for_slot()
         formula = row_formula(item.kind, item.run_id, item.client_id)
         try:
@@ -302,15 +320,15 @@ class Publisher:
             self.log.warning(
                 "could not read %s %s from Airtable before publishing: %s", item.kind, _key(item)[1:], exc
             )
-            return  # read again before the next attempt
+            return False
         self._seeded.add(_key(item))
-        if not found:
-            return
-        remote = found[0]["fields"]
-        if item.kind == "client":
-            seed_client(self.store, self.registry, item.run_id, item.client_id, remote)
-        else:
-            seed_job(self.store, self.registry, item.run_id, remote)
+        if found:
+            remote = found[0]["fields"]
+            if item.kind == "client":
+                seed_client(self.store, self.registry, item.run_id, item.client_id, remote)
+            else:
+                seed_job(self.store, self.registry, item.run_id, remote)
+        return True
 
     # -- schema ---------------------------------------------------------------------
 
@@ -365,6 +383,17 @@ class Publisher:
             if deadline is not None and self.clock() >= deadline:
                 return PublishResult(published, pending, dead)
             self.sleep(0.05)
+
+
+_PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for publisher in list(_PUBLISHERS):
+        publisher._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _key(item: OutboxItem) -> tuple[str, str, str]:

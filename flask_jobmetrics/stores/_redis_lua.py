@@ -198,12 +198,15 @@ local function queue(member, v, completed)
   local meta = redis.call('HGET', K_META, member)
   local attempts, err = '0', ''
   if meta then attempts, err = string.match(meta, '^%d+:(%d+):(.*)$') end
-  redis.call('HSET', K_META, member, string.format('%d', v) .. ':' .. attempts .. ':' .. err)
   if not meta then
     redis.call('ZADD', K_OUTBOX, 0, member)
+  elseif redis.call('ZREM', K_DEAD, member) == 1 then  -- changed since Airtable refused it: try again
+    attempts = '0'
+    redis.call('ZADD', K_OUTBOX, 0, member)
   elseif completed and attempts == '0' then  -- due at once, unless backing off after an error
-    redis.call('ZADD', redis.call('ZSCORE', K_DEAD, member) and K_DEAD or K_OUTBOX, 0, member)
+    redis.call('ZADD', K_OUTBOX, 0, member)
   end
+  redis.call('HSET', K_META, member, string.format('%d', v) .. ':' .. attempts .. ':' .. err)
 end
 local function retain(run, retention)  -- a completed job's keys expire; a reopened one's persist
   local job = load(k_job(run), 'job', run, '')
@@ -374,7 +377,7 @@ OUTBOX_RETRY = (
 local member, v, a, e = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local meta = redis.call('HGET', K_META, member)
 if meta then v, a, e = string.match(meta, '^(%d+):(%d+):(.*)$') end
-if ARGV[7] ~= '' then a, e = string.format('%d', tonumber(a) + 1), ARGV[7] end
+if ARGV[7] ~= '' then a, e = string.format('%d', tonumber(a) + 1), ARGV[7] else a = '0' end
 redis.call('HSET', K_META, member, v .. ':' .. a .. ':' .. e)
 local from, to = K_DEAD, K_OUTBOX
 if ARGV[8] == '1' then from, to = K_OUTBOX, K_DEAD end

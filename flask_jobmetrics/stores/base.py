@@ -8,7 +8,8 @@ numbers, aware UTC datetimes, strings.
 Every change to a row bumps its ``version`` and queues the row in the store's outbox
 for the Airtable publisher; the outbox holds one entry per row, so changes coalesce. A
 change to a completed row makes its entry due at once (unless it is backing off after an
-error), so a running row the publisher postponed goes out as soon as it completes.
+error), so a running row the publisher postponed goes out as soon as it completes; a change
+to a dead-lettered row makes it live again (its new content gets a try).
 
 ``load_store(url)`` resolves ``memory://``, ``sqlite:///PATH`` and ``redis://...``.
 """
@@ -203,7 +204,8 @@ class Store(Protocol):
         """Remove entries whose row has not changed since ``item.version``."""
 
     def outbox_retry(self, item: OutboxItem, *, due_at: float, error: str | None, dead: bool = False) -> None:
-        """Postpone an entry (attempts + 1 when ``error``), or move it to the dead letters."""
+        """Postpone an entry, or move it to the dead letters. With ``error`` its attempts
+        count up; without one (a postponement) they start again from 0."""
 
     def outbox_counts(self) -> tuple[int, int]:
         """(pending, dead) entries."""

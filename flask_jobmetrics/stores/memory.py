@@ -58,6 +58,7 @@ class MemoryStore:
         self._clients: dict[tuple[str, str], ClientRow] = {}
         self._jobs: dict[str, JobRow] = {}
         self._keys: dict[str, float] = {}
+        self._purge_at = 1024
         self._outbox: dict[_Key, OutboxItem] = {}
         self._leases: dict[str, tuple[str, float]] = {}
         self._next_slot: dict[str, float] = {}
@@ -96,6 +97,8 @@ class MemoryStore:
         old = self._outbox.get(key)
         if old is None:
             self._set(self._outbox, key, OutboxItem(kind, run_id, client_id, version))  # type: ignore[arg-type]
+        elif old.dead:  # changed since Airtable refused it: try again
+            self._set(self._outbox, key, replace(old, version=version, dead=False, due_at=0.0, attempts=0))
         else:
             due_at = 0.0 if completed and old.attempts == 0 else old.due_at
             self._set(self._outbox, key, replace(old, version=version, due_at=due_at))
@@ -129,6 +132,10 @@ class MemoryStore:
         row = next_client_row(old, delta, finalize)
         fields = row.fields
         if delta.idempotency_key is not None:
+            if len(self._keys) >= self._purge_at:  # forget expired keys now and then
+                for expired in [k for k, until in self._keys.items() if until <= now]:
+                    del self._keys[expired]
+                self._purge_at = 2 * len(self._keys) + 1024
             self._set(self._keys, delta.idempotency_key, now + self._ttl)
         self._set(self._clients, key, row)
         self._queue("client", delta.run_id, delta.client_id, row.version, row.completed)
@@ -215,7 +222,7 @@ class MemoryStore:
         with self._lock:
             key = (item.kind, item.run_id, item.client_id)
             current = self._outbox.get(key, item)
-            attempts = current.attempts + (1 if error else 0)
+            attempts = current.attempts + 1 if error else 0  # a postponement ends a failure streak
             self._outbox[key] = replace(
                 current, due_at=due_at, attempts=attempts, last_error=error or current.last_error, dead=dead
             )

@@ -156,11 +156,13 @@ class SQLiteStore:
     def _queue(
         self, conn: sqlite3.Connection, kind: str, run_id: str, client_id: str, version: int, completed: bool
     ) -> None:
-        # A completed row is due at once, unless it is backing off after an error.
+        # A completed row is due at once, unless it is backing off after an error; a dead one
+        # that changed since Airtable refused it is tried again.
         conn.execute(
             "INSERT INTO outbox (kind, run_id, client_id, version) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (kind, run_id, client_id) DO UPDATE SET version = excluded.version, "
-            "due_at = CASE WHEN ? AND attempts = 0 THEN 0.0 ELSE due_at END",
+            "due_at = CASE WHEN dead = 1 OR (? AND attempts = 0) THEN 0.0 ELSE due_at END, "
+            "attempts = CASE WHEN dead = 1 THEN 0 ELSE attempts END, dead = 0",
             (kind, run_id, client_id, version, completed),
         )
 
@@ -320,7 +322,7 @@ class SQLiteStore:
                     current.run_id,
                     current.client_id,
                     current.version,
-                    current.attempts + (1 if error else 0),
+                    current.attempts + 1 if error else 0,  # a postponement ends a failure streak
                     due_at,
                     error or current.last_error,
                     dead,
