@@ -15,7 +15,7 @@ from cachetools import LRUCache
 
 from .airtable.publisher import Publisher
 from .buffer import MetricsBuffer
-from .exceptions import InvalidMetricError, InvalidRunIdError, UnknownRunError
+from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
@@ -137,7 +137,11 @@ class MetricsService:
         with self._rows_lock:
             row = self._rows.get(key, _UNSEEN)
         if row is _UNSEEN:
-            row = self.store.get_client(run_id, client_id)
+            try:
+                row = self.store.get_client(run_id, client_id)
+            except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
+                self.logger.warning("store unreachable, update buffered without reading the row: %s", exc)
+                return None
             with self._rows_lock:
                 self._rows.setdefault(key, row if row is not None else _ABSENT)
         return row if isinstance(row, ClientRow) else None
