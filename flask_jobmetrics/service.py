@@ -29,7 +29,7 @@ from .schema import (
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import ClientDelta, ClientRow, Ops, Store
+from .stores.base import ClientDelta, ClientRow, JobRow, Ops, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 
@@ -422,8 +422,10 @@ class MetricsService:
             raise UnknownRunError(f"no job run {run!r}")
         return job
 
-    def _find_job(self, run: str) -> JobRun | None:
-        row = self.store.get_job(run)
+    def _find_job(self, run: str, row: JobRow | None = None) -> JobRun | None:
+        """The job as a model (``row``: its store row, when the caller already read it)."""
+        if row is None:
+            row = self.store.get_job(run)
         buffered = self.buffer.clients_of(run)
         if row is None:
             if not buffered:
@@ -435,12 +437,9 @@ class MetricsService:
             fields, client_ids, completed = row.fields, set(row.client_ids) | set(buffered), row.completed
         if completed:
             return job_view(run, fields, client_ids)
-        clients = [self.get_client_run_fields(run, c) for c in sorted(client_ids)]
+        stored = {c.client_id: c.fields for c in self.store.list_clients(run)}  # one read for all clients
+        clients = [with_pending(stored.get(c), self.buffer.pending(run, c)) for c in sorted(client_ids)]
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
-
-    def get_client_run_fields(self, run: str, client: str) -> dict[str, Any]:
-        row = self.store.get_client(run, client)
-        return with_pending(row.fields if row else None, self.buffer.pending(run, client))
 
     @guarded
     def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
@@ -448,7 +447,8 @@ class MetricsService:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
         wanted = normalize_status(status) if status is not None else None
-        return [self._job_view(row.run_id) for row in self.store.list_jobs(limit=limit, status=wanted)]
+        rows = self.store.list_jobs(limit=limit, status=wanted)
+        return [job for job in (self._find_job(row.run_id, row) for row in rows) if job is not None]
 
     # -- flushing ---------------------------------------------------------------------
 
