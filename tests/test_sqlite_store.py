@@ -62,7 +62,10 @@ def _workers(url: str, jobs: list[tuple[str, str, int]]) -> list[str]:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WORKER, url, action, arg, str(count)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for action, arg, count in jobs
     ]
@@ -135,8 +138,16 @@ def test_load_store_routes_sqlite_urls(db: Path) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite://host/x.db", "sqlite:///", "sqlite://", "sqlite:///:memory:", "sqlite:///dir/", "sqlite:////",
-     "sqlite:///x.db?mode=ro", "postgres:///x.db"],
+    [
+        "sqlite://host/x.db",
+        "sqlite:///",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///dir/",
+        "sqlite:////",
+        "sqlite:///x.db?mode=ro",
+        "postgres:///x.db",
+    ],
 )
 def test_bad_urls_are_rejected_naming_the_url(url: str) -> None:
     """URLs that name no shareable file raise StoreError naming the URL."""
@@ -327,6 +338,13 @@ def shared_dir() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
+def assert_read_only(message: str, path: Path) -> None:
+    """The one-line error a store gives for a database it cannot write."""
+    assert message.startswith("StoreError: ")
+    assert "read-only" in message
+    assert str(path) in message
+
+
 def test_read_only_file_is_refused(shared_dir: Path) -> None:
     """A database file the process may not write raises StoreError saying it is read-only."""
     path = shared_dir / "ro.sqlite3"
@@ -335,9 +353,7 @@ def test_read_only_file_is_refused(shared_dir: Path) -> None:
         os.chown(shared_dir, 65534, 65534)  # the directory is writable, only the file is not
     path.chmod(0o444)
     message = _open_without_root(_url(path))
-    assert message.startswith("StoreError: ")
-    assert "read-only" in message
-    assert str(path) in message
+    assert_read_only(message, path)
 
 
 def test_read_only_directory_is_refused(shared_dir: Path) -> None:
@@ -345,9 +361,7 @@ def test_read_only_directory_is_refused(shared_dir: Path) -> None:
     path = shared_dir / "new.sqlite3"
     shared_dir.chmod(0o555)
     message = _open_without_root(_url(path))
-    assert message.startswith("StoreError: ")
-    assert "read-only" in message
-    assert str(path) in message
+    assert_read_only(message, path)
 
 
 def test_unwritable_wal_files_are_refused_by_sqlite(shared_dir: Path) -> None:
@@ -361,9 +375,7 @@ def test_unwritable_wal_files_are_refused_by_sqlite(shared_dir: Path) -> None:
         os.chown(shared_dir, 65534, 65534)
         os.chown(path, 65534, 65534)
     message = _open_without_root(_url(path))
-    assert message.startswith("StoreError: ")
-    assert "read-only" in message
-    assert str(path) in message
+    assert_read_only(message, path)
     keeper.close()
 
 
@@ -510,7 +522,10 @@ def test_merge_survives_sigkill(db: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", WORKER, _url(db), "merge-then-wait", "acme", "42"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdin is not None
     assert proc.stdout is not None
