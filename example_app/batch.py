@@ -62,18 +62,17 @@ def run_batch(
     run_id: str | None = None,
     complete: bool = True,
 ) -> JobRun:
-    """Start a job (or continue ``run_id``), score every client, and return the job.
+    """Start a job (or continue ``run_id``, already started), score every client, return the job.
 
     With ``complete`` (the default) every client run and then the job are completed. With
     ``complete=False`` they stay ``Running`` (a crashed client is ``Failed`` all the same)
     for post harvesting and post scoring, and the job is returned as it stands.
     """
     names = list(CLIENTS) if clients is None else list(clients)
-    job = jobmetrics.start_job(run_id, notes=batch_notes(names))
+    if run_id is None:  # a run_id given was started by the caller
+        run_id = jobmetrics.start_job(notes=batch_notes(names)).run_id
     for client_id in names:
-        score_client(jobmetrics, job.run_id, client_id, CLIENTS.get(client_id, 0), complete=complete)
+        score_client(jobmetrics, run_id, client_id, CLIENTS.get(client_id, 0), complete=complete)
     if not complete:
-        return jobmetrics.update_job_aggregate_metrics(job.run_id)
-    return jobmetrics.complete_job_metrics(
-        job.run_id, notes=f"Completed batch scoring for {len(names)} clients"
-    )
+        return jobmetrics.update_job_aggregate_metrics(run_id)
+    return jobmetrics.complete_job_metrics(run_id, notes=f"Completed batch scoring for {len(names)} clients")

@@ -26,7 +26,7 @@ from .exceptions import JobMetricsError, StoreError, UnknownRunError
 from .extension import get_state
 from .models import ClientRun, JobRun, Status
 from .runids import RunId
-from .schema import CLIENTS_WITH_ERRORS, STATUS, normalize_status
+from .schema import CLIENTS_WITH_ERRORS, normalize_status
 from .service import MetricsService
 
 __all__ = ["format_run", "jobmetrics_cli"]
@@ -132,8 +132,8 @@ def runs(service: MetricsService, limit: int, status: str | None) -> None:
     now = service.clock()
     rows = []
     for job in jobs:
-        clients = service.store.list_clients(job.run_id)
-        done = sum(1 for c in clients if c.fields.get(STATUS) != Status.RUNNING.value)
+        clients = service.list_client_runs(job.run_id)
+        done = sum(1 for c in clients if c.status is not Status.RUNNING)
         rows.append(
             [
                 job.run_id,
@@ -199,7 +199,7 @@ def format_run(service: MetricsService, run_id: str) -> str:
         raise UnknownRunError(f"no job run {run!r}")
     now = service.clock()
     lines = _job_lines(job, now)
-    clients = [c for c in (service.get_client_run(run, cid) for cid in job.client_ids) if c is not None]
+    clients = service.list_client_runs(run)
     lines.append(f"\nClient runs ({len(clients)}):")
     if clients:
         headers = ["CLIENT", "STATUS", "START (UTC)", "DURATION", *(h for h, _ in _CLIENT_COLUMNS), "NOTES"]

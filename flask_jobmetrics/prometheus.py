@@ -178,8 +178,7 @@ class JobMetricsCollector:
         yield from families.all()
 
     def _clients(self, job: JobRun) -> list[ClientRun]:
-        found = (self.service.get_client_run(job.run_id, client) for client in job.client_ids)
-        return [c for c in found if c is not None]
+        return self.service.list_client_runs(job.run_id)
 
     def _add_job(self, f: _Families, job: JobRun, clients: list[ClientRun], now: datetime) -> None:
         run = job.run_id

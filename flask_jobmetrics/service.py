@@ -29,7 +29,7 @@ from .schema import (
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import ClientDelta, ClientRow, JobRow, Ops, Store
+from .stores.base import ClientDelta, ClientRow, JobRow, JobUpdate, Ops, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 
@@ -305,6 +305,19 @@ class MetricsService:
             completed=bool(row and row.completed),
         )
 
+    @guarded
+    def list_client_runs(self, run_id: Any) -> list[ClientRun]:
+        """Every client run of a job (stored plus this process's buffered ones), by client ID,
+        read from the store in one call."""
+        run = RunId.parse(run_id).base
+        rows = {row.client_id: row for row in self.store.list_clients(run)}
+        runs = []
+        for client in sorted(set(rows) | self.buffer.clients_of(run)):
+            row = rows.get(client)
+            fields = with_pending(row.fields if row else None, self.buffer.pending(run, client))
+            runs.append(client_view(run, client, fields, completed=bool(row and row.completed)))
+        return runs
+
     # -- job runs ---------------------------------------------------------------------
 
     @guarded
@@ -328,7 +341,7 @@ class MetricsService:
         if created:
             log.info("job started")
             self._stored()
-        return self._job_view(row.run_id)
+        return self._job_view(row.run_id, row)
 
     @guarded
     def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
@@ -336,8 +349,7 @@ class MetricsService:
         run = RunId.parse(run_id).base
         self._log(logger, run)
         self.buffer.flush(run_id=run)
-        self._update_job(run, self._aggregate_into)
-        return self._job_view(run)
+        return self._update_job(run, self._aggregate_into)
 
     def _aggregate_into(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
         job_totals_into(self.registry, fields, [c.fields for c in clients])
@@ -348,14 +360,16 @@ class MetricsService:
         if fields.get(STATUS) != Status.FAILED.value:
             fields[STATUS] = job_status((c.fields for c in clients), success=True)
 
-    def _update_job(self, run: str, update: Any, complete: bool | None = None) -> None:
+    def _update_job(self, run: str, update: JobUpdate, complete: bool | None = None) -> JobRun:
+        """Change the job row in one store transaction; returns the job as a model."""
         try:
-            self.store.update_job(run, update, complete=complete)
+            row = self.store.update_job(run, update, complete=complete)
         except KeyError:
             raise UnknownRunError(
                 f"no job run {run!r}: start it with start_job() or update a client first"
             ) from None
         self._stored()
+        return self._job_view(run, row)
 
     @guarded
     def complete_job_metrics(
@@ -367,9 +381,7 @@ class MetricsService:
         check_text("notes", notes)
         log = self._log(logger, run)
         self.buffer.flush(run_id=run)
-        if self.store.get_job(run) is None:
-            raise UnknownRunError(f"no job run {run!r}: start it with start_job() or update a client first")
-        now = self.clock()
+        now = self.clock()  # an unknown run has no clients, and _update_job raises UnknownRunError
         for row in self.store.list_clients(run):
             if not row.completed:  # never completed: Running ones failed; any other keeps its status
                 self._close_client(run, row.client_id, now, log)
@@ -382,8 +394,7 @@ class MetricsService:
                 add_note(fields, notes)
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
-        self._update_job(run, finish, complete=True)
-        job = self._job_view(run)
+        job = self._update_job(run, finish, complete=True)
         log.info(
             "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
         )
@@ -416,8 +427,8 @@ class MetricsService:
         run = RunId.parse(run_id).base
         return self._find_job(run)
 
-    def _job_view(self, run: str) -> JobRun:
-        job = self._find_job(run)
+    def _job_view(self, run: str, row: JobRow | None = None) -> JobRun:
+        job = self._find_job(run, row)
         if job is None:
             raise UnknownRunError(f"no job run {run!r}")
         return job

@@ -11,7 +11,7 @@ from ..exceptions import InvalidRunIdError, StoreError
 from ..extension import get_state
 from ..models import ClientRun, JobRun, Status
 from ..runids import RunId
-from ..schema import STATUS, normalize_status
+from ..schema import normalize_status
 from ..service import MetricsService
 from .auth import Decision, check_access
 from .present import CLIENT_COLUMNS, fmt_when, job_view, run_row
@@ -163,14 +163,12 @@ def _not_found(run: str) -> Response:
 
 
 def _clients(service: MetricsService, job: JobRun) -> list[ClientRun]:
-    found = (service.get_client_run(job.run_id, client) for client in job.client_ids)
-    return sorted((c for c in found if c is not None), key=lambda c: (c.client_id.casefold(), c.client_id))
+    found = service.list_client_runs(job.run_id)
+    return sorted(found, key=lambda c: (c.client_id.casefold(), c.client_id))
 
 
 def _clients_done(service: MetricsService, job: JobRun) -> int:
-    return sum(
-        1 for row in service.store.list_clients(job.run_id) if row.fields.get(STATUS) != Status.RUNNING.value
-    )
+    return sum(1 for c in service.list_client_runs(job.run_id) if c.status is not Status.RUNNING)
 
 
 def _page(template: str, *, refresh: bool, **context: Any) -> str:
