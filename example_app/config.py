@@ -14,11 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from flask_jobmetrics.config import DEFAULTS
+from flask_jobmetrics.config import DEFAULTS, PREFIX
 
 __all__ = ["ENV_PREFIX", "INSTANCE_ENV", "config_from_env", "instance_path"]
 
-ENV_PREFIX = "JOBMETRICS_"
+ENV_PREFIX = PREFIX  # the variables are named like the config keys
 #: The instance folder (default ``./instance``): the SQLite store lives there.
 INSTANCE_ENV = "EXAMPLE_APP_INSTANCE"
 

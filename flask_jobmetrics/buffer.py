@@ -163,7 +163,7 @@ class MetricsBuffer:
                 self._merged += 1
             cache[key] = entry  # (re)sets the idle TTL; may expire/evict others into the spill
             self._added += 1
-            spilled = bool(cache.spill) and self._clock() >= self._retry_at
+            spilled = bool(cache.spill) and now >= self._retry_at
         if spilled:
             self._hand_off()
 

@@ -22,6 +22,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from . import formatting
+from .config import AIRTABLE_OFF
 from .exceptions import JobMetricsError, StoreError, UnknownRunError
 from .extension import get_state
 from .models import ClientRun, JobRun, Status
@@ -37,7 +38,6 @@ P = ParamSpec("P")
 _ALL = 1_000_000
 _NOTE_WIDTH = 40
 _ERR_WIDTH = 60
-_AIRTABLE_KEYS = "JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID"
 _DURATION_RE = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -150,15 +150,7 @@ def runs(service: MetricsService, limit: int, status: str | None) -> None:
     click.echo(_table(headers, rows))
 
 
-_CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("LEADS", "Leads Processed"),
-    ("PROFILES EXAMINED", "Profiles Examined for Scoring"),
-    ("PROFILES SCORED", "Profiles Successfully Scored"),
-    ("POSTS HARVESTED", "Total Posts Harvested"),
-    ("POSTS EXAMINED", "Posts Examined for Scoring"),
-    ("POSTS SCORED", "Posts Successfully Scored"),
-    ("TOKENS", "Total Tokens"),
-)
+_CLIENT_COLUMNS = tuple((heading.upper(), field) for heading, field in formatting.CLIENT_COLUMNS)
 
 
 def _client_row(client: ClientRun, now: datetime) -> list[str]:
@@ -226,7 +218,7 @@ def flush(service: MetricsService, timeout: float | None) -> None:
         f"Dead:       {report.dead:,} rows in the dead letters"
     )
     if not get_state().settings.airtable_enabled:
-        click.echo(f"Airtable publishing is off (set {_AIRTABLE_KEYS}).")
+        click.echo(f"{AIRTABLE_OFF}.")
 
 
 @_command(jobmetrics_cli, "sweep")

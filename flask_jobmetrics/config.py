@@ -16,10 +16,13 @@ from typing import Any
 
 from .exceptions import ConfigurationError, InvalidClientIdError
 from .runids import validate_client_id
+from .stores.base import STORE_SCHEMES
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
 
 PREFIX = "JOBMETRICS_"
+#: What to say when an Airtable command or option is used without the two keys.
+AIRTABLE_OFF = "Airtable publishing is off (set JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID)"
 
 #: Every key without its prefix, and its default (``None`` for the store URL means
 #: ``sqlite:///<instance_path>/jobmetrics.sqlite3``).
@@ -209,7 +212,7 @@ def _store_url(key: str, value: Any, instance_path: str) -> str:
         return "sqlite:///" + os.path.join(instance_path, "jobmetrics.sqlite3")
     text = _text(key, value)
     scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() not in ("memory", "sqlite", "redis", "rediss", "unix"):
+    if not sep or scheme.lower() not in STORE_SCHEMES:
         raise ConfigurationError(key, value, "must be memory://, sqlite:///PATH or redis://HOST:PORT/DB")
     if scheme.lower() == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest

@@ -7,7 +7,18 @@ from typing import Any
 
 from .models import Status
 
-__all__ = ["duration", "number", "span", "when"]
+__all__ = ["CLIENT_COLUMNS", "duration", "number", "span", "when"]
+
+#: The per-client numbers shown in tables (heading, Airtable field), CLI and dashboard alike.
+CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("Leads", "Leads Processed"),
+    ("Profiles examined", "Profiles Examined for Scoring"),
+    ("Profiles scored", "Profiles Successfully Scored"),
+    ("Posts harvested", "Total Posts Harvested"),
+    ("Posts examined", "Posts Examined for Scoring"),
+    ("Posts scored", "Posts Successfully Scored"),
+    ("Tokens", "Total Tokens"),
+)
 
 
 def when(value: datetime | None, empty: str = "-") -> str:

@@ -23,7 +23,7 @@ from .schema import (
     MetricRegistry,
 )
 
-__all__ = ["add_note", "aggregate_clients", "client_status", "job_status", "job_totals_into"]
+__all__ = ["add_note", "aggregate_clients", "as_time", "client_status", "job_status", "job_totals_into"]
 
 
 def client_status(fields: Mapping[str, Any], *, explicit: str | None, success: bool) -> str:
@@ -53,7 +53,8 @@ def add_note(fields: dict[str, Any], note: str) -> None:
     fields[SYSTEM_NOTES] = f"{previous}\n{note}" if previous else note
 
 
-def _time(value: Any) -> datetime | None:
+def as_time(value: Any) -> datetime | None:
+    """``value`` if it is a datetime, else None."""
     return value if isinstance(value, datetime) else None
 
 
@@ -75,7 +76,7 @@ def aggregate_clients(registry: MetricRegistry, clients: Iterable[Mapping[str, A
             value = fields.get(name)
             if value is not None:
                 out[name] += value
-        client_start, client_end = _time(fields.get(START_TIME)), _time(fields.get(END_TIME))
+        client_start, client_end = as_time(fields.get(START_TIME)), as_time(fields.get(END_TIME))
         if client_start is not None and (start is None or client_start < start):
             start = client_start
         if client_end is not None and (end is None or client_end > end):

@@ -99,7 +99,7 @@ def normalize_number(value: Any) -> int | float:
 def _normalize_number(value: Any) -> int | float:
     kind = type(value)
     if kind is int:
-        return int(value)
+        return value  # type: ignore[no-any-return]
     if kind is bool:
         raise InvalidValue("a bool is not a number")
     if kind is float or isinstance(value, (float, Decimal, Fraction)):
@@ -216,6 +216,8 @@ class MetricSpec:
     description: str = ""
     normalize: Callable[[Any], Any] | None = dataclass_field(default=None, compare=False)
 
+    _normalizer: Callable[[Any], Any] = dataclass_field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         for attr in ("name", "field"):
             text = getattr(self, attr)
@@ -231,6 +233,8 @@ class MetricSpec:
             raise ValueError(f"metric {self.name!r}: aggregate 'sum' needs type 'number'")
         if self.aggregate in ("min", "max") and self.type == "string":
             raise ValueError(f"metric {self.name!r}: aggregate {self.aggregate!r} needs a number or datetime")
+        # chosen once here, not on every value (coerce is on the update path)
+        object.__setattr__(self, "_normalizer", self.normalize or _TYPE_NORMALIZERS[self.type])
 
     def names(self) -> set[str]:
         """Every name this metric is accepted under."""
@@ -239,8 +243,7 @@ class MetricSpec:
 
     def coerce(self, value: Any) -> Any:
         """Normalize ``value`` or raise ``ValueError`` with the reason."""
-        normalizer = self.normalize or _TYPE_NORMALIZERS[self.type]
-        result = normalizer(value)
+        result = self._normalizer(value)
         if self.non_negative and result < 0:
             raise InvalidValue(f"{value!r} is negative")
         return result
@@ -312,12 +315,13 @@ class MetricRegistry:
             if existing == spec:
                 return
             raise ValueError(f"metric field {spec.field!r} is already registered as {existing!r}")
-        for name in spec.names():
+        names = spec.names()
+        for name in names:
             other = self._by_name.get(name)
             if other is not None:
                 raise ValueError(f"metric name {name!r} is already used by field {other.field!r}")
         self._by_field[spec.field] = spec
-        for name in spec.names():
+        for name in names:
             self._by_name[name] = spec
 
     def resolve(self, name: str) -> MetricSpec | None:

@@ -43,6 +43,11 @@ _UNSEEN = object()
 _ABSENT = object()
 
 
+def _check_logger(logger: object) -> None:
+    if not isinstance(logger, StructuredLogger):
+        raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -80,7 +85,7 @@ class MetricsService:
             max_age=flush_interval,
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
-            on_delivered=self._delivered,
+            on_delivered=lambda rows: self._merged(*rows),
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
@@ -94,9 +99,6 @@ class MetricsService:
     def _sink(self, deltas: list[ClientDelta]) -> list[ClientRow]:
         return self.store.merge_clients(deltas)  # only the merge: see MetricsBuffer(on_delivered=)
 
-    def _delivered(self, rows: list[ClientRow]) -> None:
-        self._merged(*rows)
-
     def _merged(self, *rows: ClientRow) -> None:
         """After client rows were merged: remember them, bring the totals of a job that
         already completed up to date (updates that were still buffered in other processes,
@@ -105,7 +107,7 @@ class MetricsService:
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
                 self.store.update_job(run, self._refresh_finished)
-                StructuredLogger("SYSTEM", process="jobmetrics", run_id=run, fmt=self.log_format).info(
+                self.logger.bind(run_id=run).info(
                     "late client updates: the completed job's totals and status were recomputed"
                 )
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
@@ -161,8 +163,7 @@ class MetricsService:
         if logger is None:
             scope = "CLIENT" if client_id else "SYSTEM"
             return StructuredLogger(scope, client_id, "jobmetrics", run_id=run_id, fmt=self.log_format)
-        if not isinstance(logger, StructuredLogger):
-            raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+        _check_logger(logger)
         if logger.run_id is None:
             return logger.bind(run_id=run_id)
         return logger
@@ -215,8 +216,8 @@ class MetricsService:
     ) -> ClientRun:
         """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
         run, client = self._ids(run_id, client_id)
-        if logger is not None and not isinstance(logger, StructuredLogger):
-            raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+        if logger is not None:  # checked now: a logger is otherwise only built when something is logged
+            _check_logger(logger)
         if idempotency_key is not None and (
             not isinstance(idempotency_key, str) or not idempotency_key.strip()
         ):

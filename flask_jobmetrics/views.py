@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from .models import ClientRun, JobRun, RejectedMetric, Status
+from .rules import as_time
 from .schema import (
     END_TIME,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
 )
-from .stores.base import Ops, apply_ops
+from .stores.base import client_fields_after
 
 __all__ = ["client_view", "job_view", "with_pending"]
 
 _OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES})
 
 
-def with_pending(fields: Mapping[str, Any] | None, pending: Ops | None) -> dict[str, Any]:
-    """A row's fields with this process's still-buffered ops applied (a new row is Running)."""
-    merged = dict(fields) if fields is not None else {STATUS: Status.RUNNING.value}
-    if pending:
-        apply_ops(merged, pending)
-    return merged
+#: A row's fields with this process's still-buffered ops applied (a new row is Running).
+with_pending = client_fields_after
 
 
 def _status(value: Any) -> Status:
@@ -33,10 +29,6 @@ def _status(value: Any) -> Status:
         return Status(value)
     except ValueError:
         return Status.RUNNING
-
-
-def _time(value: Any) -> datetime | None:
-    return value if isinstance(value, datetime) else None
 
 
 _CLIENT_RUN_FIELDS = frozenset(ClientRun.model_fields)
@@ -67,8 +59,8 @@ def client_view(
             "client_id": client_id,
             "client_run_id": f"{run_id}-{client_id}",
             "status": _status(fields.get(STATUS)),
-            "start_time": _time(fields.get(START_TIME)),
-            "end_time": _time(fields.get(END_TIME)),
+            "start_time": as_time(fields.get(START_TIME)),
+            "end_time": as_time(fields.get(END_TIME)),
             "metrics": {k: v for k, v in fields.items() if k not in _OWN_ATTRIBUTES},
             "notes": fields.get(SYSTEM_NOTES) or "",
             "rejected": rejected or [],
@@ -88,15 +80,15 @@ def job_view(
     if aggregates is not None:
         for name, value in aggregates.items():
             if name == START_TIME:
-                current = _time(merged.get(START_TIME))
+                current = as_time(merged.get(START_TIME))
                 merged[START_TIME] = value if current is None or value < current else current
             elif name != END_TIME:
                 merged[name] = value
     return JobRun.model_construct(
         run_id=run_id,
         status=_status(merged.get(STATUS)),
-        start_time=_time(merged.get(START_TIME)),
-        end_time=_time(merged.get(END_TIME)),
+        start_time=as_time(merged.get(START_TIME)),
+        end_time=as_time(merged.get(END_TIME)),
         notes=merged.get(SYSTEM_NOTES) or "",
         metrics={k: v for k, v in merged.items() if k not in _OWN_ATTRIBUTES},
         client_ids=sorted(client_ids),

@@ -12,8 +12,6 @@ so importing either module first works.
 
 from __future__ import annotations
 
-import time
-
 import click
 from flask.cli import AppGroup
 
@@ -24,32 +22,23 @@ airtable_cli: AppGroup = AppGroup(
 )
 
 from ..cli import _command  # noqa: E402  (after airtable_cli: see the module docstring)
-from ..config import Settings  # noqa: E402
+from ..config import AIRTABLE_OFF, Settings  # noqa: E402
 from ..extension import get_state  # noqa: E402
 from ..service import MetricsService  # noqa: E402
 from . import schema  # noqa: E402
-from .publisher import PACING_MARGIN  # noqa: E402
-
-_OFF = "Airtable publishing is off (set JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID)."
+from .publisher import wait_for_slot  # noqa: E402
 
 
 def _settings() -> Settings:
     settings = get_state().settings
     if not settings.airtable_enabled:
-        raise click.ClickException(_OFF)
+        raise click.ClickException(f"{AIRTABLE_OFF}.")
     return settings
 
 
 def _pacer(service: MetricsService, settings: Settings) -> schema.Pace:
-    """Wait for a slot of the base's shared bucket (``airtable-rate:<base>``) before a request."""
-    bucket = f"airtable-rate:{settings.airtable_base_id}"
-    rate = settings.airtable_rate_limit / PACING_MARGIN
-
-    def pace() -> None:
-        while (wait := service.store.take_token(bucket, rate, time.time())) > 0:
-            time.sleep(wait)
-
-    return pace
+    """Wait for a slot of the base's shared request budget (the publisher's) before a request."""
+    return lambda: wait_for_slot(service.store, settings)
 
 
 @_command(airtable_cli, "check")

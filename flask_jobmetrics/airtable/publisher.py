@@ -33,7 +33,7 @@ from .fields import CLIENT_KEY_FIELDS, JOB_KEY_FIELDS, load_record, row_formula
 from .schema import AirtableSchemaError, make_api, read_tables
 from .seed import seed_client, seed_job
 
-__all__ = ["PublishResult", "Publisher"]
+__all__ = ["PublishResult", "Publisher", "wait_for_slot"]
 
 Published = Callable[[str, list[dict[str, Any]]], None]
 Failed = Callable[[str, str, list[dict[str, Any]]], None]
@@ -109,7 +109,6 @@ class Publisher:
         self.keys = {"job": JOB_KEY_FIELDS, "client": CLIENT_KEY_FIELDS}
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = f"airtable-publisher:{base}"
-        self.bucket = f"airtable-rate:{base}"
         self.fields: dict[str, set[str] | None] = {"job": None, "client": None}
         self.missing: dict[str, set[str]] = {"job": set(), "client": set()}
         self.blocked: str | None = None
@@ -305,9 +304,7 @@ class Publisher:
             self.store.outbox_retry(item, due_at=now + delay * random.uniform(0.5, 1.0), error=error)
 
     def _wait_for_slot(self) -> None:
-        rate = self.settings.airtable_rate_limit / PACING_MARGIN
-        while (wait := self.store.take_token(self.bucket, rate, self.clock())) > 0:
-            self.sleep(wait)
+        wait_for_slot(self.store, self.settings, clock=self.clock, sleep=self.sleep)
 
     def _seed(self, item: OutboxItem) -> bool:
         """Merge Airtable's copy of the row into the (memory) store, once per row and process;
@@ -383,6 +380,19 @@ class Publisher:
             if deadline is not None and self.clock() >= deadline:
                 return PublishResult(published, pending, dead)
             self.sleep(0.05)
+
+
+def wait_for_slot(
+    store: Store,
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Wait for the next request slot of the base, shared by every process using ``store``."""
+    rate = settings.airtable_rate_limit / PACING_MARGIN
+    while (wait := store.take_token(f"airtable-rate:{settings.airtable_base_id}", rate, clock())) > 0:
+        sleep(wait)
 
 
 _PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()

@@ -21,7 +21,7 @@ import requests
 from pyairtable import Api
 from pyairtable.models.schema import SingleSelectFieldSchema
 
-from ..config import Settings
+from ..config import AIRTABLE_OFF, Settings
 from ..exceptions import JobMetricsError
 from ..schema import STATUS, MetricSpec
 from .fields import field_definitions
@@ -43,7 +43,6 @@ TableDefinitions = Mapping[str, Mapping[str, Mapping[str, Any]]]
 #: Called before every request, to pace them (e.g. a shared token bucket); may sleep.
 Pace = Callable[[], None]
 
-_KEYS = "JOBMETRICS_AIRTABLE_API_KEY and JOBMETRICS_AIRTABLE_BASE_ID"
 _HINTS = {
     401: " (check JOBMETRICS_AIRTABLE_API_KEY)",
     403: (
@@ -69,7 +68,7 @@ class AirtableSchemaError(JobMetricsError, RuntimeError):
 def make_api(settings: Settings) -> Api:
     """The ``pyairtable.Api`` for ``settings``: its timeout and endpoint, no retries."""
     if not settings.airtable_api_key:
-        raise AirtableSchemaError(f"Airtable publishing is off (set {_KEYS})")
+        raise AirtableSchemaError(AIRTABLE_OFF)
     return Api(
         settings.airtable_api_key,
         timeout=cast("tuple[int, int]", settings.airtable_timeout),  # requests takes floats too

@@ -30,15 +30,7 @@ __all__ = [
 ]
 
 #: The per-client number columns of the run page: (heading, Airtable field).
-CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("Leads", "Leads Processed"),
-    ("Profiles examined", "Profiles Examined for Scoring"),
-    ("Profiles scored", "Profiles Successfully Scored"),
-    ("Posts harvested", "Total Posts Harvested"),
-    ("Posts examined", "Posts Examined for Scoring"),
-    ("Posts scored", "Posts Successfully Scored"),
-    ("Tokens", "Total Tokens"),
-)
+CLIENT_COLUMNS = formatting.CLIENT_COLUMNS
 TOKENS = "Total Tokens"
 LEADS = "Leads Processed"
 PROFILES_SCORED = "Profiles Successfully Scored"

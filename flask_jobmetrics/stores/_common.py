@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,12 +17,13 @@ from flask_jobmetrics.stores.base import (
     Finalize,
     JobRow,
     OutboxItem,
-    apply_ops,
+    client_fields_after,
     decode_fields,
     encode_fields,
 )
 
 __all__ = [
+    "copy_row",
     "due_items",
     "next_client_row",
     "dumps_fields",
@@ -38,11 +40,15 @@ def merged_client_fields(
     current: Mapping[str, Any] | None, delta: ClientDelta, finalize: Finalize | None = None
 ) -> dict[str, Any]:
     """The fields of a client row after ``delta`` (a new row starts ``Running``)."""
-    fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
-    apply_ops(fields, delta.ops)
+    fields = client_fields_after(current, delta.ops)
     if finalize is not None:
         finalize(fields)
     return fields
+
+
+def copy_row(row: ClientRow) -> ClientRow:
+    """A row whose fields the caller may change without changing the store."""
+    return replace(row, fields=dict(row.fields))
 
 
 def next_client_row(old: ClientRow | None, delta: ClientDelta, finalize: Finalize | None = None) -> ClientRow:

@@ -20,7 +20,7 @@ from redis.client import Pipeline
 
 from flask_jobmetrics.exceptions import StoreError
 
-from ._common import job_start_from_client, new_job_fields, next_client_row
+from ._common import copy_row, job_start_from_client, new_job_fields, next_client_row
 from .base import (
     ClientDelta,
     ClientRow,
@@ -119,10 +119,6 @@ def decode_hash(flat: Mapping[str, str]) -> tuple[dict[str, Any], int, bool]:
     return fields, int(flat.get("_v", 0)), flat.get("_c") == "1"
 
 
-def _copy(row: ClientRow) -> ClientRow:
-    return replace(row, fields=dict(row.fields))
-
-
 class Transaction:
     """One attempt of a change that runs a callback; ``items`` is what it will write."""
 
@@ -158,7 +154,7 @@ class Transaction:
 
     def client_copy(self, run_id: str, client_id: str) -> ClientRow | None:
         row = self.client(run_id, client_id)
-        return _copy(row) if row is not None else None
+        return copy_row(row) if row is not None else None
 
     def job(self, run_id: str) -> JobRow | None:
         if run_id not in self._jobs:
@@ -203,7 +199,7 @@ class Transaction:
         self.store.check_run_id(run_id)
         old = self.client(run_id, client_id)
         if self._seen(key):
-            return (_copy(old) if old is not None else ClientRow(run_id, client_id, {})), False
+            return (copy_row(old) if old is not None else ClientRow(run_id, client_id, {})), False
         row = next_client_row(old, delta, finalize)
         fields = row.fields
         encoded = texts(fields)
@@ -222,7 +218,7 @@ class Transaction:
             if job_start_from_client(job_fields, fields):
                 self._jobs[run_id] = replace(job, fields=job_fields, version=job.version + 1)
         self.items.append(item)
-        return replace(_copy(row), job_completed=job is not None and job.completed), True
+        return replace(copy_row(row), job_completed=job is not None and job.completed), True
 
     def put_job(
         self, run_id: str, fields: Mapping[str, Any], completed: bool | None = None, *, create: bool = False

@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..exceptions import StoreError
-from ..schema import combine
+from ..models import Status
+from ..schema import STATUS, combine
 
 __all__ = [
     "ClientDelta",
@@ -33,8 +34,10 @@ __all__ = [
     "Op",
     "Ops",
     "OutboxItem",
+    "STORE_SCHEMES",
     "Store",
     "apply_ops",
+    "client_fields_after",
     "decode_fields",
     "encode_fields",
     "load_store",
@@ -70,6 +73,14 @@ def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> None:
             fields[name] = value
         else:
             fields[name] = combine(agg, fields.get(name), value)
+
+
+def client_fields_after(current: Mapping[str, Any] | None, ops: Mapping[str, Op] | None) -> dict[str, Any]:
+    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``)."""
+    fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
+    if ops:
+        apply_ops(fields, ops)
+    return fields
 
 
 _DT_TAG = "$dt"
@@ -227,6 +238,11 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+#: The URL schemes ``load_store`` knows (redis, rediss and unix need the ``redis`` extra).
+STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
+_REDIS_SCHEMES = STORE_SCHEMES[2:]
+
+
 def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL) -> Store:
     """The store named by ``url``: ``memory://``, ``sqlite:///PATH`` or ``redis://...``."""
     if not isinstance(url, str) or "://" not in url:
@@ -240,7 +256,7 @@ def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore(url, idempotency_ttl=idempotency_ttl)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in _REDIS_SCHEMES:
         try:
             from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._common import (
+    copy_row,
     due_items,
     job_start_from_client,
     new_job_fields,
@@ -34,11 +35,6 @@ __all__ = ["MemoryStore"]
 
 _Key = tuple[str, str, str]  # (kind, run_id, client_id)
 _MISSING = object()
-
-
-def _copy(row: ClientRow) -> ClientRow:
-    """A row whose fields the caller may change without changing the store."""
-    return replace(row, fields=dict(row.fields))
 
 
 class MemoryStore:
@@ -127,7 +123,7 @@ class MemoryStore:
         now = self._clock()
         if self._seen(delta.idempotency_key, now):
             if old is not None:
-                return _copy(old), False
+                return copy_row(old), False
             return ClientRow(delta.run_id, delta.client_id, {}), False
         row = next_client_row(old, delta, finalize)
         fields = row.fields
@@ -146,7 +142,7 @@ class MemoryStore:
             job_fields = dict(job.fields)
             if job_start_from_client(job_fields, fields):
                 self._put_job(delta.run_id, job_fields)
-        return replace(_copy(row), job_completed=job is not None and job.completed), True
+        return replace(copy_row(row), job_completed=job is not None and job.completed), True
 
     def _job_row(self, row: JobRow) -> JobRow:
         ids = tuple(sorted(c for (r, c) in self._clients if r == row.run_id))
@@ -164,11 +160,11 @@ class MemoryStore:
     def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
         with self._lock:
             row = self._clients.get((run_id, client_id))
-            return _copy(row) if row is not None else None
+            return copy_row(row) if row is not None else None
 
     def list_clients(self, run_id: str) -> list[ClientRow]:
         with self._lock:
-            rows = [_copy(row) for (r, _), row in self._clients.items() if r == run_id]
+            rows = [copy_row(row) for (r, _), row in self._clients.items() if r == run_id]
         return sorted(rows, key=lambda r: r.client_id)
 
     # -- job rows
@@ -191,7 +187,7 @@ class MemoryStore:
             if job is None:
                 raise KeyError(run_id)
             fields = dict(job.fields)
-            update(fields, [_copy(row) for (r, _), row in sorted(self._clients.items()) if r == run_id])
+            update(fields, [copy_row(row) for (r, _), row in sorted(self._clients.items()) if r == run_id])
             return self._job_row(self._put_job(run_id, fields, complete))
 
     def get_job(self, run_id: str) -> JobRow | None:
