@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.base import ClientDelta, load_store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.redis import RedisStore, parse_url
@@ -176,6 +177,26 @@ def test_server_going_away_raises_store_error_and_recovers(tmp_path: Path) -> No
         assert job.fields["Seen"] == 1
     finally:
         store.close()
+        _stop(proc)
+
+
+def test_updates_are_buffered_while_redis_is_down(tmp_path: Path) -> None:
+    """With Redis down, updates are still accepted into the buffer and land once it is back."""
+    port = _free_port()
+    proc = _start_server(port, tmp_path)
+    service = MetricsService(RedisStore(f"redis://127.0.0.1:{port}/0"), buffer_ttl=3600, flush_interval=3600)
+    try:
+        _stop(proc)
+        assert service.update_client_metrics("230615-120000", "acme", {LEADS: 2}).metrics[LEADS] == 2
+        with pytest.raises(StoreError):
+            service.flush()
+        proc = _start_server(port, tmp_path)
+        service.update_client_metrics("230615-120000", "acme", {LEADS: 3})
+        service.flush()
+        stored = service.store.get_client("230615-120000", "acme")
+        assert stored is not None and stored.fields[LEADS] == 5
+    finally:
+        service.close()
         _stop(proc)
 
 

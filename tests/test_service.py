@@ -16,7 +16,6 @@ from flask_jobmetrics import (
     InvalidMetricError,
     InvalidRunIdError,
     Status,
-    StoreError,
     UnknownRunError,
 )
 from flask_jobmetrics.models import RejectedMetric
@@ -480,30 +479,3 @@ def test_a_late_failure_turns_a_completed_job_into_completed_with_errors(service
     service.complete_job_metrics(other, success=False)
     service.complete_client_metrics(other, "acme", {"Leads Processed": 1})
     assert service.get_job_run(other).status is Status.FAILED  # type: ignore[union-attr]
-
-
-def test_updates_are_buffered_while_the_store_is_unreachable(clock: Clock) -> None:
-    """With the store down, updates are still accepted into the buffer and land once it is back."""
-    down = True
-
-    class FlakyStore(MemoryStore):
-        def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
-            if down:
-                raise StoreError("store unreachable")
-            return super().get_client(run_id, client_id)
-
-        def merge_clients(self, deltas: Any) -> list[ClientRow]:
-            if down:
-                raise StoreError("store unreachable")
-            return super().merge_clients(deltas)
-
-    svc = MetricsService(FlakyStore(), clock=clock, buffer_ttl=3600, flush_interval=3600)
-    assert svc.update_client_metrics(RUN, "acme", {"Leads Processed": 2}).metrics["Leads Processed"] == 2
-    with pytest.raises(StoreError):
-        svc.flush()
-    down = False
-    svc.update_client_metrics(RUN, "acme", {"Leads Processed": 3})
-    svc.flush()
-    stored = svc.store.get_client(RUN, "acme")
-    assert stored is not None and stored.fields["Leads Processed"] == 5
-    svc.close()
