@@ -21,7 +21,7 @@ from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
 from .log import LogFormat
-from .receivers import connect_receivers, rejected_sender
+from .receivers import connect_receivers, failed_sender, rejected_sender
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
@@ -98,8 +98,10 @@ class JobMetrics:
             buffer_maxsize=settings.buffer_maxsize,
             on_rejected=rejected_sender(app, log_format),
             on_stored=publisher.wake if publisher is not None else None,
+            on_client_failed=failed_sender(app, log_format),
             publisher=publisher,
             log_format=log_format,
+            progress_log_chars=settings.progress_log_chars,
         )
         state = JobMetricsState(self, settings, service)
         app.extensions[EXTENSION_KEY] = state
@@ -147,6 +149,7 @@ class JobMetrics:
 
     update_client_metrics = _on_bound_app(MetricsService.update_client_metrics)
     complete_client_metrics = _on_bound_app(MetricsService.complete_client_metrics)
+    log_progress = _on_bound_app(MetricsService.log_progress)
     update_job_aggregate_metrics = _on_bound_app(MetricsService.update_job_aggregate_metrics)
     complete_job_metrics = _on_bound_app(MetricsService.complete_job_metrics)
     start_job = _on_bound_app(MetricsService.start_job)
@@ -162,6 +165,7 @@ class JobMetrics:
 
 update_client_metrics = _on_current_app(MetricsService.update_client_metrics)
 complete_client_metrics = _on_current_app(MetricsService.complete_client_metrics)
+log_progress = _on_current_app(MetricsService.log_progress)
 update_job_aggregate_metrics = _on_current_app(MetricsService.update_job_aggregate_metrics)
 complete_job_metrics = _on_current_app(MetricsService.complete_job_metrics)
 start_job = _on_current_app(MetricsService.start_job)

@@ -14,14 +14,18 @@ from typing import Any, Protocol
 from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
-from .deltas import ClientDelta, Ops
+from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, validate_client_id
 from .schema import (
     END_TIME,
+    ERROR_DETAILS,
+    LAST_UPDATE,
+    PROGRESS_LOG,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
@@ -37,6 +41,8 @@ __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key"
 
 Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
+#: ``on_client_failed(run_id, client_id, error)``: a client run completed as Failed.
+FailedHook = Callable[[str, str, "str | None"], None]
 
 
 class PublishOutcome(Protocol):
@@ -81,7 +87,8 @@ class MetricsService:
 
     Its collaborators are handed in: ``on_rejected(run_id, client_id, rejected)`` hears of
     rejected metrics, ``on_stored()`` of every change merged into the store (the publisher's
-    wake-up), and ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off).
+    wake-up), ``on_client_failed(run_id, client_id, error)`` of every client run completed as
+    ``Failed``, and ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off).
     """
 
     def __init__(
@@ -97,8 +104,10 @@ class MetricsService:
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
+        on_client_failed: FailedHook | None = None,
         publisher: RowPublisher | None = None,
         log_format: LogFormat | None = None,
+        progress_log_chars: int = PROGRESS_LOG_CHARS,
     ) -> None:
         self.store = store
         self.registry = registry if registry is not None else MetricRegistry()
@@ -107,6 +116,8 @@ class MetricsService:
         self.clock = clock
         self.on_rejected = on_rejected
         self.on_stored = on_stored
+        self.on_client_failed = on_client_failed
+        self.progress_log_chars = progress_log_chars
         self.log_format = log_format
         self.logger = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
         self.buffer = MetricsBuffer(
@@ -232,7 +243,62 @@ class MetricsService:
         aggregate_of = self.registry.aggregate_of
         return {name: (aggregate_of(name), value) for name, value in values.items()}
 
+    def _failed(self, run: str, client: str, error: str | None) -> None:
+        """Tell ``on_client_failed``. Never raises: the completion stands."""
+        if self.on_client_failed is None:
+            return
+        try:
+            self.on_client_failed(run, client, error)
+        except Exception as exc:
+            self.logger.warning("a client-failed hook failed for %s/%s: %r", run, client, exc)
+
+    def _line(self, message: str, when: datetime | None = None) -> tuple[str, Any]:
+        """The op appending one timestamped line to the Progress Log."""
+        return append_op(log_line(when or self.clock(), message), self.progress_log_chars)
+
+    def _add_line(self, fields: dict[str, Any], message: str, when: datetime) -> None:
+        """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
+        fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
+
+    def _activity(self, ops: Ops, run: str, client: str, known: ClientRow | None) -> None:
+        """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
+        new row, and the Progress Log's first line when this process never saw the row."""
+        now = self.clock()
+        if START_TIME not in ops:
+            ops[START_TIME] = ("min", now)
+        ops[LAST_UPDATE] = ("max", now)
+        if known is None and self.buffer.pending(run, client) is None:
+            first: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
+            if PROGRESS_LOG in ops:
+                merge_ops(first, {PROGRESS_LOG: ops[PROGRESS_LOG]})
+            ops[PROGRESS_LOG] = first[PROGRESS_LOG]
+
+    def _counts(self, fields: Mapping[str, Any]) -> str:
+        """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
+        sums = [spec for spec in self.registry.specs if spec.aggregate == "sum"]
+        return ", ".join(f"{spec.name} {fields[spec.field]:,}" for spec in sums if fields.get(spec.field))
+
     # -- client runs ------------------------------------------------------------------
+
+    @guarded
+    def log_progress(self, run_id: Any, client_id: Any, message: str) -> None:
+        """Append a timestamped line to the client run's ``Progress Log`` (merged like any
+        update: buffered, then kept in time order with every other process's lines)."""
+        run, client = self._ids(run_id, client_id)
+        check_text("message", message)
+        ops: Ops = {PROGRESS_LOG: self._line(message)}
+        self._activity(ops, run, client, self._known(run, client))
+        self.buffer.add(ClientDelta(run, client, ops))
+
+    @guarded
+    def record_error(self, run_id: Any, client_id: Any, error: BaseException | str) -> None:
+        """Set the client run's ``Error Details`` and log the error in its Progress Log,
+        without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
+        run, client = self._ids(run_id, client_id)
+        text = error_text(error)
+        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}")}
+        self._activity(ops, run, client, self._known(run, client))
+        self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
     def update_client_metrics(
@@ -254,9 +320,8 @@ class MetricsService:
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
         values, rejected = self.normalize_update(metrics, run, client, logger)
         ops = self.ops_of(values)
-        if START_TIME not in ops:
-            ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
+        self._activity(ops, run, client, known)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s", sorted(values) or "no metrics"
@@ -284,14 +349,26 @@ class MetricsService:
         client_id: Any,
         metrics: Mapping[str, Any] | None = None,
         *,
-        success: bool = True,
+        success: bool | None = None,
         totals: bool = False,
+        error: BaseException | str | None = None,
+        notes: str | None = None,
         logger: StructuredLogger | None = None,
     ) -> ClientRun:
-        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable.
+
+        ``error`` (an exception or a string) goes to ``Error Details`` and makes the run
+        ``Failed`` unless ``success=True`` is given; ``success`` defaults to True without an
+        error. ``notes`` is appended to ``System Notes``.
+        """
         run, client = self._ids(run_id, client_id)
-        check_bool("success", success)
+        if success is not None:
+            check_bool("success", success)
         check_bool("totals", totals)
+        error_details = error_text(error) if error is not None else None
+        if notes is not None:
+            check_text("notes", notes)
+        succeeded = success if success is not None else error_details is None
         log = self._log(logger, run, client)
         values, rejected = self.normalize_update(metrics, run, client, log)
         now = self.clock()
@@ -302,6 +379,11 @@ class MetricsService:
         ops = self.ops_of(values)
         ops.setdefault(START_TIME, ("min", now))
         ops.setdefault(END_TIME, ("max", now))
+        ops[LAST_UPDATE] = ("max", now)
+        if error_details is not None:
+            ops[ERROR_DETAILS] = ("last", error_details)
+        if notes:
+            ops[SYSTEM_NOTES] = append_op(notes)
         differences: list[tuple[str, Any, Any]] = []
 
         def finalize(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
@@ -311,14 +393,22 @@ class MetricsService:
                 if accumulated != total:
                     differences.append((name, accumulated, total))
                 fields[name] = total
-            fields[STATUS] = client_status(fields, explicit=explicit_status, success=success)
+            status = client_status(fields, explicit=explicit_status, success=succeeded)
+            fields[STATUS] = status
+            counts = self._counts(fields)
+            line = f"completed with status {status}" + (f" ({counts})" if counts else "")
+            self._add_line(fields, line + (f"; error: {error_details}" if error_details else ""), now)
 
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
         self._merged(row)
         for name, accumulated, total in differences:
             log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
-        log.info("client run completed with status %s", row.fields.get(STATUS))
+        if row.fields.get(STATUS) == Status.FAILED.value:
+            log.warning("client run failed%s", f": {error_details}" if error_details else "")
+            self._failed(run, client, error_details)
+        else:
+            log.info("client run completed with status %s", row.fields.get(STATUS))
         return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
 
     @guarded
@@ -413,9 +503,10 @@ class MetricsService:
         log = self._log(logger, run)
         self.buffer.flush(run_id=run)
         now = self.clock()  # an unknown run has no clients, and _update_job raises UnknownRunError
+        note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
         for row in self.store.list_clients(run):
             if not row.completed:  # never completed: Running ones failed; any other keeps its status
-                self._close_client(run, row.client_id, now, log)
+                self._close_client(run, row.client_id, now, log, note)
         stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
 
         def finish(fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
@@ -431,9 +522,12 @@ class MetricsService:
         )
         return job
 
-    def _close_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
-        """Complete a client run the job outlived: a Running one is closed as Failed, with a note."""
-        note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
+    def _close_client(
+        self, run: str, client: str, now: datetime, log: StructuredLogger, note: str, error: str | None = None
+    ) -> bool:
+        """Complete a client run the job outlived: a Running one is closed as Failed, with a
+        note, ``error`` in its ``Error Details`` (unless it has some) and a Progress Log line.
+        True when it was closed."""
         closed: list[bool] = []
 
         def close(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
@@ -441,6 +535,9 @@ class MetricsService:
             if fields.get(STATUS) == Status.RUNNING.value:
                 fields[STATUS] = Status.FAILED.value
                 add_note(fields, note)
+                if error is not None and not fields.get(ERROR_DETAILS):
+                    fields[ERROR_DETAILS] = error
+                self._add_line(fields, f"closed as Failed: {error or note}", now)
                 closed.append(True)
 
         row, _ = self.store.merge_client(
@@ -451,6 +548,8 @@ class MetricsService:
             log.bind(scope="CLIENT", client_id=client).warning(
                 "client run was still running; closed as Failed"
             )
+            self._failed(run, client, row.fields.get(ERROR_DETAILS) or note)
+        return bool(closed)
 
     @guarded
     def get_job_run(self, run_id: Any) -> JobRun | None:

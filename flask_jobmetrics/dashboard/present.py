@@ -124,6 +124,13 @@ class ClientRowView:
     duration: str
     numbers: tuple[str, ...]
     notes: str
+    #: Error Details ("" when none) and the Progress Log, shown under the table.
+    error: str = ""
+    progress_log: str = ""
+
+    @property
+    def has_details(self) -> bool:
+        return bool(self.error or self.notes or self.progress_log)
 
 
 def client_row(client: ClientRun, now: datetime) -> ClientRowView:
@@ -135,6 +142,8 @@ def client_row(client: ClientRun, now: datetime) -> ClientRowView:
         duration=fmt_duration(client.start_time, client.end_time, client.status, now),
         numbers=tuple(fmt_number(client.metrics.get(field)) for _, field in CLIENT_COLUMNS),
         notes=client.notes,
+        error=client.error or "",
+        progress_log=client.progress_log,
     )
 
 

@@ -146,7 +146,84 @@ local function add(a, b)
   if ka == 'str' and kb == 'str' then return cjson.encode(cjson.decode(a) .. cjson.decode(b)) end
   fail('JMTYPE', 'unsupported operand types for +: ' .. ka .. ' and ' .. kb)
 end
+-- Appended text (flask_jobmetrics.journal and longtext, character for character): lines
+-- merged in the order of their leading timestamp, then bounded, the newest text kept.
+local ELLIPSIS = '\226\128\166'
+local function nchars(s)  -- characters, as Python's len (UTF-8 continuation bytes not counted)
+  local _, continuation = string.gsub(s, '[\128-\191]', '')
+  return #s - continuation
+end
+local function byte_of(s, n)  -- the byte index of the character after the first n
+  if n <= 0 then return 1 end
+  local count = 0
+  for i = 1, #s do
+    local b = string.byte(s, i)
+    if b < 128 or b >= 192 then
+      if count == n then return i end
+      count = count + 1
+    end
+  end
+  return #s + 1
+end
+local MARK_HEAD, MARK_TAIL = '[' .. ELLIPSIS .. ' ', ' earlier characters cut ' .. ELLIPSIS .. ']\n'
+local MARK = '^%[' .. ELLIPSIS .. ' ([%d,]+) earlier characters cut ' .. ELLIPSIS .. '%]\n()'
+local function cut_mark(count)  -- as Python's format(count, ',')
+  local grouped = string.reverse((string.gsub(string.reverse(string.format('%d', count)), '(%d%d%d)', '%1,')))
+  return MARK_HEAD .. (string.gsub(grouped, '^,', '')) .. MARK_TAIL
+end
+local function bound_text(text, limit)
+  if nchars(text) <= limit then return text end
+  local rest, already = text, 0
+  local count, after = string.match(text, MARK)
+  if count then
+    already = tonumber((string.gsub(count, ',', '')))
+    rest = string.sub(text, after)
+  end
+  local size = nchars(rest)
+  local start = math.max(0, size - (limit - nchars(cut_mark(already + size))))
+  local from = byte_of(rest, start)
+  if start > 0 then
+    local newline = string.find(rest, '\n', from, true)
+    if newline and newline < byte_of(rest, start + 1000) then
+      return cut_mark(already + nchars(string.sub(rest, 1, newline))) .. string.sub(rest, newline + 1)
+    end
+  end
+  return cut_mark(already + start) .. string.sub(rest, from)
+end
+local STAMP = '^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d%d%dZ '
+local function line_key(line)
+  if string.find(line, STAMP) then return string.sub(line, 1, 24) end
+  return ''
+end
+local function split_lines(s)
+  local out = {}
+  for line in string.gmatch(s .. '\n', '(.-)\n') do out[#out + 1] = line end
+  return out
+end
+local function merge_lines(old, new)
+  if old == nil or old == '' then return new end
+  if new == '' then return old end
+  local added = split_lines(new)
+  if line_key(added[1]) >= line_key(string.match(old, '([^\n]*)$')) then return old .. '\n' .. new end
+  local kept, out, i, j = split_lines(old), {}, 1, 1
+  while i <= #kept and j <= #added do
+    if line_key(added[j]) < line_key(kept[i]) then
+      out[#out + 1] = added[j]; j = j + 1
+    else
+      out[#out + 1] = kept[i]; i = i + 1
+    end
+  end
+  for n = i, #kept do out[#out + 1] = kept[n] end
+  for n = j, #added do out[#out + 1] = added[n] end
+  return table.concat(out, '\n')
+end
+local function append(old, new)  -- new: [limit, text]
+  local op, previous = cjson.decode(new), nil
+  if old ~= nil and kind(old) == 'str' then previous = cjson.decode(old) end
+  return cjson.encode(bound_text(merge_lines(previous, op[2]), op[1]))
+end
 local function combine(agg, old, new)
+  if agg == 'append' then return append(old, new) end
   if old == nil or old == 'null' then return new end
   if new == 'null' then return old end
   if agg == 'sum' then return add(old, new) end
