@@ -1,9 +1,9 @@
 """``FakeAirtable``: Airtable's REST API, emulated over real HTTP for tests.
 
 Point ``pyairtable.Api(api_key, endpoint_url=fake.url)`` at a started emulator: the
-records API, the metadata API, ``filterByFormula``, the per-base rate limit and
-Airtable's error bodies behave as Airtable's do. Faults (errors, delays, dropped
-connections) can be queued, and every request is logged.
+records API, the metadata API, ``filterByFormula``, token scopes, the per-base rate limit,
+Airtable's size limits and its error bodies behave as Airtable's do. Faults (errors,
+delays, dropped connections) can be queued, and every request is logged.
 """
 
 from __future__ import annotations
@@ -21,10 +21,19 @@ from typing import Any, NoReturn
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from ..airtable_limits import MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BODY_BYTES, REQUESTS_PER_SECOND
 from . import _records as recops
 from ._control import Faults, LoggedRequest, RateLimiter, RequestKind, max_in_any_second
-from ._dispatch import Route, Store, classify, dispatch
-from ._errors import AirtableError, auth_required, error_body, not_found_route, rate_limited
+from ._dispatch import ALL_SCOPES, Route, Store, classify, dispatch, required_scope
+from ._errors import (
+    AirtableError,
+    auth_required,
+    error_body,
+    model_not_found,
+    not_found_route,
+    rate_limited,
+    request_too_large,
+)
 from ._fields import normalize_options
 from ._model import Base, FieldSpecs, IdFactory, Table
 
@@ -44,26 +53,37 @@ class FakeAirtable:
     """An Airtable API emulator served on ``127.0.0.1`` at an ephemeral port.
 
     Args:
-        api_key: The only bearer token accepted; any other gets 401.
+        api_key: A bearer token accepted (more with ``add_token``); any other gets 401.
+        scopes: The scopes of ``api_key`` (default: all of ``ALL_SCOPES``). A request its
+            token has no scope for gets 403, as from Airtable.
         rate_limit: Requests per second per base (sliding one-second window); the
             request over it gets 429 and locks the base. ``None`` disables the limit.
         rate_limit_lock_seconds: How long a base answers 429 after going over the limit.
+        max_request_bytes: A request body over this many bytes gets 413.
         clock: Monotonic seconds, for the rate limit and the request log.
         seed: Seed of the generated ids (``rec...``, ``fld...``), for repeatable runs.
     """
+
+    #: Every scope the emulator checks: ``data.records:read``/``:write``, ``schema.bases:read``/``:write``.
+    ALL_SCOPES = ALL_SCOPES
 
     def __init__(
         self,
         api_key: str = "keyTEST",
         *,
-        rate_limit: float | None = 5.0,
+        scopes: Iterable[str] | None = None,
+        rate_limit: float | None = REQUESTS_PER_SECOND,
         rate_limit_lock_seconds: float = 30.0,
+        max_request_bytes: int = MAX_REQUEST_BODY_BYTES,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = 0,
     ) -> None:
         self.api_key = api_key
-        self._clock = clock
+        self.max_request_bytes = max_request_bytes
         self._lock = threading.RLock()
+        self._tokens: dict[str, frozenset[str]] = {}
+        self.add_token(api_key, ALL_SCOPES if scopes is None else scopes)
+        self._clock = clock
         self._store = Store(IdFactory(seed), lambda: datetime.now(timezone.utc))
         self._limiter = RateLimiter(rate_limit, rate_limit_lock_seconds)
         self._faults = Faults()
@@ -111,6 +131,15 @@ class FakeAirtable:
         if self._server is None:
             raise RuntimeError("FakeAirtable is not started")
         return f"http://127.0.0.1:{self._server.port}"
+
+    def add_token(self, token: str, scopes: Iterable[str] = ALL_SCOPES) -> None:
+        """Accept ``token`` too, with only ``scopes`` (replacing its scopes if it is known)."""
+        granted = frozenset(scopes)
+        unknown = sorted(granted - ALL_SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {sorted(ALL_SCOPES)}")
+        with self._lock:
+            self._tokens[token] = granted
 
     # -- data helpers (no HTTP, no rate limit, not logged) -------------------------------
 
@@ -196,7 +225,7 @@ class FakeAirtable:
         with self._data():
             target = self._table(base_id, table)
             created: list[dict[str, Any]] = []
-            for chunk in _chunks([dict(row) for row in rows], recops.MAX_RECORDS_PER_REQUEST):
+            for chunk in _chunks([dict(row) for row in rows], MAX_RECORDS_PER_REQUEST):
                 body = {"records": [{"fields": row} for row in chunk], "typecast": typecast}
                 context = recops.WriteContext(self._store.ids, self._store.now, [])
                 created += recops.create(target, body, context)["records"]
@@ -218,25 +247,38 @@ class FakeAirtable:
 
     # -- faults ---------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 503, body: dict[str, Any] | None = None) -> None:
-        """The next ``n`` record requests get ``status`` (Airtable's body for it unless ``body``)."""
-        with self._lock:
-            self._faults.add_failure(n, status, body)
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        body: dict[str, Any] | None = None,
+        *,
+        kind: RequestKind | None = None,
+    ) -> None:
+        """The next ``n`` requests get ``status`` (Airtable's body for it unless ``body``).
 
-    def delay_next(self, n: int, seconds: float, *, apply: bool = False) -> None:
-        """Hold each of the next ``n`` requests ``seconds`` (real time) before answering.
+        ``kind`` (``"read"``, ``"write"`` or ``"meta"``) keeps the failures for requests of
+        that kind; without it the next requests of any kind fail, metadata ones included.
+        """
+        with self._lock:
+            self._faults.add_failure(n, status, body, kind)
+
+    def delay_next(
+        self, n: int, seconds: float, *, apply: bool = False, kind: RequestKind | None = None
+    ) -> None:
+        """Hold each of the next ``n`` requests (of ``kind``, if given) ``seconds`` (real time).
 
         With ``apply=False`` (the default) the request is then dropped without being
         applied, as if it never reached Airtable: the client sees its read timeout and
         nothing changed. With ``apply=True`` it is handled normally after the delay.
         """
         with self._lock:
-            self._faults.add_delay(n, seconds, apply)
+            self._faults.add_delay(n, seconds, apply, kind)
 
-    def drop_next(self, n: int = 1) -> None:
-        """Close the connection of each of the next ``n`` requests without answering."""
+    def drop_next(self, n: int = 1, *, kind: RequestKind | None = None) -> None:
+        """Close the connection of each of the next ``n`` requests (of ``kind``, if given) unanswered."""
         with self._lock:
-            self._faults.add_drop(n)
+            self._faults.add_drop(n, kind)
 
     def fail_records(
         self,
@@ -310,7 +352,8 @@ class FakeAirtable:
         segments = [urllib.parse.unquote(s) for s in path.split("/")[2:]] if path.startswith("/v0/") else None
         route = classify(method, segments) if segments is not None else Route([], None, "meta")
         query = request.args.to_dict(flat=False)
-        body, body_error = _parse_json(raw)
+        too_large = len(raw) > self.max_request_bytes
+        body, body_error = (None, False) if too_large else _parse_json(raw)
 
         def log(status: int | None, moment: float) -> None:
             decoded = urllib.parse.unquote(path)
@@ -318,10 +361,16 @@ class FakeAirtable:
                 LoggedRequest(method, decoded, query, body, status, moment, route.base_id, route.kind)
             )
 
-        authorized = request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        header = request.headers.get("Authorization", "")
         with self._lock:
+            scopes = self._tokens.get(header[7:]) if header.startswith("Bearer ") else None
+            authorized = scopes is not None
             arrival = self._clock()
-            fault = self._faults.take_transport()
+            if too_large:  # refused before it reaches the API: not rate-limit counted, no fault
+                refusal = request_too_large()
+                log(refusal.status, arrival)
+                return _json_response(refusal.body, refusal.status)(environ, start_response)
+            fault = self._faults.take_transport(route.kind)
             # Airtable counts a request when it arrives, however long it then takes.
             allowed = not (
                 authorized
@@ -339,15 +388,13 @@ class FakeAirtable:
                 log(None, arrival)
             _drop_connection(environ)
         with self._lock:
-            status, payload = self._respond(
-                authorized, allowed, method, route, segments, query, body, body_error
-            )
+            status, payload = self._respond(scopes, allowed, method, route, segments, query, body, body_error)
             log(status, arrival)
-        return Response(json.dumps(payload), status, mimetype="application/json")(environ, start_response)
+        return _json_response(payload, status)(environ, start_response)
 
     def _respond(
         self,
-        authorized: bool,
+        scopes: frozenset[str] | None,
         allowed: bool,
         method: str,
         route: Route,
@@ -357,14 +404,17 @@ class FakeAirtable:
         body_error: bool,
     ) -> tuple[int, Any]:
         try:
-            if not authorized:
+            if scopes is None:
                 raise auth_required()
             if segments is None:
                 raise not_found_route()
             if not allowed:
                 raise rate_limited()
-            if route.kind != "meta" and (failure := self._faults.take_failure()) is not None:
+            if (failure := self._faults.take_failure(route.kind)) is not None:
                 raise failure
+            needed = required_scope(method, route)
+            if needed is not None and needed not in scopes:
+                raise model_not_found()
             if body_error:
                 raise AirtableError(
                     400, error_body("INVALID_REQUEST_UNKNOWN", "Could not parse request body")
@@ -372,6 +422,10 @@ class FakeAirtable:
             return 200, dispatch(self._store, method, route, query, body)
         except AirtableError as exc:
             return exc.status, exc.body
+
+
+def _json_response(payload: Any, status: int) -> Response:
+    return Response(json.dumps(payload), status, mimetype="application/json")
 
 
 def _parse_json(raw: bytes) -> tuple[Any, bool]:
