@@ -1,5 +1,5 @@
-"""The publisher against a FakeAirtable token without the schema scopes: it cannot read the
-base's fields, so it learns the missing ones from Airtable's 422s."""
+"""flask_jobmetrics against FakeAirtable tokens with fewer scopes: the publisher without the
+schema scopes learns missing fields from 422s; `airtable check`/`init` say which scope is missing."""
 
 from __future__ import annotations
 
@@ -9,21 +9,39 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from pyairtable import Api
 
 from flask_jobmetrics import JobMetrics
+from flask_jobmetrics.airtable.fields import field_definitions
+from flask_jobmetrics.airtable.schema import AirtableSchemaError, check, init
 from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.schema import BUILTIN_METRICS
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import BASE_ID
 
 RECORDS_ONLY = "patRECORDSONLY"
+SCHEMA_READ = "patSCHEMAREAD"
 CLIENTS = "Client Run Results"
+JOBS = "Job Tracking"
 
 
 @pytest.fixture
 def fake(fake_airtable_factory: Callable[..., FakeAirtable]) -> FakeAirtable:
     fake = fake_airtable_factory(rate_limit=None)
     fake.add_token(RECORDS_ONLY, {"data.records:read", "data.records:write"})
+    fake.add_token(SCHEMA_READ, {"schema.bases:read"})
     return fake
+
+
+def api_for(fake: FakeAirtable, token: str) -> Api:
+    return Api(token, endpoint_url=fake.url, retry_strategy=None)
+
+
+def tables() -> dict[str, dict[str, dict[str, object]]]:
+    return {
+        JOBS: field_definitions(BUILTIN_METRICS, job=True),
+        CLIENTS: field_definitions(BUILTIN_METRICS, job=False),
+    }
 
 
 def test_without_schema_scope_missing_fields_are_learned_from_422s(
@@ -60,3 +78,20 @@ def test_without_schema_scope_missing_fields_are_learned_from_422s(
     )
     assert all("Total Tokens" not in r for r in rows)
     assert any("schema not readable" in r.getMessage() for r in caplog.records)
+
+
+def test_check_without_schema_read_names_the_scopes(fake: FakeAirtable) -> None:
+    """`airtable check` with a token lacking schema.bases:read fails on the 403 with the scopes hint."""
+    with pytest.raises(AirtableSchemaError, match=r"HTTP 403 .*schema\.bases:read and schema\.bases:write"):
+        check(api_for(fake, RECORDS_ONLY), BASE_ID, tables())
+
+
+def test_init_with_schema_read_only_checks_but_creates_nothing(fake: FakeAirtable) -> None:
+    """With schema.bases:read alone `check` works and `init` is refused at its first creation."""
+    fake.remove_field(BASE_ID, CLIENTS, "Total Tokens")
+    api = api_for(fake, SCHEMA_READ)
+    assert check(api, BASE_ID, tables()).missing_fields == {CLIENTS: (("Total Tokens", "number"),)}
+    with pytest.raises(AirtableSchemaError, match=r'create field "Total Tokens" .*HTTP 403') as caught:
+        init(api, BASE_ID, tables())
+    assert caught.value.done == []
+    assert "Total Tokens" not in {f["name"] for f in fake.schema(BASE_ID)["tables"][1]["fields"]}
