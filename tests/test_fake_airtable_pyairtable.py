@@ -35,13 +35,9 @@ def fake(fake_airtable_factory: Callable[..., FakeAirtable]) -> FakeAirtable:
 
 
 @pytest.fixture
-def api(fake: FakeAirtable) -> Api:
-    return Api(API_KEY, endpoint_url=fake.url, retry_strategy=None)
-
-
-@pytest.fixture
-def table(api: Api) -> Table:
-    return api.table(BASE, TABLE)
+def table(fake: FakeAirtable) -> Table:
+    """The ``Samples`` table through a pyairtable client without retries."""
+    return Api(API_KEY, endpoint_url=fake.url, retry_strategy=None).table(BASE, TABLE)
 
 
 def field_id(fake: FakeAirtable, name: str) -> str:
@@ -245,15 +241,16 @@ def test_batch_upsert_returns_fields_by_id_when_asked(fake: FakeAirtable, table:
 # -- metadata -----------------------------------------------------------------------------
 
 
-def test_bases_base_and_schemas(fake: FakeAirtable, api: Api) -> None:
+def test_bases_base_and_schemas(fake: FakeAirtable, table: Table) -> None:
     """Api.bases(), Api.base(validate=True), Base.schema() and Table.schema() describe the base;
     a field is found in the schema by its name and by its id."""
+    api = table.api
     bases = {b.id: b for b in api.bases()}
     assert bases[BASE].name == "Samples base"
     assert bases[BASE].table(TABLE).name == TABLE
     assert api.base(BASE, validate=True).name == "Samples base"
     assert api.base(BASE).schema().table(TABLE).name == TABLE
-    schema = api.table(BASE, TABLE).schema()
+    schema = table.schema()
     label = field_id(fake, "Label")
     assert schema.field("Label").id == label
     assert schema.field(label).name == "Label"

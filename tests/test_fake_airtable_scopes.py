@@ -8,16 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from flask import Flask
 from pyairtable import Api
 
-from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.airtable.fields import field_definitions
 from flask_jobmetrics.airtable.schema import AirtableSchemaError, check, init
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.schema import BUILTIN_METRICS
+from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import BASE_ID
+
+from .support import jobmetrics_app
 
 RECORDS_ONLY = "patRECORDSONLY"
 SCHEMA_READ = "patSCHEMAREAD"
@@ -49,33 +49,22 @@ def test_without_schema_scope_missing_fields_are_learned_from_422s(
 ) -> None:
     """The schema read gets 403; one 422 UNKNOWN_FIELD_NAME, then every row lands without the field."""
     fake.remove_field(BASE_ID, CLIENTS, "Total Tokens")
-    app = Flask(__name__, instance_path=str(tmp_path))
-    app.config.update(
-        TESTING=True,
-        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=RECORDS_ONLY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake.url,
-    )
-    JobMetrics(app)
-    ext = get_state(app).extension
-    try:
+    airtable = {"API_KEY": RECORDS_ONLY, "BASE_ID": BASE_ID, "ENDPOINT_URL": fake.url}
+    settings = {f"JOBMETRICS_AIRTABLE_{key}": value for key, value in airtable.items()}
+    with jobmetrics_app(tmp_path, **settings) as app:
+        ext = get_state(app).extension
         with caplog.at_level(logging.INFO, logger="flask_jobmetrics"):
             for batch in range(2):
-                for i in range(12):
+                for i in range(3):
                     ext.complete_client_metrics(
                         "230615-120000", f"c{batch}-{i:02d}", {"Total Tokens": 10 + i}
                     )
                 report = ext.flush(timeout=30)
                 assert (report.pending, report.dead) == (0, 0)
-    finally:
-        get_state(app).service.close()
     assert [r.status for r in fake.requests if r.kind == "meta"] == [403]
     assert sum(r.status == 422 for r in fake.requests) == 1
     rows = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
-    assert sorted(r["Client ID"] for r in rows) == sorted(
-        f"c{b}-{i:02d}" for b in range(2) for i in range(12)
-    )
+    assert sorted(r["Client ID"] for r in rows) == sorted(f"c{b}-{i:02d}" for b in range(2) for i in range(3))
     assert all("Total Tokens" not in r for r in rows)
     assert any("schema not readable" in r.getMessage() for r in caplog.records)
 
