@@ -21,7 +21,7 @@ from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
 from .log import LogFormat
-from .receivers import connect_receivers, failed_sender, rejected_sender
+from .receivers import connect_receivers, failed_sender, rejected_sender, stalled_sender
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
@@ -99,9 +99,11 @@ class JobMetrics:
             on_rejected=rejected_sender(app, log_format),
             on_stored=publisher.wake if publisher is not None else None,
             on_client_failed=failed_sender(app, log_format),
+            on_stalled=stalled_sender(app, log_format),
             publisher=publisher,
             log_format=log_format,
             progress_log_chars=settings.progress_log_chars,
+            stale_after=settings.stale_after,
         )
         state = JobMetricsState(self, settings, service)
         app.extensions[EXTENSION_KEY] = state
@@ -116,6 +118,7 @@ class JobMetrics:
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
         register_dashboard(app, state)
+        state.service.start_watchdog()
 
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from cachetools import LRUCache
@@ -16,10 +16,12 @@ from cachetools import LRUCache
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .formatting import span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, StructuredLogger
+from .longtext import bound_text
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
-from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
+from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
 from .runids import RunId, validate_client_id
 from .schema import (
     END_TIME,
@@ -36,6 +38,7 @@ from .shutdown import guarded
 from .stores.base import ClientRow, JobRow, JobUpdate, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
+from .watchdog import LeasedTask
 
 __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
 
@@ -43,6 +46,12 @@ Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
 #: ``on_client_failed(run_id, client_id, error)``: a client run completed as Failed.
 FailedHook = Callable[[str, str, "str | None"], None]
+#: ``on_stalled(run_id, client_ids)``: the watchdog closed a job; the clients it failed.
+StalledHook = Callable[[str, list[str]], None]
+#: ``list_jobs`` needs a limit: the watchdog looks at every running job.
+_ALL_JOBS = 1_000_000
+#: The lease of the watchdog (one process at a time runs it).
+WATCHDOG_LEASE = "jobmetrics-watchdog"
 
 
 class PublishOutcome(Protocol):
@@ -88,7 +97,9 @@ class MetricsService:
     Its collaborators are handed in: ``on_rejected(run_id, client_id, rejected)`` hears of
     rejected metrics, ``on_stored()`` of every change merged into the store (the publisher's
     wake-up), ``on_client_failed(run_id, client_id, error)`` of every client run completed as
-    ``Failed``, and ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off).
+    ``Failed``, ``on_stalled(run_id, client_ids)`` of every job the watchdog closed, and
+    ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off). With
+    ``stale_after`` > 0 a watchdog closes jobs that had no update for that many seconds.
     """
 
     def __init__(
@@ -105,9 +116,11 @@ class MetricsService:
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
         on_client_failed: FailedHook | None = None,
+        on_stalled: StalledHook | None = None,
         publisher: RowPublisher | None = None,
         log_format: LogFormat | None = None,
         progress_log_chars: int = PROGRESS_LOG_CHARS,
+        stale_after: float = 0.0,
     ) -> None:
         self.store = store
         self.registry = registry if registry is not None else MetricRegistry()
@@ -117,7 +130,11 @@ class MetricsService:
         self.on_rejected = on_rejected
         self.on_stored = on_stored
         self.on_client_failed = on_client_failed
+        self.on_stalled = on_stalled
         self.progress_log_chars = progress_log_chars
+        if stale_after < 0:
+            raise ValueError(f"stale_after must be seconds > 0, or 0 for no watchdog, got {stale_after!r}")
+        self.stale_after = stale_after
         self.log_format = log_format
         self.logger = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
         self.buffer = MetricsBuffer(
@@ -134,6 +151,20 @@ class MetricsService:
         self._warned_unknown: set[str] = set()
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
+        #: The watchdog closing stalled jobs (``close_stalled``), when ``stale_after`` > 0; its
+        #: thread is started by ``start_watchdog``.
+        self.watchdog = (
+            LeasedTask(
+                self.close_stalled,
+                store=store,
+                name=WATCHDOG_LEASE,
+                interval=min(60.0, stale_after / 2),
+                clock=lambda: self.clock().timestamp(),
+                logger=self.logger.bind(process="watchdog"),
+            )
+            if stale_after > 0
+            else None
+        )
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -535,8 +566,9 @@ class MetricsService:
             if fields.get(STATUS) == Status.RUNNING.value:
                 fields[STATUS] = Status.FAILED.value
                 add_note(fields, note)
-                if error is not None and not fields.get(ERROR_DETAILS):
-                    fields[ERROR_DETAILS] = error
+                if error is not None:  # an earlier error stays visible below
+                    earlier = fields.get(ERROR_DETAILS)
+                    fields[ERROR_DETAILS] = bound_text(f"{error}\nEarlier: {earlier}" if earlier else error)
                 self._add_line(fields, f"closed as Failed: {error or note}", now)
                 closed.append(True)
 
@@ -550,6 +582,62 @@ class MetricsService:
             )
             self._failed(run, client, row.fields.get(ERROR_DETAILS) or note)
         return bool(closed)
+
+    # -- the watchdog -----------------------------------------------------------------
+
+    def start_watchdog(self) -> None:
+        """Start the watchdog's thread (when ``stale_after`` > 0); safe to repeat."""
+        if self.watchdog is not None:
+            self.watchdog.start()
+
+    @guarded
+    def close_stalled(self, stale_after: float | None = None) -> list[str]:
+        """Close every ``Running`` job with no update for ``stale_after`` seconds (default: the
+        service's): its running clients become ``Failed`` (Error Details: stalled, since when),
+        the job is completed by the usual rules with a note, ``on_stalled`` is told. Returns
+        the run IDs closed. The watchdog calls it; it can be called by hand."""
+        seconds = self.stale_after if stale_after is None else stale_after
+        if seconds <= 0:
+            raise ValueError(f"stale_after must be seconds > 0, got {seconds!r}")
+        now = self.clock()
+        cutoff = now - timedelta(seconds=seconds)
+        closed = []
+        for job in self.store.list_jobs(limit=_ALL_JOBS, status=Status.RUNNING.value):
+            if self.buffer.clients_of(job.run_id):  # this process has updates of it on the way
+                continue
+            clients = self.store.list_clients(job.run_id)
+            times = [t for t in map(last_activity, [job.fields, *(c.fields for c in clients)]) if t]
+            last = max(times, default=None)
+            if last is None or last > cutoff:
+                continue
+            self._close_stalled(job.run_id, clients, last, now)
+            closed.append(job.run_id)
+        return closed
+
+    def _close_stalled(self, run: str, clients: Sequence[ClientRow], last: datetime, now: datetime) -> None:
+        log = self._log(None, run)
+        stalled = []
+        for row in clients:
+            if row.completed:
+                continue
+            since = last_activity(row.fields) or last
+            quiet = span((now - since).total_seconds())
+            error = f"stalled: no update since {since:%Y-%m-%d %H:%M:%S} UTC ({quiet})"
+            if self._close_client(run, row.client_id, now, log, f"Closed by the watchdog: {error}.", error):
+                stalled.append(row.client_id)
+        note = (
+            f"Closed by the watchdog at {now:%Y-%m-%d %H:%M:%S} UTC:"
+            f" no update since {last:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if stalled:
+            note += f"; {len(stalled)} running client run(s) closed as Failed"
+        self.complete_job_metrics(run, notes=note + ".", logger=log)
+        log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
+        if self.on_stalled is not None:
+            try:
+                self.on_stalled(run, stalled)
+            except Exception as exc:  # the closing stands
+                self.logger.warning("a stalled hook failed for %s: %r", run, exc)
 
     @guarded
     def get_job_run(self, run_id: Any) -> JobRun | None:
@@ -610,6 +698,8 @@ class MetricsService:
     def close(self) -> None:
         """Drain the buffer, stop the background threads and close the store."""
         self.buffer.stop(drain=True)
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.publisher is not None:
             self.publisher.stop()
         self.store.close()
