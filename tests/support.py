@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,13 @@ class AppMaker:
     def close(self) -> None:
         for ext, flask_app in self.built:
             ext.state(flask_app).service.close()
+
+
+@contextmanager
+def jobmetrics_app(instance: Path, name: str = "jobmetrics_test", **config: Any) -> Iterator[Flask]:
+    """One app for a ``with`` block, built as ``make_app`` builds them; closed when the block ends."""
+    maker = AppMaker(instance)
+    try:
+        yield maker(name=name, **config)
+    finally:
+        maker.close()
