@@ -22,7 +22,7 @@ from .log import LogFormat, StructuredLogger
 from .longtext import bound_text
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
-from .runids import RunId, validate_client_id
+from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
     ERROR_DETAILS,
@@ -312,7 +312,7 @@ class MetricsService:
     # -- client runs ------------------------------------------------------------------
 
     @guarded
-    def log_progress(self, run_id: Any, client_id: Any, message: str) -> None:
+    def log_progress(self, run_id: RunIdLike, client_id: str, message: str) -> None:
         """Append a timestamped line to the client run's ``Progress Log`` (merged like any
         update: buffered, then kept in time order with every other process's lines)."""
         run, client = self._ids(run_id, client_id)
@@ -322,7 +322,7 @@ class MetricsService:
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
-    def record_error(self, run_id: Any, client_id: Any, error: BaseException | str) -> None:
+    def record_error(self, run_id: RunIdLike, client_id: str, error: BaseException | str) -> None:
         """Set the client run's ``Error Details`` and log the error in its Progress Log,
         without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
         run, client = self._ids(run_id, client_id)
@@ -334,8 +334,8 @@ class MetricsService:
     @guarded
     def update_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None,
         *,
         logger: StructuredLogger | None = None,
@@ -376,8 +376,8 @@ class MetricsService:
     @guarded
     def complete_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None = None,
         *,
         success: bool | None = None,
@@ -443,7 +443,7 @@ class MetricsService:
         return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
 
     @guarded
-    def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
+    def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
         """The client run as stored plus this process's buffered updates, or None."""
         run, client = self._ids(run_id, client_id)
         row = self.store.get_client(run, client)
@@ -458,7 +458,7 @@ class MetricsService:
         )
 
     @guarded
-    def list_client_runs(self, run_id: Any) -> list[ClientRun]:
+    def list_client_runs(self, run_id: RunIdLike) -> list[ClientRun]:
         """Every client run of a job (stored plus this process's buffered ones), by client ID,
         read from the store in one call."""
         run = RunId.parse(run_id).base
@@ -474,7 +474,7 @@ class MetricsService:
 
     @guarded
     def start_job(
-        self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
+        self, run_id: RunIdLike | None = None, *, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
         """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
         check_text("notes", notes)
@@ -496,7 +496,9 @@ class MetricsService:
         return self._job_view(row.run_id, row)
 
     @guarded
-    def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
+    def update_job_aggregate_metrics(
+        self, run_id: RunIdLike, *, logger: StructuredLogger | None = None
+    ) -> JobRun:
         """Recompute the job row from all of its client runs."""
         run = RunId.parse(run_id).base
         self._log(logger, run)
@@ -525,7 +527,12 @@ class MetricsService:
 
     @guarded
     def complete_job_metrics(
-        self, run_id: Any, *, success: bool = True, notes: str = "", logger: StructuredLogger | None = None
+        self,
+        run_id: RunIdLike,
+        *,
+        success: bool = True,
+        notes: str = "",
+        logger: StructuredLogger | None = None,
     ) -> JobRun:
         """Close still-running clients as Failed, aggregate, and set the job's final status."""
         run = RunId.parse(run_id).base
@@ -640,7 +647,7 @@ class MetricsService:
                 self.logger.warning("a stalled hook failed for %s: %r", run, exc)
 
     @guarded
-    def get_job_run(self, run_id: Any) -> JobRun | None:
+    def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
         """The job run (live aggregates while it runs), or None."""
         run = RunId.parse(run_id).base
         return self._find_job(run)
@@ -671,7 +678,7 @@ class MetricsService:
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
 
     @guarded
-    def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
+    def list_job_runs(self, *, limit: int = 50, status: Status | str | None = None) -> list[JobRun]:
         """Job runs by start time, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")

@@ -1,4 +1,4 @@
-"""Shared fixtures: an injectable clock, a service on the memory store, and a Flask app."""
+"""Shared fixtures: the clock, a service on the memory store, and Flask apps (``make_app``, ``app``)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.base import Store
 from flask_jobmetrics.stores.memory import MemoryStore
 
-from .support import Clock, jobmetrics_app
+from .support import AppFactory, AppMaker, Clock
 from .test_store_contract import FACTORIES, _drop_redis_keys  # noqa: F401  (autouse: drops test Redis keys)
 
 
 @pytest.fixture
 def clock() -> Clock:
+    """The tests' one clock, moved by hand (a datetime for services, ``timestamp()`` for stores)."""
     return Clock()
 
 
@@ -31,10 +32,20 @@ def service(clock: Clock) -> Iterator[MetricsService]:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
+def make_app(tmp_path: Path) -> Iterator[AppFactory]:
+    """Build TESTING apps with JobMetrics: ``make_app(**config)`` on the memory store unless
+    ``config`` says otherwise (``clock=`` sets the service's clock); each closed after the test.
+
+    A module with its own defaults overrides this fixture with one that calls it."""
+    maker = AppMaker(tmp_path / "instance")
+    yield maker
+    maker.close()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
     """A TESTING Flask app with JobMetrics on a memory store."""
-    with jobmetrics_app(tmp_path / "instance") as flask_app:
-        yield flask_app
+    return make_app()
 
 
 @pytest.fixture(params=list(FACTORIES))
@@ -46,7 +57,7 @@ def store_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[An
         if request.param == "memory" and made:  # a memory store belongs to one service
             store: Store = made[0].store
         else:
-            store = FACTORIES[request.param](tmp_path, clock=lambda: clock().timestamp())
+            store = FACTORIES[request.param](tmp_path, clock=clock.timestamp)
         service = MetricsService(store, clock=clock, buffer_ttl=3600, flush_interval=3600, **options)
         made.append(service)
         return service

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import Clock
+from .support import AppFactory, Clock
 from .test_journal import lines
 
 RUN = "230615-120000"
@@ -182,19 +181,14 @@ def test_log_progress_on_the_extension_and_current_app(app: Flask) -> None:
 
 
 @pytest.fixture
-def airtable_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[Flask]:
-    app = Flask("errors_airtable", instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        TESTING=True,
+def airtable_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) -> Flask:
+    return make_app(
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
         JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
         JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
         JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
         JOBMETRICS_PROGRESS_INTERVAL=0,
     )
-    JobMetrics(app)
-    yield app
-    get_state(app).service.close()
 
 
 def test_error_notes_and_log_ride_on_the_rows_publish(

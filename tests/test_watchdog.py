@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_jobmetrics import ConfigurationError, JobMetrics, Status
+from flask_jobmetrics import ConfigurationError, Status
 from flask_jobmetrics.signals import run_stalled
 from flask_jobmetrics.state import get_state
 
-from .support import START, Clock
+from .support import AppFactory, Clock
 from .test_journal import lines
 
 RUN = "230615-120000"
@@ -137,35 +137,24 @@ def test_the_watchdog_looks_at_least_every_min_60_half_stale_after(store_service
 
 
 @pytest.mark.parametrize("value", [-1, "-5", "soon"])
-def test_a_bad_stale_after_is_a_clear_error(tmp_path: Path, value: Any) -> None:
+def test_a_bad_stale_after_is_a_clear_error(make_app: AppFactory, value: Any) -> None:
     """A negative or non-numeric JOBMETRICS_STALE_AFTER raises ConfigurationError naming the key."""
-    app = Flask("bad_stale", instance_path=str(tmp_path))
-    app.config.update(JOBMETRICS_STORE_URL="memory://", JOBMETRICS_STALE_AFTER=value)
     with pytest.raises(ConfigurationError, match="JOBMETRICS_STALE_AFTER"):
-        JobMetrics(app)
+        make_app(JOBMETRICS_STALE_AFTER=value)
 
 
-def test_stale_after_zero_turns_the_watchdog_off(tmp_path: Path) -> None:
+def test_stale_after_zero_turns_the_watchdog_off(make_app: AppFactory) -> None:
     """JOBMETRICS_STALE_AFTER=0: no watchdog in the app's service."""
-    app = Flask("no_watchdog", instance_path=str(tmp_path))
-    app.config.update(JOBMETRICS_STORE_URL="memory://", JOBMETRICS_STALE_AFTER=0)
-    JobMetrics(app)
-    try:
-        assert get_state(app).service.watchdog is None
-    finally:
-        get_state(app).service.close()
+    assert get_state(make_app(JOBMETRICS_STALE_AFTER=0)).service.watchdog is None
 
 
-def test_the_background_watchdog_sends_run_stalled(tmp_path: Path) -> None:
+def test_the_background_watchdog_sends_run_stalled(
+    make_app: AppFactory, tmp_path: Path, clock: Clock
+) -> None:
     """The app's watchdog thread closes a stalled job and sends run_stalled with the app."""
-    app = Flask("watchdog_app", instance_path=str(tmp_path))
-    app.config.update(
-        TESTING=True, JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3", JOBMETRICS_STALE_AFTER=HOUR
-    )
-    JobMetrics(app)
+    url = f"sqlite:///{tmp_path}/store.sqlite3"
+    app = make_app(JOBMETRICS_STORE_URL=url, JOBMETRICS_STALE_AFTER=HOUR, clock=clock)
     service = get_state(app).service
-    clock = Clock(START)
-    service.clock = clock
     heard: list[dict[str, Any]] = []
     done = threading.Event()
 
@@ -173,13 +162,10 @@ def test_the_background_watchdog_sends_run_stalled(tmp_path: Path) -> None:
         heard.append({"sender": sender, **kwargs})
         done.set()
 
-    try:
-        with run_stalled.connected_to(receiver, sender=app):
-            _stalled_job(service, clock)
-            clock.advance(HOUR + 1)
-            assert service.watchdog is not None
-            service.watchdog.wake()
-            assert done.wait(timeout=30), "the watchdog thread did not close the stalled job"
-    finally:
-        service.close()
+    with run_stalled.connected_to(receiver, sender=app):
+        _stalled_job(service, clock)
+        clock.advance(HOUR + 1)
+        assert service.watchdog is not None
+        service.watchdog.wake()
+        assert done.wait(timeout=30), "the watchdog thread did not close the stalled job"
     assert heard == [{"sender": app, "run_id": RUN, "client_ids": ["globex"]}]
