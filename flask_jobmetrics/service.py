@@ -17,6 +17,7 @@ from .airtable.publisher import Publisher
 from .buffer import MetricsBuffer
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .log import LogFormat, StructuredLogger
+from .longtext import bound_text
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, validate_client_id
@@ -186,7 +187,9 @@ class MetricsService:
             if problem.metric not in self._warned_unknown:
                 self._warned_unknown.add(problem.metric)
                 self._log(logger, run_id, client_id).warning(
-                    "unknown metric %r is not stored (register it with register_metric)", problem.metric
+                    "unknown metric %r is not stored%s (register it with register_metric)",
+                    problem.metric,
+                    problem.reason.removeprefix("unknown metric"),
                 )
         if rejected:
             self._log(logger, run_id, client_id).warning(
@@ -330,7 +333,7 @@ class MetricsService:
         now = self.clock()
         fields: dict[str, Any] = {STATUS: Status.RUNNING.value, START_TIME: now}
         if notes:
-            fields[SYSTEM_NOTES] = notes
+            fields[SYSTEM_NOTES] = bound_text(notes)
         if run_id is None:
             row = self.store.reserve_job(
                 str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base
