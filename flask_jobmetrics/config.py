@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "FLUSH_INTERVAL": 5,
     "BUFFER_MAXSIZE": 10_000,
     "PROGRESS_INTERVAL": 60,
+    "OUTBOX": None,
     "UNKNOWN_METRICS": "warn",
     "STRICT": False,
     "RUN_ID_HEADER": "X-Run-ID",
@@ -76,6 +77,8 @@ class Settings:
     flush_interval: float
     buffer_maxsize: int
     progress_interval: float
+    #: Queue changed rows for Airtable: None means "when this app publishes".
+    outbox: bool | None
     unknown_metrics: str
     strict: bool
     run_id_header: str
@@ -89,6 +92,12 @@ class Settings:
     def airtable_enabled(self) -> bool:
         """Publishing is on when both the API key and the base ID are set."""
         return bool(self.airtable_api_key and self.airtable_base_id)
+
+    @property
+    def keeps_outbox(self) -> bool:
+        """Whether the store queues changed rows: when this app publishes, or when told to
+        (``JOBMETRICS_OUTBOX = True``: a dedicated sender in another process drains it)."""
+        return self.airtable_enabled if self.outbox is None else self.outbox
 
 
 def _number(key: str, value: Any, *, minimum: float, exclusive: bool = False) -> float:
@@ -222,6 +231,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "FLUSH_INTERVAL": _non_negative,
     "BUFFER_MAXSIZE": _int_at_least_one,
     "PROGRESS_INTERVAL": _non_negative,
+    "OUTBOX": lambda key, value: None if value is None or value == "" else _bool(key, value),
     "UNKNOWN_METRICS": _choice("warn", "error", "keep"),
     "STRICT": _bool,
     "RUN_ID_HEADER": _text,

@@ -102,7 +102,8 @@ class JobMetrics:
         registry = MetricRegistry()
         for spec in self._metric_specs:
             registry.register(spec)
-        store = load_store(settings.store_url)
+        # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
+        store = load_store(settings.store_url, outbox=settings.keeps_outbox)
         service = MetricsService(
             store,
             registry=registry,

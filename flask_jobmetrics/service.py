@@ -473,8 +473,9 @@ class MetricsService:
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
         store (the entries stay buffered)."""
         flushed = self.buffer.flush()
-        if self.publisher is None:
-            return FlushReport(flushed=flushed)
+        if self.publisher is None:  # what `flask jobmetrics outbox` shows, e.g. rows queued earlier
+            pending, dead = self.store.outbox_counts()
+            return FlushReport(flushed=flushed, pending=pending, dead=dead)
         result = self.publisher.flush(timeout)
         return FlushReport(
             flushed=flushed, published=result.published, pending=result.pending, dead=result.dead

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask
 
 from ..signals import publish_failed, records_published
+from .names import table_field_names
 from .publisher import Publisher
 
 if TYPE_CHECKING:
@@ -18,9 +19,11 @@ __all__ = ["attach_publisher"]
 def attach_publisher(app: Flask, state: JobMetricsState) -> Publisher | None:
     """Give ``state.service`` a publisher woken by every store change; None when off.
 
-    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender.
+    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender. The
+    field-name mapping is checked either way: a typo in it fails at start-up.
     """
     if not state.settings.airtable_enabled:
+        table_field_names(state.settings, state.service.registry.specs)
         return None
 
     def published(table: str, records: list[dict[str, Any]]) -> None:

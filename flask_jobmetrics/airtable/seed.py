@@ -20,6 +20,7 @@ import requests
 from pyairtable.formulas import EQ, FIND, Field, match
 
 from ..log import StructuredLogger
+from ..rules import job_totals_into
 from ..schema import InvalidValue, MetricRegistry, combine
 from ..stores.base import ClientDelta, ClientRow, Ops, OutboxItem, Store
 from .fields import CLIENT_ID, RUN_ID, field_definitions
@@ -112,21 +113,41 @@ class ReadBack:
 
     def ready(self, item: OutboxItem) -> bool:
         """Merge Airtable's copy of the item's row into the store if it was not yet; False
-        when Airtable could not be read (try again on the next pass: nothing is sent)."""
-        run_key = (item.kind, item.run_id)
-        rows = self._unmerged.get(run_key)
-        if rows is None:
-            read = self._read(self.targets[item.kind], item.run_id)
-            if read is None:
-                return False
-            rows = self._unmerged[run_key] = read
-        remote = rows.pop(item.client_id, None)
-        if remote:
-            if item.kind == "client":
+        when Airtable could not be read (try again on the next pass: nothing is sent).
+
+        Before a job row, every client row Airtable holds of the run is merged, and the
+        job's totals recomputed from them: the job then counts the clients of every life.
+        """
+        clients = self._rows("client", item.run_id)
+        rows = clients if item.kind == "client" else self._rows("job", item.run_id)
+        if clients is None or rows is None:
+            return False
+        if item.kind == "client":
+            remote = rows.pop(item.client_id, None)
+            if remote:
                 seed_client(self.store, self.registry, item.run_id, item.client_id, remote)
-            else:
-                seed_job(self.store, self.registry, item.run_id, remote)
+            return True
+        merged = bool(clients)
+        for client_id in list(clients):
+            seed_client(self.store, self.registry, item.run_id, client_id, clients.pop(client_id))
+        if remote := rows.pop("", None):
+            seed_job(self.store, self.registry, item.run_id, remote)
+            merged = True
+        if merged:
+            registry = self.registry
+            self.store.update_job(
+                item.run_id, lambda fields, rows: job_totals_into(registry, fields, [r.fields for r in rows])
+            )
         return True
+
+    def _rows(self, kind: Kind, run_id: str) -> dict[str, dict[str, Any]] | None:
+        """The rows of the run read from the kind's table and not merged yet (read once)."""
+        rows = self._unmerged.get((kind, run_id))
+        if rows is None:
+            rows = self._read(self.targets[kind], run_id)
+            if rows is not None:
+                self._unmerged[(kind, run_id)] = rows
+        return rows
 
     def _read(self, target: Target, run_id: str) -> dict[str, dict[str, Any]] | None:
         ours = set(field_definitions(self.registry.specs, job=target.kind == "job"))
