@@ -21,7 +21,7 @@ from .exceptions import ConfigurationError, InvalidClientIdError
 from .log import LOGGER_NAME
 from .runids import validate_client_id
 from .spelling import did_you_mean
-from .stores.base import STORE_SCHEMES
+from .stores import STORE_SCHEMES
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
 

@@ -129,7 +129,7 @@ class Publisher:
         #: A memory store starts empty after a restart: read each run's rows once before publishing.
         self.read_back = (
             ReadBack(store, self.registry, self.targets, pace=self._wait_for_slot, log=self.log)
-            if store.url.startswith("memory:")
+            if not store.durable
             else None
         )
         self._schema_read = False

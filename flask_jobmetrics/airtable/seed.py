@@ -19,10 +19,11 @@ from typing import Any
 import requests
 from pyairtable.formulas import EQ, FIND, Field, match
 
+from ..deltas import ClientDelta, Ops
 from ..log import StructuredLogger
 from ..rules import job_totals_into
 from ..schema import InvalidValue, MetricRegistry, combine
-from ..stores.base import ClientDelta, ClientRow, Ops, OutboxItem, Store
+from ..stores.base import ClientRow, OutboxItem, Store
 from .fields import CLIENT_ID, RUN_ID, field_definitions
 from .names import Kind
 from .targets import Target
