@@ -21,6 +21,8 @@ from flask_jobmetrics.models import Status
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
+from .support import airtable_config, client_rows
+
 RUN = "230615-120000"
 JOBS, CLIENTS = "Job Tracking", "Client Run Results"
 AppFactory = Callable[..., Flask]
@@ -120,11 +122,7 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
             JOBMETRICS_AIRTABLE_TIMEOUT=(2, 2),
         )
         if fake is not None:
-            app.config.update(
-                JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-                JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-                JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake.url,
-            )
+            app.config.update(airtable_config(fake))
         app.config.update(config)
         ext = JobMetrics()
         for spec in specs:
@@ -136,10 +134,6 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
     yield make
     for app in apps:
         get_state(app).service.close()
-
-
-def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
-    return {r["fields"]["Client ID"]: r["fields"] for r in fake.records(BASE_ID, CLIENTS)}
 
 
 def run_job(app: Flask, clients: int, metrics: Callable[[int], dict[str, Any]]) -> None:
@@ -231,12 +225,18 @@ def test_a_bad_field_name_mapping_fails_with_publishing_off(make_app: AppFactory
 ERROR_DETAILS = MetricSpec("error_details", "Error Details", type="string", aggregate="last")
 
 
+@pytest.fixture
+def fake(fake_airtable_factory: Factory) -> FakeAirtable:
+    """An emulator without rate limit whose Client Run Results also has a long-text "Error Details"."""
+    emulator = fake_airtable_factory(rate_limit=None)
+    emulator.add_field(BASE_ID, CLIENTS, "Error Details", "multilineText")
+    return emulator
+
+
 def test_a_text_over_the_cell_limit_is_sent_cut_with_its_newest_text(
-    make_app: AppFactory, fake_airtable_factory: Factory
+    make_app: AppFactory, fake: FakeAirtable
 ) -> None:
     """A 150,000-character text lands as at most 100,000 characters: a cut mark, then its end."""
-    fake = fake_airtable_factory(rate_limit=None)
-    fake.add_field(BASE_ID, CLIENTS, "Error Details", "multilineText")
     app = make_app(fake, specs=(ERROR_DETAILS,))
     text = "".join(f"line {n:06d}\n" for n in range(150_000 // 12)) + "the last line"
     run_job(app, 1, lambda i: {"Error Details": text})
@@ -247,12 +247,8 @@ def test_a_text_over_the_cell_limit_is_sent_cut_with_its_newest_text(
     assert text.endswith(landed.split("\n", 1)[1])
 
 
-def test_every_request_body_stays_within_the_payload_limit(
-    make_app: AppFactory, fake_airtable_factory: Factory
-) -> None:
+def test_every_request_body_stays_within_the_payload_limit(make_app: AppFactory, fake: FakeAirtable) -> None:
     """Ten rows of 100,000 characters each go out in bodies under MAX_REQUEST_BYTES, every row landing."""
-    fake = fake_airtable_factory(rate_limit=None)
-    fake.add_field(BASE_ID, CLIENTS, "Error Details", "multilineText")
     app = make_app(fake, specs=(ERROR_DETAILS,))
     run_job(app, 10, lambda i: {"Error Details": f"{i}" * LONG_TEXT_LIMIT})
     assert get_state(app).extension.flush(timeout=30).pending == 0
@@ -322,3 +318,18 @@ def test_flush_without_the_lease_has_the_holder_publish_at_once(
     assert (report.pending, report.published) == (0, 0)  # sent, and by the holder
     row = client_rows(fake)["second"]
     assert (row["Leads Processed"], row["Status"]) == (2, "Running")
+
+
+def test_a_413_splits_the_batch_and_every_row_lands(
+    make_app: AppFactory, fake_airtable_factory: Factory
+) -> None:
+    """A request refused as too large (413) is sent again in halves; no row is dead-lettered."""
+    fake = fake_airtable_factory(rate_limit=None)
+    app = make_app(fake)
+    fake.fail_next(1, status=413, body={"error": {"type": "REQUEST_TOO_LARGE", "message": "too large"}})
+    run_job(app, 10, lambda i: {"Leads Processed": i})
+    report = get_state(app).extension.flush(timeout=30)
+    assert (report.pending, report.dead) == (0, 0)
+    statuses = [r.status for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
+    assert statuses == [413, 200, 200]
+    assert len(client_rows(fake)) == 10

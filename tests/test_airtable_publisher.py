@@ -20,6 +20,8 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
+from .support import client_rows
+
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
 JOBS = "Job Tracking"
@@ -52,13 +54,6 @@ def make_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[AppFactory
     yield make
     for app in apps:
         get_state(app).service.close()
-
-
-def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
-    rows = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
-    by_key = {f["Client ID"]: f for f in rows}
-    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
-    return by_key
 
 
 def run_job(app: Flask, clients: int, *, leads: Callable[[int], int] = lambda i: i + 1) -> str:

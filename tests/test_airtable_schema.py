@@ -35,6 +35,8 @@ from flask_jobmetrics.schema import BUILTIN_METRICS
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
+from .support import airtable_config
+
 JOB = "Job Tracking"
 CLIENT = "Client Run Results"
 TABLES = {
@@ -311,11 +313,7 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
             JOBMETRICS_AIRTABLE_RATE_LIMIT=1000,  # the shared pacing must not slow the tests
         )
         if emulator is not None:
-            flask_app.config.update(
-                JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-                JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-                JOBMETRICS_AIRTABLE_ENDPOINT_URL=emulator.url,
-            )
+            flask_app.config.update(airtable_config(emulator))
         flask_app.config.update(config)
         ext = JobMetrics(flask_app)
         made.append((ext, flask_app))
