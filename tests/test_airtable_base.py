@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -304,13 +306,35 @@ def test_rows_of_a_failed_request_are_retried_together(
 # -- flush publishes now, in every process ---------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL two apps share: an SQLite file, or a key prefix on the test Redis (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/shared.sqlite3"
+        return
+    import redis
+
+    url = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"jmtest:{uuid.uuid4().hex}:"
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis server at {url}: {exc}")
+    yield f"{url}?prefix={prefix}"
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 def test_flush_without_the_lease_has_the_holder_publish_at_once(
-    make_app: AppFactory, fake_airtable_factory: Factory
+    make_app: AppFactory, fake_airtable_factory: Factory, shared_store_url: str
 ) -> None:
-    """Two apps on one SQLite store: a flush in the one without the lease gets a running row published."""
+    """Two apps on one store: a flush in the one without the lease gets a running row published."""
     fake = fake_airtable_factory(rate_limit=None)
-    holder = make_app(fake, JOBMETRICS_PROGRESS_INTERVAL=3600)
-    other = make_app(fake, JOBMETRICS_PROGRESS_INTERVAL=3600)
+    config = {"JOBMETRICS_PROGRESS_INTERVAL": 3600, "JOBMETRICS_STORE_URL": shared_store_url}
+    holder, other = make_app(fake, **config), make_app(fake, **config)
     get_state(holder).extension.complete_client_metrics(RUN, "first", {"Leads Processed": 1})
     assert get_state(holder).extension.flush(timeout=20).pending == 0  # the holder has the lease
     get_state(other).extension.update_client_metrics(RUN, "second", {"Leads Processed": 2})
