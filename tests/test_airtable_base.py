@@ -250,16 +250,16 @@ def test_a_text_over_the_cell_limit_is_sent_cut_with_its_newest_text(
 
 
 def test_every_request_body_stays_within_the_payload_limit(make_app: AppFactory, fake: FakeAirtable) -> None:
-    """Ten rows of 100,000 characters each go out in bodies under MAX_REQUEST_BYTES, every row landing."""
+    """Ten full cells of "é" (6 bytes each as JSON) go out in bodies under 2 MiB, every row whole."""
     app = make_app(fake, specs=(ERROR_DETAILS,))
-    run_job(app, 10, lambda i: {"Error Details": f"{i}" * LONG_TEXT_LIMIT})
+    run_job(app, 10, lambda i: {"Error Details": f"{i}" + "é" * (LONG_TEXT_LIMIT - 1)})
     assert get_state(app).extension.flush(timeout=30).pending == 0
-    writes = [r for r in fake.requests if r.kind == "write"]
-    assert all(len(json.dumps(r.json)) <= MAX_REQUEST_BYTES for r in writes)
-    assert sum(r.path.endswith(CLIENTS) for r in writes) == 2
-    assert {c: len(r["Error Details"]) for c, r in client_rows(fake).items()} == {
-        f"c{i:02d}": LONG_TEXT_LIMIT for i in range(10)
-    }
+    writes = [r for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
+    assert all(r.status == 200 and len(json.dumps(r.json)) <= MAX_REQUEST_BYTES for r in writes)
+    assert len(writes) > 1
+    assert {
+        c: r["Error Details"][0] + str(len(r["Error Details"])) for c, r in client_rows(fake).items()
+    } == {f"c{i:02d}": f"{i}{LONG_TEXT_LIMIT}" for i in range(10)}
 
 
 # -- memory:// reads back in pages ---------------------------------------------------------
@@ -294,11 +294,12 @@ def test_rows_of_a_failed_request_are_retried_together(
     """26 rows whose three first requests fail (503) cost three accepted client writes, not one per row."""
     fake = fake_airtable_factory(rate_limit=None)
     app = make_app(fake)
-    fake.fail_next(3, status=503)
+    fake.fail_next(3, status=503, kind="write")
     run_job(app, 26, lambda i: {"Leads Processed": i})
     report = get_state(app).extension.flush(timeout=60)
     assert (report.pending, report.dead) == (0, 0)
     client_writes = [r for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
+    assert [r.status for r in client_writes].count(503) == 3
     assert [r.status for r in client_writes].count(200) == 3
     assert len(client_rows(fake)) == 26
 
@@ -350,7 +351,7 @@ def test_a_413_splits_the_batch_and_every_row_lands(
     """A request refused as too large (413) is sent again in halves; no row is dead-lettered."""
     fake = fake_airtable_factory(rate_limit=None)
     app = make_app(fake)
-    fake.fail_next(1, status=413, body={"error": {"type": "REQUEST_TOO_LARGE", "message": "too large"}})
+    fake.fail_next(1, status=413, kind="write")
     run_job(app, 10, lambda i: {"Leads Processed": i})
     report = get_state(app).extension.flush(timeout=30)
     assert (report.pending, report.dead) == (0, 0)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from flask_jobmetrics.airtable_limits import text_length
 from flask_jobmetrics.longtext import LONG_TEXT_LIMIT, append_line, bound_text
 from flask_jobmetrics.rules import add_note
 from flask_jobmetrics.schema import SYSTEM_NOTES
@@ -68,3 +69,12 @@ def test_notes_appended_without_end_stay_within_the_cell_limit() -> None:
     assert isinstance(notes, str) and len(notes) <= LONG_TEXT_LIMIT
     assert notes.endswith("client 04999: 40 leads scored, 3 posts harvested")
     assert append_line(None, "first") == "first"
+
+
+def test_length_is_counted_as_airtable_counts_it() -> None:
+    """80,000 emoji (160,000 UTF-16 units) are cut to at most 100,000 units, never half an emoji."""
+    bounded = bound_text("😀" * 80_000)
+    assert text_length(bounded) <= LONG_TEXT_LIMIT
+    kept = bounded.split("\n", 1)[1]
+    assert kept == "😀" * len(kept)
+    assert _cut(bounded) == 80_000 - len(kept)

@@ -31,6 +31,7 @@ from typing import Any
 
 import requests
 
+from ..airtable_limits import MAX_RECORDS_PER_REQUEST
 from ..config import Settings
 from ..log import StructuredLogger
 from ..schema import MetricRegistry
@@ -46,7 +47,7 @@ __all__ = ["PublishResult", "Publisher", "wait_for_slot"]
 Published = Callable[[str, list[dict[str, Any]]], None]
 Failed = Callable[[str, str, list[dict[str, Any]]], None]
 
-BATCH = 10
+BATCH = MAX_RECORDS_PER_REQUEST
 LEASE_TTL = 30.0
 LINGER = 0.5  # a partial batch waits until no row became due for this long...
 MAX_LINGER = 5.0  # ...but never longer than this

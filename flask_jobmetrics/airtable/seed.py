@@ -19,6 +19,7 @@ from typing import Any
 import requests
 from pyairtable.formulas import EQ, FIND, Field, match
 
+from ..airtable_limits import MAX_PAGE_SIZE
 from ..deltas import ClientDelta, Ops
 from ..log import StructuredLogger
 from ..rules import job_totals_into
@@ -30,7 +31,7 @@ from .targets import Target
 
 __all__ = ["ReadBack", "run_formula", "seed_client", "seed_job"]
 
-PAGE_SIZE = 100
+PAGE_SIZE = MAX_PAGE_SIZE
 
 
 def _split(registry: MetricRegistry, remote: Mapping[str, Any]) -> tuple[Ops, dict[str, Any]]:

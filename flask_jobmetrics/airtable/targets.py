@@ -16,15 +16,16 @@ from typing import Any
 
 from pyairtable import Table
 
+from ..airtable_limits import MAX_REQUEST_BODY_BYTES
 from ..longtext import bound_text
 from .fields import CLIENT_KEY_FIELDS, JOB_KEY_FIELDS, RUN_ID
 from .names import FieldNames, Kind
 
 __all__ = ["MAX_REQUEST_BYTES", "Target", "request_bytes"]
 
-#: The largest request body (JSON, as sent) the publisher sends. Airtable refuses large
-#: bodies with 413 (its limit is not documented): a batch is split to stay under this.
-MAX_REQUEST_BYTES = 1_000_000
+#: The largest request body (JSON, as sent) the publisher sends (``airtable_limits``: 2 MiB;
+#: Airtable answers 413 above its own, unpublished, limit): a batch is split to stay under it.
+MAX_REQUEST_BYTES = MAX_REQUEST_BODY_BYTES
 #: Room for the rest of a batch_upsert body (performUpsert, typecast, ...).
 _ENVELOPE = 200
 
