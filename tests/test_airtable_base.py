@@ -262,6 +262,16 @@ def test_every_request_body_stays_within_the_payload_limit(make_app: AppFactory,
     } == {f"c{i:02d}": f"{i}{LONG_TEXT_LIMIT}" for i in range(10)}
 
 
+def test_a_record_too_large_for_one_request_has_its_longest_text_cut() -> None:
+    """fit() cuts the longest text (newest kept, marked) until one request holds the record."""
+    from flask_jobmetrics.airtable.targets import fit, request_bytes
+
+    record = fit({"Run ID": "r", "Long": "a" * 5_000 + "end", "Short": "b" * 100}, budget=2_000)
+    assert request_bytes([record]) <= 2_000
+    assert record["Short"] == "b" * 100 and record["Run ID"] == "r"
+    assert record["Long"].startswith("[… ") and record["Long"].endswith("aend")
+
+
 # -- memory:// reads back in pages ---------------------------------------------------------
 
 
