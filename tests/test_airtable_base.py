@@ -298,20 +298,21 @@ def test_a_thirty_client_run_is_read_back_with_one_request_per_table(
 # -- retries re-batched ---------------------------------------------------------------------
 
 
-def test_rows_of_a_failed_request_are_retried_together(
-    make_app: AppFactory, fake_airtable_factory: Factory
-) -> None:
-    """26 rows whose three first requests fail (503) cost three accepted client writes, not one per row."""
-    fake = fake_airtable_factory(rate_limit=None)
-    app = make_app(fake)
-    fake.fail_next(3, status=503, kind="write")
-    run_job(app, 26, lambda i: {"Leads Processed": i})
+def client_write_statuses(app: Flask, fake: FakeAirtable, clients: int, fail: int, status: int) -> list[Any]:
+    """Publish a job of ``clients`` whose first ``fail`` write requests get ``status``; every
+    row must land, none dead. Returns the statuses of the Client Run Results writes."""
+    fake.fail_next(fail, status=status, kind="write")
+    run_job(app, clients, lambda i: {"Leads Processed": i})
     report = get_state(app).extension.flush(timeout=60)
     assert (report.pending, report.dead) == (0, 0)
-    client_writes = [r for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
-    assert [r.status for r in client_writes].count(503) == 3
-    assert [r.status for r in client_writes].count(200) == 3
-    assert len(client_rows(fake)) == 26
+    assert len(client_rows(fake)) == clients
+    return [r.status for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
+
+
+def test_rows_of_a_failed_request_are_retried_together(make_app: AppFactory, fake: FakeAirtable) -> None:
+    """26 rows whose three first requests fail (503) cost three accepted client writes, not one per row."""
+    statuses = client_write_statuses(make_app(fake), fake, 26, 3, 503)
+    assert (statuses.count(503), statuses.count(200)) == (3, 3)
 
 
 # -- flush publishes now, in every process ---------------------------------------------------
@@ -355,16 +356,6 @@ def test_flush_without_the_lease_has_the_holder_publish_at_once(
     assert (row["Leads Processed"], row["Status"]) == (2, "Running")
 
 
-def test_a_413_splits_the_batch_and_every_row_lands(
-    make_app: AppFactory, fake_airtable_factory: Factory
-) -> None:
+def test_a_413_splits_the_batch_and_every_row_lands(make_app: AppFactory, fake: FakeAirtable) -> None:
     """A request refused as too large (413) is sent again in halves; no row is dead-lettered."""
-    fake = fake_airtable_factory(rate_limit=None)
-    app = make_app(fake)
-    fake.fail_next(1, status=413, kind="write")
-    run_job(app, 10, lambda i: {"Leads Processed": i})
-    report = get_state(app).extension.flush(timeout=30)
-    assert (report.pending, report.dead) == (0, 0)
-    statuses = [r.status for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
-    assert statuses == [413, 200, 200]
-    assert len(client_rows(fake)) == 10
+    assert client_write_statuses(make_app(fake), fake, 10, 1, 413) == [413, 200, 200]
