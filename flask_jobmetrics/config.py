@@ -200,16 +200,16 @@ def _secrets(key: str, value: Any) -> dict[str, bytes]:
     return secrets
 
 
-def _field_names(key: str, value: Any) -> dict[str, Any]:
-    """The shape only; ``airtable.names`` checks the names against our fields."""
+def _field_names(key: str, value: Any, *, table: bool = False) -> dict[str, Any]:
+    """The shape only (one level of per-table mappings); ``airtable.names`` checks the names."""
     if not isinstance(value, Mapping):
         raise ConfigurationError(key, value, "must be a mapping of our field name to the base's (or None)")
     out: dict[str, Any] = {}
     for name, target in value.items():
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(key, name, "each key must be a field name (or a table name)")
-        if isinstance(target, Mapping):
-            out[name] = _field_names(key, target)
+        if isinstance(target, Mapping) and not table:
+            out[name] = _field_names(key, target, table=True)
         elif target is None or (isinstance(target, str) and target.strip()):
             out[name] = target.strip() if isinstance(target, str) else None
         else:

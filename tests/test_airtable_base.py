@@ -205,6 +205,7 @@ def test_check_and_init_honour_the_field_names(make_app: AppFactory, old_base: F
         ({"Run ID": None}, "is a merge key of its table"),
         ({"Total Tokens": "Leads Processed"}, "names two of our fields"),
         ({"Total Tokens": 7}, "each value must be a field name or None"),
+        ({"Job Tracking": {"Status": {"x": "y"}}}, "each value must be a field name or None"),
     ],
 )
 def test_a_bad_field_name_mapping_fails_at_init_app(
