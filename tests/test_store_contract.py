@@ -616,6 +616,18 @@ def test_outbox_dead_letters_and_revive(store: Store) -> None:
     assert revived.attempts == 1
 
 
+def test_a_store_without_outbox_queues_no_change(make_store: MakeStore, clock: Clock) -> None:
+    """outbox=False (publishing off): merges, job updates and completions queue nothing."""
+    store = make_store(clock=clock.timestamp, outbox=False)
+    assert store.outbox is False
+    store.merge_clients([leads(1), leads(2, client="beta")])
+    store.merge_client(ClientDelta("run-1", "acme", {LEADS: ("sum", 1)}, complete=True))
+    store.ensure_job("run-2", {})
+    store.update_job("run-1", lambda fields, clients: None, complete=True)
+    assert store.outbox_counts() == (0, 0)
+    assert store.outbox_due(float("inf"), 100) == []
+
+
 def test_outbox_counts_empty(store: Store) -> None:
     """A new store has nothing pending and nothing dead."""
     assert store.outbox_counts() == (0, 0)
@@ -793,22 +805,23 @@ def test_append_keeps_lines_in_time_order(store: Store) -> None:
 
 
 def test_append_bounds_the_text_keeping_the_newest(store: Store) -> None:
-    """An appended field is cut to its limit: the newest lines stay, a mark counts the cut
-    characters (non-ASCII counted as Python counts characters), exactly as in Python."""
+    """An appended field is cut to its limit as Airtable counts (an emoji is two UTF-16 units):
+    the newest lines stay, a mark counts the cut characters, exactly as in Python."""
+    from flask_jobmetrics.airtable_limits import text_length
     from flask_jobmetrics.journal import append_text
 
     expected: str | None = None
     for batch in range(6):
-        lines = "\n".join(_line(batch * 100 + i, f"élan {batch}.{i} " + "…" * 30) for i in range(12))
+        lines = "\n".join(_line(batch * 100 + i, f"élan {batch}.{i} 🚀 " + "…" * 30) for i in range(12))
         store.merge_clients([_append(lines, limit=1_500)])
         expected = append_text(expected, (1_500, lines))
     row = store.get_client("run-1", "acme")
     assert row is not None
     text = row.fields[LOG]
     assert text == expected
-    assert len(text) <= 1_500
+    assert text_length(text) <= 1_500
     assert text.startswith("[… ") and " earlier characters cut …]\n" in text
-    assert text.endswith(_line(511, "élan 5.11 " + "…" * 30))
+    assert text.endswith(_line(511, "élan 5.11 🚀 " + "…" * 30))
 
 
 def test_append_to_a_finalized_row_matches_the_script(store: Store) -> None:
@@ -820,3 +833,18 @@ def test_append_to_a_finalized_row_matches_the_script(store: Store) -> None:
     first, second = store.get_client("run-1", "acme"), store.get_client("run-1", "other")
     assert first is not None and second is not None
     assert first.fields[LOG] == second.fields[LOG] == _line(4, "four") + "\n" + _line(5, "five")
+
+
+@pytest.mark.parametrize("limit", [1_000, 1_001, 1_333])
+def test_append_cuts_between_whole_characters_as_python_does(store: Store, limit: int) -> None:
+    """A bound falling inside a wide character (two UTF-16 units) cuts before it, as
+    longtext.bound_text does; a text without line breaks is cut mid-line the same way."""
+    from flask_jobmetrics.journal import append_text
+
+    expected: str | None = None
+    for n in range(4):
+        text = f"{n} " + "🚀é" * 300  # one long line: no line break to start at
+        store.merge_clients([_append(text, limit=limit)])
+        expected = append_text(expected, (limit, text))
+    row = store.get_client("run-1", "acme")
+    assert row is not None and row.fields[LOG] == expected

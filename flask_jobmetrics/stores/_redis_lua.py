@@ -147,23 +147,16 @@ local function add(a, b)
   fail('JMTYPE', 'unsupported operand types for +: ' .. ka .. ' and ' .. kb)
 end
 -- Appended text (flask_jobmetrics.journal and longtext, character for character): lines
--- merged in the order of their leading timestamp, then bounded, the newest text kept.
+-- merged in the order of their leading timestamp, then bounded as Airtable counts (UTF-16
+-- code units), the newest text kept.
 local ELLIPSIS = '\226\128\166'
 local function nchars(s)  -- characters, as Python's len (UTF-8 continuation bytes not counted)
   local _, continuation = string.gsub(s, '[\128-\191]', '')
   return #s - continuation
 end
-local function byte_of(s, n)  -- the byte index of the character after the first n
-  if n <= 0 then return 1 end
-  local count = 0
-  for i = 1, #s do
-    local b = string.byte(s, i)
-    if b < 128 or b >= 192 then
-      if count == n then return i end
-      count = count + 1
-    end
-  end
-  return #s + 1
+local function units(s)  -- UTF-16 code units, as Airtable counts (airtable_limits.text_length)
+  local _, wide = string.gsub(s, '[\240-\247]', '')
+  return nchars(s) + wide
 end
 local MARK_HEAD, MARK_TAIL = '[' .. ELLIPSIS .. ' ', ' earlier characters cut ' .. ELLIPSIS .. ']\n'
 local MARK = '^%[' .. ELLIPSIS .. ' ([%d,]+) earlier characters cut ' .. ELLIPSIS .. '%]\n()'
@@ -171,8 +164,8 @@ local function cut_mark(count)  -- as Python's format(count, ',')
   local grouped = string.reverse((string.gsub(string.reverse(string.format('%d', count)), '(%d%d%d)', '%1,')))
   return MARK_HEAD .. (string.gsub(grouped, '^,', '')) .. MARK_TAIL
 end
-local function bound_text(text, limit)
-  if nchars(text) <= limit then return text end
+local function bound_text(text, limit)  -- longtext.bound_text without a head
+  if units(text) <= limit then return text end
   local rest, already = text, 0
   local count, after = string.match(text, MARK)
   if count then
@@ -180,15 +173,23 @@ local function bound_text(text, limit)
     rest = string.sub(text, after)
   end
   local size = nchars(rest)
-  local start = math.max(0, size - (limit - nchars(cut_mark(already + size))))
-  local from = byte_of(rest, start)
-  if start > 0 then
-    local newline = string.find(rest, '\n', from, true)
-    if newline and newline < byte_of(rest, start + 1000) then
-      return cut_mark(already + nchars(string.sub(rest, 1, newline))) .. string.sub(rest, newline + 1)
+  local room = limit - nchars(cut_mark(already + size))
+  local from, used = #rest + 1, 0  -- the longest tail of whole characters within room units
+  while from > 1 do
+    local start = from - 1
+    while start > 1 and string.find(string.sub(rest, start, start), '^[\128-\191]') do start = start - 1 end
+    local width = string.byte(rest, start) >= 240 and 2 or 1
+    if used + width > room then break end
+    used, from = used + width, start
+  end
+  local tail = string.sub(rest, from)
+  if from > 1 then  -- start at a line when one begins within the first 1000 characters
+    local newline = string.find(tail, '\n', 1, true)
+    if newline and nchars(string.sub(tail, 1, newline - 1)) < 1000 then
+      tail = string.sub(tail, newline + 1)
     end
   end
-  return cut_mark(already + start) .. string.sub(rest, from)
+  return cut_mark(already + size - nchars(tail)) .. tail
 end
 local STAMP = '^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d%d%dZ '
 local function line_key(line)
@@ -272,6 +273,7 @@ local function reply(r)
   return {r.v, r.c and 1 or 0, flat}
 end
 local function queue(member, v, completed)
+  if ARGV[7] == '0' then return end  -- the store keeps no outbox (Airtable publishing is off)
   local meta = redis.call('HGET', K_META, member)
   local attempts, err = '0', ''
   if meta then attempts, err = string.match(meta, '^%d+:(%d+):(.*)$') end
