@@ -11,12 +11,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, url_for
 
 from .airtable.app import make_publisher
+from .alerts import Alerter
 from .buffer import BufferStats
 from .cli import jobmetrics_cli
-from .config import read_settings
+from .config import Settings, read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
@@ -33,6 +34,23 @@ from .stores import load_store
 
 # get_state and JobMetricsState live in ``state``; re-exported here, where they used to be.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]
+
+
+def _make_alerter(app: Flask, settings: Settings, log_format: LogFormat) -> Alerter | None:
+    """The alerter of ``app`` when ``JOBMETRICS_ALERT_WEBHOOK_URL`` is set. Its alerts link to
+    the run's dashboard page when the dashboard is on and ``SERVER_NAME`` is configured (Flask
+    builds external URLs outside requests from it)."""
+    if settings.alert_webhook_url is None:
+        return None
+
+    def link(run_id: str) -> str | None:
+        if not settings.dashboard or not app.config.get("SERVER_NAME"):
+            return None
+        with app.app_context():
+            return url_for("jobmetrics.run", run_id=run_id, _external=True)
+
+    logger = StructuredLogger("SYSTEM", process="alerts", fmt=log_format)
+    return Alerter(settings.alert_webhook_url, link=link, timeout=settings.airtable_timeout, logger=logger)
 
 
 class JobMetrics:
@@ -62,7 +80,8 @@ class JobMetrics:
                 registry.register(spec)
         # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
         store = load_store(settings.store_url, outbox=settings.keeps_outbox)
-        publisher = make_publisher(app, settings, store, registry)
+        alerts = _make_alerter(app, settings, log_format)
+        publisher = make_publisher(app, settings, store, registry, alerts.row_dead if alerts else None)
         service = MetricsService(
             store,
             registry=registry,
@@ -76,6 +95,7 @@ class JobMetrics:
             on_client_failed=failed_sender(app, log_format),
             on_stalled=stalled_sender(app, log_format),
             publisher=publisher,
+            alerts=alerts,
             log_format=log_format,
             progress_log_chars=settings.progress_log_chars,
             stale_after=settings.stale_after,

@@ -65,6 +65,15 @@ class PublishOutcome(Protocol):
     def dead(self) -> int: ...
 
 
+class AlertSink(Protocol):
+    """What the service tells an alerter (``alerts.Alerter``); it never blocks nor raises."""
+
+    def client_failed(self, run_id: str, client_id: str, error: str | None) -> None: ...
+    def job_failed(self, run_id: str, notes: str) -> None: ...
+    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None: ...
+    def stop(self) -> None: ...
+
+
 class RowPublisher(Protocol):
     """What the service drives of a publisher of the store's outbox (the Airtable ``Publisher``)."""
 
@@ -118,6 +127,7 @@ class MetricsService:
         on_client_failed: FailedHook | None = None,
         on_stalled: StalledHook | None = None,
         publisher: RowPublisher | None = None,
+        alerts: AlertSink | None = None,
         log_format: LogFormat | None = None,
         progress_log_chars: int = PROGRESS_LOG_CHARS,
         stale_after: float = 0.0,
@@ -131,6 +141,8 @@ class MetricsService:
         self.on_stored = on_stored
         self.on_client_failed = on_client_failed
         self.on_stalled = on_stalled
+        #: Where failures and stalled jobs are reported (``JOBMETRICS_ALERT_WEBHOOK_URL``), or None.
+        self.alerts = alerts
         self.progress_log_chars = progress_log_chars
         if stale_after < 0:
             raise ValueError(f"stale_after must be seconds > 0, or 0 for no watchdog, got {stale_after!r}")
@@ -277,7 +289,9 @@ class MetricsService:
         return {name: (aggregate_of(name), value) for name, value in values.items()}
 
     def _failed(self, run: str, client: str, error: str | None) -> None:
-        """Tell ``on_client_failed``. Never raises: the completion stands."""
+        """Tell ``on_client_failed`` and the alerts. Never raises: the completion stands."""
+        if self.alerts is not None:
+            self.alerts.client_failed(run, client, error)
         if self.on_client_failed is None:
             return
         try:
@@ -557,6 +571,8 @@ class MetricsService:
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         job = self._update_job(run, finish, complete=True)
+        if job.status is Status.FAILED and self.alerts is not None:
+            self.alerts.job_failed(run, notes)
         log.info(
             "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
         )
@@ -642,6 +658,8 @@ class MetricsService:
             note += f"; {len(stalled)} running client run(s) closed as Failed"
         self.complete_job_metrics(run, notes=note + ".", logger=log)
         log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
+        if self.alerts is not None:
+            self.alerts.run_stalled(run, stalled)
         if self.on_stalled is not None:
             try:
                 self.on_stalled(run, stalled)
@@ -712,4 +730,6 @@ class MetricsService:
             self.watchdog.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         self.store.close()
