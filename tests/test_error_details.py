@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_jobmetrics import JobMetrics, Status, current_run
+from flask_jobmetrics import ClientRun, JobMetrics, Status, current_run
 from flask_jobmetrics.decorators import tracked
 from flask_jobmetrics.journal import ERROR_DETAILS_CHARS
 from flask_jobmetrics.service import MetricsService
@@ -115,6 +115,15 @@ def test_client_failed_signal_and_client_completed_with_an_error(app: Flask) -> 
     assert heard == [expected]
 
 
+def post_failing(app: Flask, client: FlaskClient) -> ClientRun:
+    """POST /score, whose view raises (answered 500), and return initech's client run."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    assert client.post("/score", headers=HEADERS).status_code == 500
+    run = get_state(app).service.get_client_run(RUN, "initech")
+    assert run is not None
+    return run
+
+
 def test_tracked_complete_records_the_exception_of_a_view(app: Flask, client: FlaskClient) -> None:
     """With complete=True a view that raises fails the run with its exception in Error Details."""
 
@@ -125,10 +134,7 @@ def test_tracked_complete_records_the_exception_of_a_view(app: Flask, client: Fl
         current_run.log_progress("scoring 4 leads")
         raise ModelTimeout("model timed out")
 
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    assert client.post("/score", headers=HEADERS).status_code == 500
-    run = get_state(app).service.get_client_run(RUN, "initech")
-    assert run is not None
+    run = post_failing(app, client)
     assert run.status is Status.FAILED
     assert run.error == "ModelTimeout: model timed out"
     assert "scoring 4 leads" in lines(run.progress_log)
@@ -142,10 +148,7 @@ def test_tracked_without_complete_records_the_exception_only(app: Flask, client:
     def score() -> str:
         raise KeyError("profile")
 
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    assert client.post("/score", headers=HEADERS).status_code == 500
-    run = get_state(app).service.get_client_run(RUN, "initech")
-    assert run is not None
+    run = post_failing(app, client)
     assert run.status is Status.RUNNING
     assert run.error == "KeyError: 'profile'"
     assert lines(run.progress_log)[-1] == "error: KeyError: 'profile'"

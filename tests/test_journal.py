@@ -143,3 +143,15 @@ def test_notes_that_are_not_a_string_are_a_clear_error(store_service: Any, clock
     with pytest.raises(TypeError, match="notes must be a string"):
         service.complete_client_metrics(RUN, "acme", notes=["a"])
     assert service.get_client_run(RUN, "acme") is None
+
+
+def test_the_row_texts_are_not_metrics_and_the_rejection_says_how_to_write_them(
+    store_service: Any, clock: Clock
+) -> None:
+    """A System Notes or Progress Log "metric" is rejected with the way to write it instead."""
+    service = store_service(clock)
+    run = service.update_client_metrics(RUN, "acme", {"System Notes": "x", "progress_log": "y"})
+    reasons = {problem.metric: problem.reason for problem in run.rejected}
+    assert "complete_client_metrics(notes=...)" in reasons["System Notes"]
+    assert "log_progress(...)" in reasons["progress_log"]
+    assert run.notes == "" and lines(run.progress_log) == ["started (first update)"]
