@@ -159,6 +159,8 @@ class MetricsService:
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
+        #: The rows this process logged a first update of (read-only use: membership).
+        self._started: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
         #: The Airtable publisher when publishing is on.
@@ -314,11 +316,19 @@ class MetricsService:
         if START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         ops[LAST_UPDATE] = ("max", now)
-        if known is None and self.buffer.pending(run, client) is None:
+        if known is None and self._first_time(run, client):
             first: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
             if PROGRESS_LOG in ops:
                 merge_ops(first, {PROGRESS_LOG: ops[PROGRESS_LOG]})
             ops[PROGRESS_LOG] = first[PROGRESS_LOG]
+
+    def _first_time(self, run: str, client: str) -> bool:
+        """True the first time this process updates a row it has not seen in the store."""
+        with self._rows_lock:
+            if (run, client) in self._started:
+                return False
+            self._started[(run, client)] = True
+            return True
 
     def _counts(self, fields: Mapping[str, Any]) -> str:
         """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
