@@ -11,11 +11,15 @@ code 1. A subgroup (e.g. ``airtable``) is another ``AppGroup`` added with
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec
+from typing import Any, Concatenate, ParamSpec, TextIO
 
 import click
 from flask import current_app
@@ -25,7 +29,8 @@ from . import formatting
 from .config import AIRTABLE_OFF
 from .exceptions import JobMetricsError, StoreError, UnknownRunError
 from .extension import get_state
-from .models import ClientRun, JobRun, Status
+from .log import LOGGER_NAME
+from .models import ClientRun, FlushReport, JobRun, Status
 from .runids import RunId
 from .schema import CLIENTS_WITH_ERRORS, normalize_status
 from .service import MetricsService
@@ -40,6 +45,10 @@ _NOTE_WIDTH = 40
 _ERR_WIDTH = 60
 _DURATION_RE = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Rows per Airtable request (batch_upsert takes 10 records), for the requests-left estimate.
+_ROWS_PER_REQUEST = 10
+#: How often the flush progress bar re-reads the outbox, in seconds.
+_PROGRESS_POLL = 0.2
 
 jobmetrics_cli = AppGroup(
     "jobmetrics",
@@ -206,25 +215,100 @@ def show(service: MetricsService, run_id: str) -> None:
     click.echo(format_run(service, run_id))
 
 
+def _publish_with_progress(service: MetricsService, timeout: float | None, file: TextIO) -> FlushReport:
+    """``service.flush(timeout)`` with a progress bar on ``file``: rows sent and pending, requests
+    left, and click's estimate of the time left at the current pace."""
+    flushed = service.buffer.flush()  # the buffer first, so the bar knows every row to send
+    total = service.store.outbox_counts()[0]
+    outcome: list[FlushReport] = []
+    failure: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            outcome.append(service.flush(timeout=timeout))
+        except BaseException as exc:  # re-raised in the command's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=publish, name="jobmetrics-flush", daemon=True)
+    state = {"pending": total}
+
+    def describe(_: object) -> str:
+        pending = state["pending"]
+        requests = math.ceil(pending / _ROWS_PER_REQUEST)
+        return f"{total - pending:,} sent · {pending:,} pending · ~{requests:,} requests left"
+
+    worker.start()
+    with click.progressbar(
+        length=max(total, 1), label="Publishing", file=file, show_eta=True, item_show_func=describe
+    ) as bar:
+        done = 0
+        while worker.is_alive():
+            worker.join(_PROGRESS_POLL)
+            state["pending"] = min(service.store.outbox_counts()[0], total)
+            bar.update(total - state["pending"] - done)
+            done = total - state["pending"]
+    if failure:
+        raise failure[0]
+    report = outcome[0]
+    return report.model_copy(update={"flushed": flushed + report.flushed})
+
+
 @_command(jobmetrics_cli, "flush")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for publishing.")
-def flush(service: MetricsService, timeout: float | None) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar while publishing (default: only when stderr is a terminal).",
+)
+def flush(service: MetricsService, timeout: float | None, progress: bool | None) -> None:
     """Merge buffered updates into the store and wait for publishing."""
-    report = service.flush(timeout=timeout)
+    airtable = get_state().settings.airtable_enabled
+    if airtable and (sys.stderr.isatty() if progress is None else progress):
+        report = _publish_with_progress(service, timeout, sys.stderr)
+    else:
+        report = service.flush(timeout=timeout)
     click.echo(
         f"Flushed:    {report.flushed:,} buffered entries reached the store\n"
         f"Published:  {report.published:,} rows\n"
         f"Pending:    {report.pending:,} rows still waiting in the outbox\n"
         f"Dead:       {report.dead:,} rows in the dead letters"
     )
-    if not get_state().settings.airtable_enabled:
+    if not airtable:
         click.echo(f"{AIRTABLE_OFF}.")
+
+
+class _HeldClientLines(logging.Filter):
+    """Counts and holds back client-level log lines below ERROR (one per client closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = getattr(record, "jobmetrics", None)
+        if isinstance(context, dict) and context.get("scope") == "CLIENT" and record.levelno < logging.ERROR:
+            self.count += 1
+            return False
+        return True
+
+
+@contextmanager
+def _client_lines_held(hold: bool) -> Iterator[_HeldClientLines]:
+    held = _HeldClientLines()
+    logger = logging.getLogger(LOGGER_NAME)
+    if hold:
+        logger.addFilter(held)
+    try:
+        yield held
+    finally:
+        logger.removeFilter(held)
 
 
 @_command(jobmetrics_cli, "sweep")
 @click.option("--older-than", required=True, help="Age of a Running job to close: 90s, 30m, 6h, 2d.")
 @click.option("--dry-run", is_flag=True, help="List the jobs that would be closed; change nothing.")
-def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Log each client run closed (one line per client).")
+def sweep(service: MetricsService, older_than: str, dry_run: bool, verbose: bool) -> None:
     """Close abandoned Running jobs started longer ago than --older-than as Failed."""
     now = service.clock()
     cutoff = now - parse_duration(older_than)
@@ -246,21 +330,31 @@ def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
         click.echo(f"Would close {len(stale)} job run(s) as Failed (dry run, nothing changed):\n{table}")
         return
     note = f"Closed by sweep: still running after {older_than.strip()}"
-    closed: list[str] = []
+    closed: dict[str, int] = {}  # run -> its client runs closed as Failed
 
     def close_one(run: str) -> None:
         current = service.get_job_run(run)
         if current is not None and current.status is Status.RUNNING:  # not finished meanwhile
+            running = sum(1 for c in service.list_client_runs(run) if c.status is Status.RUNNING)
             service.complete_job_metrics(run, success=False, notes=note)
-            closed.append(run)
+            closed[run] = running
 
-    if len(stale) > 1:
-        with click.progressbar(list(stale), label="Closing", file=sys.stderr) as bar:
-            for run in bar:
-                close_one(run)
-    else:
-        close_one(next(iter(stale)))
-    click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{_table(headers, [rows[r] for r in closed])}")
+    with _client_lines_held(not verbose) as held:
+        if len(stale) > 1:
+            with click.progressbar(
+                list(stale), label="Closing", file=sys.stderr, item_show_func=lambda run: run, show_pos=True
+            ) as bar:
+                for run in bar:
+                    close_one(run)
+        else:
+            close_one(next(iter(stale)))
+    table = _table([*headers, "CLIENTS CLOSED"], [[*rows[r], f"{n:,}"] for r, n in closed.items()])
+    click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{table}")
+    if held.count:
+        click.echo(
+            f"Client runs still running were closed as Failed ({held.count:,} log lines held back;"
+            " -v shows them)."
+        )
 
 
 @_command(jobmetrics_cli, "outbox")

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRETS": {},
     "DASHBOARD": False,
     "DASHBOARD_TOKEN": None,
+    "DASHBOARD_LOOPBACK": False,
     "LOG_FORMAT": "text",
 }
 
@@ -75,6 +76,7 @@ class Settings:
     webhook_secrets: Mapping[str, bytes]
     dashboard: bool
     dashboard_token: str | None
+    dashboard_loopback: bool
     log_format: str
 
     @property
@@ -203,6 +205,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "WEBHOOK_SECRETS": _secrets,
     "DASHBOARD": _bool,
     "DASHBOARD_TOKEN": _optional_text,
+    "DASHBOARD_LOOPBACK": _bool,
     "LOG_FORMAT": _choice("text", "json"),
 }
 

@@ -1,8 +1,13 @@
-"""The ``jobmetrics`` blueprint: the runs list, one run, the JSON API and ``/metrics``."""
+"""The ``jobmetrics`` blueprint: its plumbing (access, errors, parameters) and the HTML pages.
+
+The JSON API and ``/metrics`` are in ``api.py``, the login form in ``login.py``; both add
+their routes to ``bp`` when this module is imported.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date, timezone
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
@@ -10,13 +15,14 @@ from flask import Blueprint, Response, jsonify, redirect, render_template, reque
 from ..exceptions import InvalidRunIdError, StoreError
 from ..extension import get_state
 from ..models import ClientRun, JobRun, Status
-from ..runids import RunId
+from ..runids import RunId, validate_client_id
 from ..schema import normalize_status
 from ..service import MetricsService
 from .auth import Decision, check_access
-from .present import CLIENT_COLUMNS, fmt_when, job_view, run_row
+from .history import client_history, run_trends
+from .present import CLIENT_COLUMNS, PAGE_SIZE, by_attention, fmt_when, job_view, run_row
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "REFRESH_INTERVAL_MS", "bp"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "REFRESH_INTERVAL_MS", "BadRequest", "bp"]
 
 #: How often a page showing a Running job re-fetches itself, in milliseconds.
 REFRESH_INTERVAL_MS = 2000
@@ -39,6 +45,10 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+#: Endpoints answered without any access check: the static files and the login form.
+_OPEN_ENDPOINTS = frozenset(
+    {"jobmetrics.static", "jobmetrics.login", "jobmetrics.login_post", "jobmetrics.logout"}
+)
 
 bp = Blueprint(
     "jobmetrics",
@@ -77,22 +87,41 @@ def _error(status: int, code: str, message: str, headers: Mapping[str, str] | No
     elif request.endpoint == "jobmetrics.metrics":
         response = Response(message + "\n", mimetype="text/plain")
     else:
-        response = Response(render_template("jobmetrics/error.html", status=status, message=message))
+        page = render_template(
+            "jobmetrics/error.html",
+            status=status,
+            message=message,
+            login=status == 401,
+            refused=status in (401, 403),
+            next_url=_here(),
+        )
+        response = Response(page)
     response.status_code = status
     response.headers.update(headers or {})
     return response
 
 
+def _here() -> str:
+    """The path (and query) of this request, to come back to after signing in."""
+    return request.full_path.rstrip("?") if request.query_string else request.path
+
+
 @bp.before_request
 def _authorize() -> Response | None:
-    if request.endpoint == "jobmetrics.static":
-        return None  # the package's own CSS and JS: nothing secret, and the 401 page uses them
-    decision = check_access(request, get_state().settings.dashboard_token)
+    if request.endpoint in _OPEN_ENDPOINTS:
+        return None  # the package's own CSS and JS (nothing secret) and the login form itself
+    settings = get_state().settings
+    decision = check_access(request, settings.dashboard_token, loopback=settings.dashboard_loopback)
     if decision is Decision.ALLOW:
         return None
     if decision is Decision.MISSING_TOKEN:
         challenge = {"WWW-Authenticate": 'Bearer realm="jobmetrics"'}
-        return _error(401, "unauthorized", "This dashboard needs an Authorization: Bearer token.", challenge)
+        return _error(
+            401,
+            "unauthorized",
+            "This dashboard needs its token: sign in, or send an Authorization: Bearer header.",
+            challenge,
+        )
     if decision is Decision.INVALID_TOKEN:
         challenge = {"WWW-Authenticate": 'Bearer realm="jobmetrics", error="invalid_token"'}
         return _error(401, "unauthorized", "The bearer token is not valid.", challenge)
@@ -101,12 +130,13 @@ def _authorize() -> Response | None:
             403,
             "forbidden",
             "This request came through a proxy; without JOBMETRICS_DASHBOARD_TOKEN the dashboard"
-            " answers direct loopback clients only.",
+            " answers direct loopback clients only. Set a token on the server to open it here.",
         )
     return _error(
         403,
         "forbidden",
-        "Without JOBMETRICS_DASHBOARD_TOKEN the dashboard answers loopback clients only.",
+        "Without JOBMETRICS_DASHBOARD_TOKEN the dashboard answers loopback clients only: open it"
+        " through an SSH tunnel (ssh -L 5000:127.0.0.1:5000 host), or set a token on the server.",
     )
 
 
@@ -151,6 +181,36 @@ def _status(args: Mapping[str, str]) -> str | None:
         raise BadRequest("invalid_status", f"unknown status {text!r}; one of: {known}") from None
 
 
+def _page_number(args: Mapping[str, str]) -> int:
+    text = args.get("page")
+    if text is None:
+        return 1
+    try:
+        page = int(text.strip())
+    except ValueError:
+        page = 0
+    if page < 1:
+        raise BadRequest("invalid_page", f"page must be a whole number from 1, got {text!r}")
+    return page
+
+
+def _date(args: Mapping[str, str], name: str) -> date | None:
+    text = (args.get(name) or "").strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest("invalid_date", f"{name} must be a date like 2023-10-05, got {text!r}") from None
+
+
+def _started_within(job: JobRun, since: date | None, until: date | None) -> bool:
+    if job.start_time is None:
+        return since is None and until is None
+    day = job.start_time.astimezone(timezone.utc).date()
+    return (since is None or day >= since) and (until is None or day <= until)
+
+
 def _run_id(text: str) -> RunId:
     try:
         return RunId.parse(text)
@@ -177,6 +237,7 @@ def _page(template: str, *, refresh: bool, **context: Any) -> str:
         template,
         refresh_ms=REFRESH_INTERVAL_MS if refresh else 0,
         updated=fmt_when(now)[11:],
+        token_set=bool(get_state().settings.dashboard_token),
         **context,
     )
 
@@ -184,76 +245,108 @@ def _page(template: str, *, refresh: bool, **context: Any) -> str:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
+def _list_jobs(service: MetricsService) -> tuple[list[JobRun], dict[str, Any]]:
+    """The runs the list shows (newest first) and the filters that chose them."""
+    args = request.args
+    limit, status = _limit(args), _status(args)
+    since, until = _date(args, "since"), _date(args, "until")
+    if since is not None and until is not None and since > until:
+        raise BadRequest("invalid_date", f"since ({since}) is after until ({until})")
+    if since is None and until is None:
+        jobs = service.list_job_runs(limit=limit, status=status)
+    else:  # the store lists newest first: read the most a page may look at, keep the dates asked
+        found = service.list_job_runs(limit=MAX_LIMIT, status=status)
+        jobs = [job for job in found if _started_within(job, since, until)][:limit]
+    chosen = {"limit": limit, "status": status, "since": since, "until": until}
+    return jobs, chosen
+
+
+def _index_url(**params: Any) -> str:
+    return url_for(".index", **{k: v for k, v in params.items() if v is not None and v != DEFAULT_LIMIT})
+
+
 @bp.get("/")
 def index() -> str:
     service = _service()
-    limit, status = _limit(request.args), _status(request.args)
-    jobs = service.list_job_runs(limit=limit, status=status)
+    jobs, chosen = _list_jobs(service)
     now = service.clock()
     rows = [run_row(job, _clients_done(service, job), now) for job in jobs]
     filters = [
-        (label, url_for(".index", status=value) if value else url_for(".index"), value == status)
+        (label, _index_url(**{**chosen, "status": value}), value == chosen["status"])
         for label, value in _FILTERS
     ]
+    poll = {k: v for k, v in chosen.items() if k in ("limit", "status") and v is not None}
     return _page(
         "jobmetrics/runs.html",
         refresh=any(job.status is Status.RUNNING for job in jobs),
         rows=rows,
         filters=filters,
-        status=status,
-        limit=limit,
+        trends=run_trends(jobs, now, lambda run: url_for(".run", run_id=run)) if jobs else (),
+        poll_url=url_for(".api_runs", **poll),
+        filtered=any(chosen[k] is not None for k in ("status", "since", "until")),
+        **chosen,
     )
+
+
+def _run_view(run_id: str) -> tuple[Any, Response | None]:
+    service = _service()
+    parsed = _run_id(run_id)
+    job = service.get_job_run(parsed.base)
+    if job is None:
+        return None, _not_found(parsed.base)
+    return job_view(job, _clients(service, job), service.clock(), _page_number(request.args)), None
 
 
 @bp.get("/runs/<run_id>")
 def run(run_id: str) -> Response | str:
     parsed = _run_id(run_id)
     if parsed.client is not None:
-        target = url_for(".run", run_id=parsed.base, _anchor=f"client-{parsed.client}")
-        return redirect(target)  # type: ignore[return-value]
-    service = _service()
-    job = service.get_job_run(parsed.base)
-    if job is None:
-        return _not_found(parsed.base)
-    view = job_view(job, _clients(service, job), service.clock())
-    return _page("jobmetrics/run.html", refresh=view.running, job=view, columns=CLIENT_COLUMNS)
+        return redirect(_client_row_url(parsed.base, parsed.client))  # type: ignore[return-value]
+    view, missing = _run_view(run_id)
+    if missing is not None:
+        return missing
+    return _page(
+        "jobmetrics/run.html", refresh=view.running, job=view, columns=CLIENT_COLUMNS, page_size=PAGE_SIZE
+    )
 
 
-# -- JSON ----------------------------------------------------------------------------------------
+def _client_row_url(run: str, client_id: str) -> str:
+    """The run page at the table page that holds ``client_id``'s row, scrolled to it."""
+    ordered = [c.client_id for c in by_attention(_service().list_client_runs(run))]
+    page = ordered.index(client_id) // PAGE_SIZE + 1 if client_id in ordered else 1
+    return url_for(".run", run_id=run, page=page if page > 1 else None, _anchor=f"client-{client_id}")
 
 
-@bp.get("/api/runs")
-def api_runs() -> Response:
-    service = _service()
-    jobs = service.list_job_runs(limit=_limit(request.args), status=_status(request.args))
-    return jsonify(runs=[job.model_dump(mode="json") for job in jobs])
+@bp.get("/runs/<run_id>/summary")
+def run_summary(run_id: str) -> Response | str:
+    """The run page's status, cards and charts alone: what its live refresh swaps in."""
+    view, missing = _run_view(run_id)
+    if missing is not None:
+        return missing
+    return _page("jobmetrics/_run_summary.html", refresh=view.running, job=view)
 
 
-@bp.get("/api/runs/<run_id>")
-def api_run(run_id: str) -> Response:
-    service = _service()
-    parsed = _run_id(run_id)
-    job = service.get_job_run(parsed.base)
-    if job is None:
-        return _not_found(parsed.base)
-    clients = _clients(service, job)
-    return jsonify(job=job.model_dump(mode="json"), clients=[c.model_dump(mode="json") for c in clients])
-
-
-# -- Prometheus ----------------------------------------------------------------------------------
-
-
-@bp.get("/metrics")
-def metrics() -> Response:
+@bp.get("/clients/<client_id>")
+def client(client_id: str) -> Response | str:
     try:
-        from ..prometheus import exposition
-    except ImportError as exc:
-        if (exc.name or "").partition(".")[0] != "prometheus_client":
-            raise
-        return _error(
-            501,
-            "not_implemented",
-            "Prometheus metrics need prometheus_client: pip install 'flask-jobmetrics[prometheus]'",
-        )
-    body, content_type = exposition(_service(), request.headers.get("Accept"))
-    return Response(body, content_type=content_type)
+        client_id = validate_client_id(client_id)
+    except ValueError as exc:
+        raise BadRequest("invalid_client_id", str(exc)) from None
+    service = _service()
+    limit = _limit(request.args)
+    jobs = service.list_job_runs(limit=limit)
+    runs = [service.get_client_run(job.run_id, client_id) for job in jobs if client_id in job.client_ids]
+    found = [c for c in runs if c is not None]
+    if not found:
+        return _error(404, "not_found", f"No run of client {client_id!r} among the last {limit} job runs.")
+    history = client_history(client_id, found, service.clock(), lambda run: url_for(".run", run_id=run))
+    return _page(
+        "jobmetrics/client.html",
+        refresh=any(c.status is Status.RUNNING for c in found),
+        client=history,
+        looked_at=len(jobs),
+        limit=limit,
+    )
+
+
+from . import api, login  # noqa: E402,F401  (their routes join bp)
