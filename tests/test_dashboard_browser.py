@@ -426,6 +426,7 @@ def test_token_login_once_then_the_cookie_opens_the_dashboard(tmp_path: Path, op
             page = open_page(390, "dark")
             page.goto(f"{url}/jobmetrics/runs/{run}")
             assert page.inner_text(".error-code") == "401"
+            _shot(page, "dashboard-401-390-dark.png", full_page=False)
             page.click("text=Sign in with the token")
             page.fill("#jm-token", "wrong")
             page.click("form.login button")
