@@ -17,9 +17,10 @@ from flask_jobmetrics.dashboard import views
 from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_value
 from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
 from flask_jobmetrics.dashboard.present import PAGE_SIZE
-from flask_jobmetrics.extension import get_state, register_metric
+from flask_jobmetrics.extension import register_metric
 from flask_jobmetrics.schema import MetricSpec
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 
 from .big_run import client_ids, expected_failures, score
 from .support import Clock
@@ -82,6 +83,13 @@ def _job(
     return job.run_id
 
 
+def _two_jobs(service: MetricsService, clock: Clock, *, finish_second: bool = False) -> tuple[str, str]:
+    """A finished job at 12:00 and, an hour later, a second one (still running unless told)."""
+    old = _job(service, clock, "230615-120000", finish=True)
+    clock.advance(3600)
+    return old, _job(service, clock, "230615-130000", finish=finish_second)
+
+
 class _Cells(HTMLParser):
     """The text of every ``<td>``/``<th>`` of the table row with the given id."""
 
@@ -134,9 +142,7 @@ def test_runs_list_shows_runs_newest_first_with_their_numbers(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
     """The runs list links every run, newest first, with status, duration, clients done, failed, tokens."""
-    old = _job(service, clock, "230615-120000", finish=True)
-    clock.advance(3600)
-    new = _job(service, clock, "230615-130000")
+    old, new = _two_jobs(service, clock)
     response = client.get("/jobmetrics/")
     html = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -503,9 +509,7 @@ def test_client_page_lists_the_clients_runs_with_links_and_trends(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
     """/clients/<id> lists the client's runs newest first, each linking to its row, with trend charts."""
-    old = _job(service, clock, "230615-120000", finish=True)
-    clock.advance(3600)
-    new = _job(service, clock, "230615-130000")
+    old, new = _two_jobs(service, clock)
     html = client.get("/jobmetrics/clients/globex").get_data(as_text=True)
     assert re.findall(r'<tr id="run-([0-9-]+)"', html) == [new, old]
     assert cells(html, f"run-{old}")[:2] == [old, "Failed"]
@@ -530,9 +534,7 @@ def test_runs_list_draws_trends_per_run_oldest_first(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
     """The runs list has tokens, items scored, failed clients and duration charts, one column per run."""
-    first = _job(service, clock, "230615-120000", finish=True)
-    clock.advance(3600)
-    second = _job(service, clock, "230615-130000", finish=True)
+    first, second = _two_jobs(service, clock, finish_second=True)
     html = client.get("/jobmetrics/").get_data(as_text=True)
     for chart in ("trend-tokens", "trend-scored", "trend-failed", "trend-duration"):
         svg = re.search(rf'<svg id="{chart}".*?</svg>', html, re.S)

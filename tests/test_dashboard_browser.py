@@ -34,8 +34,8 @@ from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
 from flask_jobmetrics import JobMetrics  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
-from flask_jobmetrics.extension import get_state  # noqa: E402
 from flask_jobmetrics.service import MetricsService  # noqa: E402
+from flask_jobmetrics.state import get_state  # noqa: E402
 
 from .big_run import client_ids, expected_failures, score  # noqa: E402
 

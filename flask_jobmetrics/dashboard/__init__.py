@@ -7,12 +7,11 @@ exposition (with the ``prometheus`` extra). See ``docs/dashboard.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from flask import Flask
 
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from ..extension import JobMetricsState
+from ..state import JobMetricsState
+from . import api, login, views  # noqa: F401  (each adds its routes to bp)
+from .blueprint import bp
 
 __all__ = ["register_dashboard"]
 
@@ -21,6 +20,4 @@ def register_dashboard(app: Flask, state: JobMetricsState) -> None:
     """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
     if not state.settings.dashboard:
         return
-    from .views import bp  # imported here: views needs the fully loaded extension module
-
     app.register_blueprint(bp)

@@ -6,7 +6,16 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from .views import _clients, _error, _limit, _not_found, _run_id, _service, _status, bp
+from .blueprint import (
+    bp,
+    current_service,
+    error,
+    not_found,
+    parse_limit,
+    parse_run_id,
+    parse_status,
+    sorted_clients,
+)
 
 __all__ = ["API_CACHE_CONTROL"]
 
@@ -25,19 +34,19 @@ def _conditional(**payload: Any) -> Response:
 
 @bp.get("/api/runs")
 def api_runs() -> Response:
-    service = _service()
-    jobs = service.list_job_runs(limit=_limit(request.args), status=_status(request.args))
+    service = current_service()
+    jobs = service.list_job_runs(limit=parse_limit(request.args), status=parse_status(request.args))
     return _conditional(runs=[job.model_dump(mode="json") for job in jobs])
 
 
 @bp.get("/api/runs/<run_id>")
 def api_run(run_id: str) -> Response:
-    service = _service()
-    parsed = _run_id(run_id)
+    service = current_service()
+    parsed = parse_run_id(run_id)
     job = service.get_job_run(parsed.base)
     if job is None:
-        return _not_found(parsed.base)
-    clients = _clients(service, job)
+        return not_found(parsed.base)
+    clients = sorted_clients(service, job)
     return _conditional(job=job.model_dump(mode="json"), clients=[c.model_dump(mode="json") for c in clients])
 
 
@@ -48,10 +57,10 @@ def metrics() -> Response:
     except ImportError as exc:
         if (exc.name or "").partition(".")[0] != "prometheus_client":
             raise
-        return _error(
+        return error(
             501,
             "not_implemented",
             "Prometheus metrics need prometheus_client: pip install 'flask-jobmetrics[prometheus]'",
         )
-    body, content_type = exposition(_service(), request.headers.get("Accept"))
+    body, content_type = exposition(current_service(), request.headers.get("Accept"))
     return Response(body, content_type=content_type)

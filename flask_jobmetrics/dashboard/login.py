@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from flask import Response, redirect, render_template, request, url_for
 
-from ..extension import get_state
+from ..state import get_state
 from .auth import COOKIE_NAME, is_loopback, session_value, token_matches
-from .views import bp
+from .blueprint import bp
 
 __all__ = ["SESSION_MAX_AGE"]
 
