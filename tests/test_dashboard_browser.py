@@ -34,6 +34,8 @@ from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
 from flask_jobmetrics import JobMetrics  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
+from flask_jobmetrics.extension import register_metric  # noqa: E402
+from flask_jobmetrics.schema import MetricSpec  # noqa: E402
 from flask_jobmetrics.service import MetricsService  # noqa: E402
 from flask_jobmetrics.state import get_state  # noqa: E402
 
@@ -217,6 +219,10 @@ def _big_app(tmp_path: Path, **config: Any) -> Flask:
         **config,
     )
     JobMetrics(app)
+    with app.app_context():  # what apps will report a failure's reason in
+        register_metric(
+            MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
+        )
     return app
 
 
@@ -399,15 +405,28 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
             timeout=WAIT_MS,
         )
         _shot(page, "dashboard-300-live-1366-dark.png", full_page=False)
+        assert page.locator("#clients thead th[data-key='error']").count() == 0
 
-        score(service, run, ids[150:], offset=150)
+        reason = "Scoring API answered 429 three times"
+        service.complete_client_metrics(run, ids[150], {"Error Details": reason}, success=False)
+        page.wait_for_function(  # the first error adds the Error column in place
+            "() => document.querySelector('#clients thead th[data-key=error] button') !== null",
+            timeout=WAIT_MS,
+        )
+        row = page.locator(f"#client-{ids[150]}")
+        assert row.locator("td.error").inner_text() == reason
+        assert row.locator("td.status .reason").inner_text() == reason
+        page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
+        _shot(page, "dashboard-300-error-1366-dark.png", full_page=False)
+
+        score(service, run, ids[151:], offset=151)
         service.complete_job_metrics(run)
         page.wait_for_function(
             "() => document.documentElement.getAttribute('data-refresh-state') === 'stopped'", timeout=WAIT_MS
         )
         assert page.inner_text("#jm-status") == "Completed with Errors"
         assert page.inner_text("#jm-progress-text") == "300 / 300"
-        failed = len(expected_failures(ids))
+        failed = len(expected_failures(ids)) + 1  # and the one that reported its error
         assert page.inner_text("#jm-failed") == str(failed)
         assert {r["status"] for r in _rows(page)[:failed]} == {"Failed"}
         _shot(page, "dashboard-300-finished-1366-dark.png", full_page=False)

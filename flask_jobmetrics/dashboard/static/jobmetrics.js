@@ -100,6 +100,16 @@
     this.bind();
   }
 
+  Table.prototype.wrapHeadings = function () {  // each heading becomes a sort button
+    this.columns.forEach(function (col) {
+      if (col.th.querySelector("button")) return;
+      var button = el("button", "sort", col.label);
+      button.type = "button";
+      col.th.textContent = "";
+      col.th.appendChild(button);
+    });
+  };
+
   Table.prototype.readColumns = function () {
     this.columns = Array.prototype.map.call(this.table.tHead.rows[0].cells, function (th) {
       return {
@@ -112,13 +122,7 @@
 
   Table.prototype.bind = function () {
     var self = this;
-    this.columns.forEach(function (col) {
-      if (col.th.querySelector("button")) return;
-      var button = el("button", "sort", col.label);
-      button.type = "button";
-      col.th.textContent = "";
-      col.th.appendChild(button);
-    });
+    this.wrapHeadings();
     this.table.tHead.addEventListener("click", function (event) {
       var th = event.target.closest("th");
       if (!th || !event.target.closest("button")) return;
@@ -252,7 +256,7 @@
     var foot = this.table.tFoot && this.table.tFoot.rows[0];
     if (foot && foot.cells[1]) foot.cells[1].colSpan += 1;
     this.readColumns();
-    this.bind();
+    this.wrapHeadings();
   };
 
   Table.prototype.update = function (data) {
