@@ -8,25 +8,20 @@ another ``ServiceGroup`` added with ``jobmetrics_cli.add_command``.
 
 from __future__ import annotations
 
-import logging
-import math
 import re
 import sys
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TextIO
 
 import click
 
 from . import formatting
 from .airtable.cli import airtable_cli
 from .cli_group import ServiceGroup, one_line
+from .cli_progress import client_lines_held, publish_with_progress
 from .config import AIRTABLE_OFF
 from .exceptions import UnknownRunError
-from .log import LOGGER_NAME
-from .models import ClientRun, FlushReport, JobRun, Status
+from .models import ClientRun, JobRun, Status
 from .runids import RunId
 from .schema import CLIENTS_WITH_ERRORS, normalize_status
 from .service import MetricsService
@@ -40,10 +35,6 @@ _NOTE_WIDTH = 40
 _ERR_WIDTH = 60
 _DURATION_RE = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-#: Rows per Airtable request (batch_upsert takes 10 records), for the requests-left estimate.
-_ROWS_PER_REQUEST = 10
-#: How often the flush progress bar re-reads the outbox, in seconds.
-_PROGRESS_POLL = 0.2
 
 jobmetrics_cli = ServiceGroup(
     "jobmetrics",
@@ -181,44 +172,6 @@ def show(service: MetricsService, run_id: str) -> None:
     click.echo(format_run(service, run_id))
 
 
-def _publish_with_progress(service: MetricsService, timeout: float | None, file: TextIO) -> FlushReport:
-    """``service.flush(timeout)`` with a progress bar on ``file``: rows sent and pending, requests
-    left, and click's estimate of the time left at the current pace."""
-    flushed = service.buffer.flush()  # the buffer first, so the bar knows every row to send
-    total = service.store.outbox_counts()[0]
-    outcome: list[FlushReport] = []
-    failure: list[BaseException] = []
-
-    def publish() -> None:
-        try:
-            outcome.append(service.flush(timeout=timeout))
-        except BaseException as exc:  # re-raised in the command's thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=publish, name="jobmetrics-flush", daemon=True)
-    state = {"pending": total}
-
-    def describe(_: object) -> str:
-        pending = state["pending"]
-        requests = math.ceil(pending / _ROWS_PER_REQUEST)
-        return f"{total - pending:,} sent · {pending:,} pending · ~{requests:,} requests left"
-
-    worker.start()
-    with click.progressbar(
-        length=max(total, 1), label="Publishing", file=file, show_eta=True, item_show_func=describe
-    ) as bar:
-        done = 0
-        while worker.is_alive():
-            worker.join(_PROGRESS_POLL)
-            state["pending"] = min(service.store.outbox_counts()[0], total)
-            bar.update(total - state["pending"] - done)
-            done = total - state["pending"]
-    if failure:
-        raise failure[0]
-    report = outcome[0]
-    return report.model_copy(update={"flushed": flushed + report.flushed})
-
-
 @jobmetrics_cli.service_command("flush")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for publishing.")
 @click.option(
@@ -230,7 +183,7 @@ def flush(service: MetricsService, timeout: float | None, progress: bool | None)
     """Merge buffered updates into the store and wait for publishing."""
     airtable = get_state().settings.airtable_enabled
     if airtable and (sys.stderr.isatty() if progress is None else progress):
-        report = _publish_with_progress(service, timeout, sys.stderr)
+        report = publish_with_progress(service, timeout, sys.stderr)
     else:
         report = service.flush(timeout=timeout)
     click.echo(
@@ -241,33 +194,6 @@ def flush(service: MetricsService, timeout: float | None, progress: bool | None)
     )
     if not airtable:
         click.echo(f"{AIRTABLE_OFF}.")
-
-
-class _HeldClientLines(logging.Filter):
-    """Counts and holds back client-level log lines below ERROR (one per client closed)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        context = getattr(record, "jobmetrics", None)
-        if isinstance(context, dict) and context.get("scope") == "CLIENT" and record.levelno < logging.ERROR:
-            self.count += 1
-            return False
-        return True
-
-
-@contextmanager
-def _client_lines_held(hold: bool) -> Iterator[_HeldClientLines]:
-    held = _HeldClientLines()
-    logger = logging.getLogger(LOGGER_NAME)
-    if hold:
-        logger.addFilter(held)
-    try:
-        yield held
-    finally:
-        logger.removeFilter(held)
 
 
 @jobmetrics_cli.service_command("sweep")
@@ -305,7 +231,7 @@ def sweep(service: MetricsService, older_than: str, dry_run: bool, verbose: bool
             service.complete_job_metrics(run, success=False, notes=note)
             closed[run] = running
 
-    with _client_lines_held(not verbose) as held:
+    with client_lines_held(not verbose) as held:
         if len(stale) > 1:
             with click.progressbar(
                 list(stale), label="Closing", file=sys.stderr, item_show_func=lambda run: run, show_pos=True

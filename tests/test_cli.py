@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from flask import Flask
 from flask.cli import ScriptInfo
 
 from flask_jobmetrics import JobMetrics, Status
-from flask_jobmetrics.cli import _publish_with_progress, _table, jobmetrics_cli, parse_duration
+from flask_jobmetrics.cli import _table, jobmetrics_cli, parse_duration
+from flask_jobmetrics.cli_progress import publish_with_progress
 from flask_jobmetrics.formatting import span
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
@@ -27,7 +27,7 @@ from flask_jobmetrics.stores.sqlite import SQLiteStore
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import START, Clock, jobmetrics_app
+from .support import START, AppFactory, Clock
 
 OLD = "230615-120000"
 NEW = "230616-120000"
@@ -486,6 +486,7 @@ def run_flask(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Path, clock: Clock) -> None:
     """The installed `flask` executable runs `jobmetrics runs` against an SQLite file."""
     url = f"sqlite:///{tmp_path / 'jobmetrics.sqlite3'}"
@@ -500,6 +501,7 @@ def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Pa
     assert "Completed with Errors" in row_of(proc.stdout, OLD)
 
 
+@pytest.mark.slow
 def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_path: Path) -> None:
     """`flask ... jobmetrics runs` with an unusable SQLite path exits 1 with one error line."""
     (tmp_path / "a-file").write_text("")
@@ -509,6 +511,16 @@ def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_pat
     assert proc.stderr.startswith("Error: store unreachable: sqlite store ")
     assert len(proc.stderr.splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_the_group_is_on_app_cli_for_the_apps_own_tests(
+    app: Flask, svc: MetricsService, clock: Clock
+) -> None:
+    """`app.test_cli_runner().invoke(args=["jobmetrics", "runs"])` finds the group on `app.cli`."""
+    seed(svc, clock)
+    result = app.test_cli_runner().invoke(args=["jobmetrics", "runs"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[2:]] == [NEW, OLD]
 
 
 # -- flush progress -----------------------------------------------------------------------------
@@ -522,17 +534,14 @@ class _Terminal(io.StringIO):
 
 
 @pytest.fixture
-def airtable_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[Flask]:
+def airtable_app(make_app: AppFactory, fake_airtable: FakeAirtable) -> Flask:
     """An app on the memory store publishing to ``fake_airtable`` (running rows wait for completion)."""
-    with jobmetrics_app(
-        tmp_path / "instance",
-        "cli_airtable",
+    return make_app(
         JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
         JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
         JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
         JOBMETRICS_PROGRESS_INTERVAL=0,
-    ) as flask_app:
-        yield flask_app
+    )
 
 
 def _completed_clients(service: MetricsService, count: int) -> str:
@@ -551,7 +560,7 @@ def test_flush_progress_shows_rows_sent_and_pending_on_a_terminal(
     with airtable_app.app_context():
         _completed_clients(service, 25)
         terminal = _Terminal()
-        report = _publish_with_progress(service, 30, terminal)
+        report = publish_with_progress(service, 30, terminal)
     assert report.pending == 0
     drawn = terminal.getvalue()
     assert "Publishing  [" in drawn

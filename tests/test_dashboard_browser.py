@@ -32,14 +32,16 @@ from werkzeug.serving import make_server  # noqa: E402
 from example_app import create_app, jobmetrics  # noqa: E402
 from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
-from flask_jobmetrics import JobMetrics  # noqa: E402
+from flask_jobmetrics import register_metric  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
-from flask_jobmetrics.extension import register_metric  # noqa: E402
 from flask_jobmetrics.schema import MetricSpec  # noqa: E402
 from flask_jobmetrics.service import MetricsService  # noqa: E402
 from flask_jobmetrics.state import get_state  # noqa: E402
 
 from .big_run import client_ids, expected_failures, score  # noqa: E402
+from .support import AppFactory  # noqa: E402
+
+pytestmark = pytest.mark.slow  # a real browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -210,15 +212,11 @@ def test_runs_list_links_to_the_run_page(example: Flask, base_url: str, open_pag
 # -- a generated run of 300 clients ------------------------------------------------------------------
 
 
-def _big_app(tmp_path: Path, **config: Any) -> Flask:
-    app = Flask("dashboard_big", instance_path=str(tmp_path / "instance"))
-    app.config.update(
-        TESTING=True,
-        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path / 'big.sqlite3'}",
-        JOBMETRICS_DASHBOARD=True,
-        **config,
+def _big_app(make_app: AppFactory, tmp_path: Path, **config: Any) -> Flask:
+    """A dashboard app on an SQLite file that knows the Error Details metric."""
+    app = make_app(
+        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path / 'big.sqlite3'}", JOBMETRICS_DASHBOARD=True, **config
     )
-    JobMetrics(app)
     with app.app_context():  # what apps will report a failure's reason in
         register_metric(
             MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
@@ -227,13 +225,13 @@ def _big_app(tmp_path: Path, **config: Any) -> Flask:
 
 
 @pytest.fixture
-def big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, MetricsService]]:
+def big(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Flask, MetricsService]:
     """An app (SQLite store) whose dashboard refreshes every 300 ms, and its service."""
     monkeypatch.setattr(views, "REFRESH_INTERVAL_MS", 300)
-    app = _big_app(tmp_path)
-    service = get_state(app).service
-    yield app, service
-    service.close()
+    app = _big_app(make_app, tmp_path)
+    return app, get_state(app).service
 
 
 def _finished_runs(service: MetricsService, runs: int = 6) -> str:
@@ -435,30 +433,28 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
     assert any(status == 304 for u, status in seen if u == f"/jobmetrics/api/runs/{run}")
 
 
-def test_token_login_once_then_the_cookie_opens_the_dashboard(tmp_path: Path, open_page: PageFactory) -> None:
+def test_token_login_once_then_the_cookie_opens_the_dashboard(
+    make_app: AppFactory, tmp_path: Path, open_page: PageFactory
+) -> None:
     """With a token, the 401 page links to the login form; after signing in the browser is let in."""
-    app = _big_app(tmp_path, JOBMETRICS_DASHBOARD_TOKEN="s3cret-token")
-    service = get_state(app).service
-    try:
-        run = _finished_runs(service, runs=1)
-        with _served(app) as url:
-            page = open_page(390, "dark")
-            page.goto(f"{url}/jobmetrics/runs/{run}")
-            assert page.inner_text(".error-code") == "401"
-            _shot(page, "dashboard-401-390-dark.png", full_page=False)
-            page.click("text=Sign in with the token")
-            page.fill("#jm-token", "wrong")
-            page.click("form.login button")
-            assert "not the dashboard's token" in page.inner_text(".form-error")
-            _shot(page, "dashboard-login-390-dark.png", full_page=False)
-            page.fill("#jm-token", "s3cret-token")
-            page.click("form.login button")
-            page.wait_for_url(f"**/jobmetrics/runs/{run}")
-            page.wait_for_function(TABLE_READY, timeout=WAIT_MS)  # the API answers with the cookie too
-            cookie = next(c for c in page.context.cookies() if c["name"] == "jobmetrics_session")
-            assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
-            page.click("form.signout button")
-            page.goto(f"{url}/jobmetrics/")
-            assert page.inner_text(".error-code") == "401"
-    finally:
-        service.close()
+    app = _big_app(make_app, tmp_path, JOBMETRICS_DASHBOARD_TOKEN="s3cret-token")
+    run = _finished_runs(get_state(app).service, runs=1)
+    with _served(app) as url:
+        page = open_page(390, "dark")
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        assert page.inner_text(".error-code") == "401"
+        _shot(page, "dashboard-401-390-dark.png", full_page=False)
+        page.click("text=Sign in with the token")
+        page.fill("#jm-token", "wrong")
+        page.click("form.login button")
+        assert "not the dashboard's token" in page.inner_text(".form-error")
+        _shot(page, "dashboard-login-390-dark.png", full_page=False)
+        page.fill("#jm-token", "s3cret-token")
+        page.click("form.login button")
+        page.wait_for_url(f"**/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)  # the API answers with the cookie too
+        cookie = next(c for c in page.context.cookies() if c["name"] == "jobmetrics_session")
+        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+        page.click("form.signout button")
+        page.goto(f"{url}/jobmetrics/")
+        assert page.inner_text(".error-code") == "401"
