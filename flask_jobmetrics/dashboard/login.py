@@ -42,7 +42,6 @@ def _form(status: int = 200, error: str = "") -> Response:
         next_url=_safe_next(request.values.get("next")),
         error=error,
         plain_http=plain_http,
-        token_set=True,
     )
     return Response(page, status=status)
 

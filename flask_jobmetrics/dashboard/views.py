@@ -10,7 +10,6 @@ from flask import Response, redirect, render_template, request, url_for
 from ..models import JobRun, Status
 from ..runids import validate_client_id
 from ..service import MetricsService
-from ..state import get_state
 from .blueprint import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -29,7 +28,7 @@ from .blueprint import (
     started_within,
 )
 from .history import client_history, run_trends
-from .present import CLIENT_COLUMNS, PAGE_SIZE, by_attention, fmt_when, job_view, run_row
+from .present import CLIENT_COLUMNS, PAGE_SIZE, JobView, by_attention, fmt_when, job_view, run_row
 
 __all__ = ["REFRESH_INTERVAL_MS"]
 
@@ -49,7 +48,6 @@ def _page(template: str, *, refresh: bool, **context: Any) -> str:
         template,
         refresh_ms=REFRESH_INTERVAL_MS if refresh else 0,
         updated=fmt_when(now)[11:],
-        token_set=bool(get_state().settings.dashboard_token),
         **context,
     )
 
@@ -100,13 +98,14 @@ def index() -> str:
     )
 
 
-def _run_view(run_id: str) -> tuple[Any, Response | None]:
+def _run_view(run_id: str) -> JobView | Response:
+    """The run page's view of ``run_id`` at the requested table page, or the 404 answer."""
     service = current_service()
     parsed = parse_run_id(run_id)
     job = service.get_job_run(parsed.base)
     if job is None:
-        return None, not_found(parsed.base)
-    return job_view(job, sorted_clients(service, job), service.clock(), parse_page(request.args)), None
+        return not_found(parsed.base)
+    return job_view(job, sorted_clients(service, job), service.clock(), parse_page(request.args))
 
 
 @bp.get("/runs/<run_id>")
@@ -114,9 +113,9 @@ def run(run_id: str) -> Response | str:
     parsed = parse_run_id(run_id)
     if parsed.client is not None:
         return redirect(_client_row_url(parsed.base, parsed.client))  # type: ignore[return-value]
-    view, missing = _run_view(run_id)
-    if missing is not None:
-        return missing
+    view = _run_view(run_id)
+    if isinstance(view, Response):
+        return view
     return _page(
         "jobmetrics/run.html", refresh=view.running, job=view, columns=CLIENT_COLUMNS, page_size=PAGE_SIZE
     )
@@ -132,9 +131,9 @@ def _client_row_url(run: str, client_id: str) -> str:
 @bp.get("/runs/<run_id>/summary")
 def run_summary(run_id: str) -> Response | str:
     """The run page's status, cards and charts alone: what its live refresh swaps in."""
-    view, missing = _run_view(run_id)
-    if missing is not None:
-        return missing
+    view = _run_view(run_id)
+    if isinstance(view, Response):
+        return view
     return _page("jobmetrics/_run_summary.html", refresh=view.running, job=view)
 
 
