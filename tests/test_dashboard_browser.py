@@ -458,3 +458,24 @@ def test_token_login_once_then_the_cookie_opens_the_dashboard(
         page.click("form.signout button")
         page.goto(f"{url}/jobmetrics/")
         assert page.inner_text(".error-code") == "401"
+
+
+def test_runs_list_refreshes_through_the_api_until_no_run_is_running(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """The runs list polls /api/runs (304 while unchanged) and re-renders when a run finishes."""
+    app, service = big
+    run = service.start_job().run_id
+    service.complete_client_metrics(run, "acme", {"Leads Processed": 3})
+    with _served(app) as url:
+        page = open_page(390, "light")
+        page.goto(f"{url}/jobmetrics/")
+        assert page.inner_text("#runs tbody tr td.status") == "Running"
+        with page.expect_response(lambda r: r.status == 304 and "/api/runs" in r.url, timeout=WAIT_MS):
+            pass
+        service.complete_job_metrics(run)
+        page.wait_for_function(
+            "() => document.documentElement.getAttribute('data-refresh-state') === 'stopped'", timeout=WAIT_MS
+        )
+        assert page.inner_text("#runs tbody tr td.status") == "Completed"
+        assert page.evaluate(NO_OVERFLOW)
