@@ -60,7 +60,8 @@ class JobMetrics:
         with self._lock:
             for spec in self._metric_specs:
                 registry.register(spec)
-        store = load_store(settings.store_url)
+        # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
+        store = load_store(settings.store_url, outbox=settings.keeps_outbox)
         publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,
