@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_SECRETS": {},
     "DASHBOARD": False,
     "DASHBOARD_TOKEN": None,
+    "DASHBOARD_LOOPBACK": False,
     "LOG_FORMAT": "text",
     "PROGRESS_LOG_CHARS": 20_000,
     "STALE_AFTER": 21_600,
@@ -89,6 +90,7 @@ class Settings:
     webhook_secrets: Mapping[str, bytes]
     dashboard: bool
     dashboard_token: str | None
+    dashboard_loopback: bool
     log_format: str
     #: The bound of a client row's Progress Log, in characters.
     progress_log_chars: int
@@ -266,6 +268,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "WEBHOOK_SECRETS": _secrets,
     "DASHBOARD": _bool,
     "DASHBOARD_TOKEN": _optional_text,
+    "DASHBOARD_LOOPBACK": _bool,
     "LOG_FORMAT": _choice("text", "json"),
     "PROGRESS_LOG_CHARS": _progress_log_chars,
     "STALE_AFTER": _stale_after,
