@@ -592,8 +592,8 @@ class MetricsService:
         self, run: str, client: str, now: datetime, log: StructuredLogger, note: str, error: str | None = None
     ) -> bool:
         """Complete a client run the job outlived: a Running one is closed as Failed, with a
-        note, ``error`` in its ``Error Details`` (unless it has some) and a Progress Log line.
-        True when it was closed."""
+        note, ``error`` in its ``Error Details`` (an earlier error kept below it) and a Progress
+        Log line. True when it was closed."""
         closed: list[bool] = []
 
         def close(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
@@ -603,7 +603,7 @@ class MetricsService:
                 add_note(fields, note)
                 if error is not None:  # an earlier error stays visible below
                     earlier = fields.get(ERROR_DETAILS)
-                    fields[ERROR_DETAILS] = bound_text(f"{error}\nEarlier: {earlier}" if earlier else error)
+                    fields[ERROR_DETAILS] = error_text(f"{error}\nEarlier: {earlier}" if earlier else error)
                 self._add_line(fields, f"closed as Failed: {error or note}", now)
                 closed.append(True)
 

@@ -169,3 +169,17 @@ def test_the_background_watchdog_sends_run_stalled(
         service.watchdog.wake()
         assert done.wait(timeout=30), "the watchdog thread did not close the stalled job"
     assert heard == [{"sender": app, "run_id": RUN, "client_ids": ["globex"]}]
+
+
+def test_an_earlier_error_stays_below_the_stall(store_service: Any, clock: Clock) -> None:
+    """A stalled client that had recorded an error keeps it in Error Details, below the stall."""
+    service = store_service(clock, stale_after=HOUR)
+    service.record_error(RUN, "globex", KeyError("profile"))
+    service.flush()
+    clock.advance(HOUR + 1)
+    assert service.close_stalled() == [RUN]
+    globex = service.get_client_run(RUN, "globex")
+    assert globex is not None and globex.error is not None
+    first, earlier = globex.error.split("\n")
+    assert first.startswith("stalled: no update since 2023-06-15 12:00:00 UTC")
+    assert earlier == "Earlier: KeyError: 'profile'"
