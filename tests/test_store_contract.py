@@ -848,3 +848,17 @@ def test_append_cuts_between_whole_characters_as_python_does(store: Store, limit
         expected = append_text(expected, (limit, text))
     row = store.get_client("run-1", "acme")
     assert row is not None and row.fields[LOG] == expected
+
+
+def test_an_append_redelivered_under_its_key_is_appended_once(store: Store) -> None:
+    """An appended line travels with its delta: a delta re-delivered under the same
+    idempotency key appends nothing the second time, like its sums."""
+    from flask_jobmetrics.journal import append_op
+
+    once = ClientDelta(
+        "run-1", "acme", {LOG: append_op(_line(1, "webhook 1")), LEADS: ("sum", 1)}, idempotency_key="k1"
+    )
+    store.merge_client(once)
+    row, applied = store.merge_client(once)
+    assert applied is False
+    assert row.fields[LOG] == _line(1, "webhook 1") and row.fields[LEADS] == 1
