@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
@@ -78,7 +79,31 @@ def check_file(path: str) -> None:
         raise StoreError(f"sqlite store {path}: the directory is read-only (SQLite creates -wal files there)")
 
 
-def connect(path: str, timeout: float) -> sqlite3.Connection:
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float, sleep: Callable[[float], None]) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``timeout`` s for other connections.
+
+    On a file still in rollback mode the switch reads the header, then upgrades to a write
+    lock; SQLite never calls the busy handler for that upgrade (a reader waiting for a writer
+    could deadlock), so when another process is switching or writing at that moment the
+    pragma fails at once with ``database is locked``. WAL mode is persistent: once any
+    connection switched the file, the pragma only reads. So a busy switch is retried here.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+
+
+def connect(path: str, timeout: float, *, sleep: Callable[[float], None] = time.sleep) -> sqlite3.Connection:
     """A new autocommit connection in WAL mode with a busy timeout of ``timeout`` seconds."""
     try:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
@@ -86,7 +111,7 @@ def connect(path: str, timeout: float) -> sqlite3.Connection:
         raise store_error(path, "cannot open", exc, timeout) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn, timeout, sleep)
         conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.Error as exc:
         conn.close()
