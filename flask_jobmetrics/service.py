@@ -29,7 +29,7 @@ from .schema import (
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import ClientDelta, ClientRow, JobRow, JobUpdate, Ops, Store
+from .stores.base import IDEMPOTENCY_TTL, ClientDelta, ClientRow, JobRow, JobUpdate, Ops, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 
@@ -86,6 +86,7 @@ class MetricsService:
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
             on_delivered=lambda rows: self._merged(*rows),
+            token_ttl=IDEMPOTENCY_TTL,
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
@@ -96,8 +97,9 @@ class MetricsService:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _sink(self, deltas: list[ClientDelta]) -> list[ClientRow]:
-        return self.store.merge_clients(deltas)  # only the merge: see MetricsBuffer(on_delivered=)
+    def _sink(self, deltas: list[ClientDelta], token: str) -> list[ClientRow]:
+        # Only the merge (see MetricsBuffer(on_delivered=)); the token makes a re-sent batch a no-op.
+        return self.store.merge_clients(deltas, token=token)
 
     def _merged(self, *rows: ClientRow) -> None:
         """After client rows were merged: remember them, bring the totals of a job that

@@ -245,8 +245,9 @@ end
 """.replace("@STATUS@", json.dumps(STATUS)).replace("@START@", json.dumps(START_TIME))
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
-#: items (JSON). A client item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a
-#: Python transaction it carries the new fields f={name: text} and version v instead. A job
+#: items (JSON), delivery token ('' for none; one already applied changes nothing). A client
+#: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
+#: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
 #: {applied, version, completed, flat fields, client ids (job items)}.
 MERGE = (
@@ -301,16 +302,26 @@ local function put_job(it)
   if it.v then job.v = it.v end
   return 1, job
 end
-local out = {}
-for i, it in ipairs(cjson.decode(ARGV[6])) do
+local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[7]
+if token and token ~= '' then
+  if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
+    for i, it in ipairs(items) do
+      local r = reply(load(k_client(it.r, it.c), 'client', it.r, it.c))
+      out[i] = {0, r[1], r[2], r[3], {}, 0}
+    end
+    return out
+  end
+  keys[#keys + 1] = token
+end
+for i, it in ipairs(items) do
   local done, row, job
   if it.t == 'c' then done, row, job = merge_client(it) else done, row = put_job(it) end
   local r = reply(row)
   local job_done = (job and job.exists and job.c) and 1 or 0
   out[i] = {done, r[1], r[2], r[3], it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}, job_done}
 end
-for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 flush(RETENTION)
+for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 return out
 """
 )

@@ -51,8 +51,11 @@ Finalize = Callable[[dict[str, Any]], None]
 #: Called inside the store's transaction with the job's fields and its client rows.
 JobUpdate = Callable[[dict[str, Any], Sequence["ClientRow"]], None]
 
-#: Seconds an applied idempotency key is remembered.
+#: Seconds an applied idempotency key (or delivery token) is remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
+#: Delivery tokens are kept among the idempotency keys under this prefix (random, so they
+#: never meet a key a caller chose).
+TOKEN_PREFIX = "delivery:"
 
 
 def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
@@ -171,11 +174,14 @@ class Store(Protocol):
     url: str
 
     # -- client rows
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         """Merge several deltas in one transaction; returns the rows in order.
 
         A delta whose idempotency key was already applied changes nothing (its row is
-        returned as it is).
+        returned as it is). With a ``token`` (a delivery of the buffer), the token is
+        recorded in the same transaction, and a batch whose token was already applied
+        changes nothing: its rows are returned as they are. Tokens are kept as long as
+        idempotency keys.
         """
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:

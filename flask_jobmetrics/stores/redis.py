@@ -39,7 +39,16 @@ from ._redis_tx import (
     redacted,
     texts,
 )
-from .base import IDEMPOTENCY_TTL, ClientDelta, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
+from .base import (
+    IDEMPOTENCY_TTL,
+    TOKEN_PREFIX,
+    ClientDelta,
+    ClientRow,
+    Finalize,
+    JobRow,
+    JobUpdate,
+    OutboxItem,
+)
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
 
@@ -119,16 +128,17 @@ class RedisStore:
     def _eval(self, name: str, args: Sequence[Any], keys: Sequence[str] = (), client: Any = None) -> Any:
         return self._scripts[name](keys=list(keys), args=list(args), client=client)
 
-    def merge_args(self, items: list[dict[str, Any]], now: float) -> list[Any]:
+    def merge_args(self, items: list[dict[str, Any]], now: float, token: str | None = None) -> list[Any]:
         """The ARGV of the merge script (see ``_redis_lua.MERGE``)."""
         retention = "0" if self.retention == 0 else str(_ms(self.retention))
         payload = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
         expires = repr(float(now + self._ttl))
-        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload]
+        token_key = "" if token is None else TOKEN_PREFIX + token
+        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload, token_key]
 
-    def _merge(self, items: list[dict[str, Any]]) -> list[Any]:
+    def _merge(self, items: list[dict[str, Any]], token: str | None = None) -> list[Any]:
         with self._errors("merge"):
-            return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock())))
+            return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock(), token)))
 
     def _tx(self) -> Transaction | None:
         """The transaction this thread is in (a store call made from a callback joins it)."""
@@ -162,7 +172,9 @@ class RedisStore:
             raise StoreError(f"run ID {run_id!r}: NUL characters are not supported by the Redis store")
 
     # -- client rows
-    def _merge_deltas(self, deltas: Sequence[ClientDelta]) -> list[tuple[ClientRow, bool]]:
+    def _merge_deltas(
+        self, deltas: Sequence[ClientDelta], token: str | None = None
+    ) -> list[tuple[ClientRow, bool]]:
         items = []
         for delta in deltas:
             self.check_run_id(delta.run_id)
@@ -179,14 +191,14 @@ class RedisStore:
                 ),
                 r[0] == 1,
             )
-            for d, r in zip(deltas, self._merge(items), strict=True)
+            for d, r in zip(deltas, self._merge(items, token), strict=True)
         ]
 
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         tx = self._tx()
-        if tx is not None:
+        if tx is not None:  # from a callback: committed (or not) with the transaction it joins
             return [tx.merge(delta, None)[0] for delta in deltas]
-        return [row for row, _ in self._merge_deltas(deltas)] if deltas else []
+        return [row for row, _ in self._merge_deltas(deltas, token)] if deltas else []
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
         tx = self._tx()
