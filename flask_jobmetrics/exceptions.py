@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .formatting import shorten
+
 __all__ = [
     "ConfigurationError",
     "InvalidClientIdError",
@@ -58,7 +60,7 @@ class InvalidMetricError(JobMetricsError, ValueError):
 
     def __init__(self, problems: Sequence[Any]) -> None:
         self.problems = list(problems)
-        detail = "; ".join(f"{p.metric}={p.value!r}: {p.reason}" for p in self.problems)
+        detail = "; ".join(f"{p.metric}={shorten(p.value)}: {p.reason}" for p in self.problems)
         super().__init__(f"invalid metrics: {detail}")
 
 

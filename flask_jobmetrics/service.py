@@ -16,6 +16,7 @@ from cachetools import LRUCache
 from .airtable.publisher import Publisher
 from .buffer import MetricsBuffer
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .formatting import shorten
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
@@ -24,8 +25,10 @@ from .schema import (
     END_TIME,
     START_TIME,
     STATUS,
+    SUM_TOO_LARGE,
     SYSTEM_NOTES,
     MetricRegistry,
+    beyond_exact,
     normalize_status,
 )
 from .shutdown import guarded
@@ -46,6 +49,11 @@ _ABSENT = object()
 def _check_logger(logger: object) -> None:
     if not isinstance(logger, StructuredLogger):
         raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+
+
+def _described(rejected: list[RejectedMetric]) -> str:
+    """Rejections for a log line, each value cut to a sane length."""
+    return "; ".join(f"{p.metric}={shorten(p.value)} ({p.reason})" for p in rejected)
 
 
 def utcnow() -> datetime:
@@ -106,6 +114,9 @@ class MetricsService:
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
         self._remember(*rows)
+        for row in rows:
+            if row.refused:
+                self._report_refused(row)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
                 self.store.update_job(run, self._refresh_finished)
@@ -115,6 +126,37 @@ class MetricsService:
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()
+
+    def _report_refused(self, row: ClientRow) -> None:
+        """Sums the store did not add (the total would pass 2**53): logged and reported."""
+        rejected = [
+            RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE) for name, value in row.refused
+        ]
+        self._log(None, row.run_id, row.client_id).error("not stored: %s", _described(rejected))
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(row.run_id, row.client_id, rejected)
+            except Exception as exc:  # what was merged stays merged
+                self.logger.warning("could not report refused sums: %r", exc)
+
+    def _refuse_large_sums(
+        self, ops: Ops, known: ClientRow | None, run: str, client: str
+    ) -> list[RejectedMetric]:
+        """Take out of ``ops`` the sums that would pass 2**53 with the row as this process
+        knows it (stored plus buffered); returns them as rejections."""
+        pending = self.buffer.pending(run, client) or {}
+        rejected = []
+        for name, (agg, value) in list(ops.items()):
+            if agg != "sum":
+                continue
+            total = (known.fields.get(name) if known is not None else None) or 0
+            buffered = pending.get(name)
+            if buffered is not None and buffered[0] == "sum":
+                total += buffered[1]
+            if beyond_exact(total + value):
+                del ops[name]
+                rejected.append(RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE))
+        return rejected
 
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
@@ -191,13 +233,18 @@ class MetricsService:
                     "unknown metric %r is not stored (register it with register_metric)", problem.metric
                 )
         if rejected:
-            self._log(logger, run_id, client_id).warning(
-                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
-            )
+            self._log(logger, run_id, client_id).warning("rejected %s", _described(rejected))
         rejected += unknown_rejected
         if rejected and self.on_rejected is not None:
             self.on_rejected(run_id, client_id, rejected)
         return values, rejected
+
+    def _report_rejected(
+        self, logger: StructuredLogger | None, run: str, client: str, rejected: list[RejectedMetric]
+    ) -> None:
+        self._log(logger, run, client).warning("rejected %s", _described(rejected))
+        if self.on_rejected is not None:
+            self.on_rejected(run, client, rejected)
 
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
@@ -229,6 +276,10 @@ class MetricsService:
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
+        too_large = self._refuse_large_sums(ops, known, run, client)
+        if too_large:
+            self._report_rejected(logger, run, client, too_large)
+            rejected += too_large
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s", sorted(values) or "no metrics"

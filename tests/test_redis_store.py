@@ -358,20 +358,9 @@ def test_values_merge_like_the_memory_store(make: MakeStore, ops: list[tuple[str
     for agg, value in ops:
         for target in (store, reference):
             target.merge_client(ClientDelta("run-1", "acme", {"V": (agg, value)}))
-    got = store.get_client("run-1", "acme").fields["V"]  # type: ignore[union-attr]
-    want = reference.get_client("run-1", "acme").fields["V"]  # type: ignore[union-attr]
+    got = store.get_client("run-1", "acme").fields.get("V")  # type: ignore[union-attr]
+    want = reference.get_client("run-1", "acme").fields.get("V")  # type: ignore[union-attr]
     assert (got, type(got)) == (want, type(want))
-
-
-def test_a_sum_overflowing_to_infinity_is_refused(make: MakeStore) -> None:
-    """A float sum that would be infinite raises StoreError and leaves the row as it was."""
-    store = make()
-    store.merge_client(ClientDelta("run-1", "acme", {"F": ("sum", 1e308)}))
-    with pytest.raises(StoreError, match="not finite"):
-        store.merge_clients([leads(1), ClientDelta("run-1", "acme", {"F": ("sum", 1e308)})])
-    row = store.get_client("run-1", "acme")
-    assert row is not None
-    assert (row.fields, row.version) == ({"Status": "Running", "F": 1e308}, 1)
 
 
 def test_thousands_of_increments_are_exact(make: MakeStore) -> None:

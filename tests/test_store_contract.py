@@ -365,6 +365,22 @@ def test_tokens_expire_with_idempotency_keys(make_store: MakeStore, clock: Clock
     assert store.merge_clients([leads(1)], token="t")[0].fields[LEADS] == 2
 
 
+def test_a_sum_beyond_2_53_is_refused_and_reported(store: Store) -> None:
+    """A sum that would pass 2**53 is not added (the field keeps its value), the rest of the
+    delta is, and the returned row lists what was refused."""
+    store.merge_client(ClientDelta("run-1", "acme", {"Total Tokens": ("sum", 2**53), "F": ("sum", 9e15)}))
+    ops = {"Total Tokens": ("sum", 1), "F": ("sum", 1e15), LEADS: ("sum", 2)}
+    row, applied = store.merge_client(ClientDelta("run-1", "acme", ops))
+    assert applied is True
+    assert dict(row.refused) == {"Total Tokens": 1, "F": 1e15}
+    stored = store.get_client("run-1", "acme")
+    assert stored is not None
+    assert (stored.fields["Total Tokens"], stored.fields["F"], stored.fields[LEADS]) == (2**53, 9e15, 2)
+    assert stored.refused == ()
+    (again,) = store.merge_clients([ClientDelta("run-1", "acme", {"Total Tokens": ("sum", -1)})])
+    assert again.refused == () and again.fields["Total Tokens"] == 2**53 - 1
+
+
 # -- finalize ----------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..exceptions import StoreError
 from ..models import Status
-from ..schema import STATUS, combine
+from ..schema import STATUS, beyond_exact, combine
 
 __all__ = [
     "ClientDelta",
@@ -69,20 +69,34 @@ def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
             into[name] = (old_agg, combine(agg, old_value, value))
 
 
-def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> None:
-    """Merge ``ops`` into a row's ``fields`` in place."""
+def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, Any]]:
+    """Merge ``ops`` into a row's ``fields`` in place; returns the (field, value) of sums
+    refused because they would pass 2**53 (those fields keep their value)."""
+    refused: list[tuple[str, Any]] = []
     for name, (agg, value) in ops.items():
         if agg == "set":
             fields[name] = value
+            continue
+        merged = combine(agg, fields.get(name), value)
+        if agg == "sum" and beyond_exact(merged):
+            refused.append((name, value))
         else:
-            fields[name] = combine(agg, fields.get(name), value)
+            fields[name] = merged
+    return refused
 
 
-def client_fields_after(current: Mapping[str, Any] | None, ops: Mapping[str, Op] | None) -> dict[str, Any]:
-    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``)."""
+def client_fields_after(
+    current: Mapping[str, Any] | None,
+    ops: Mapping[str, Op] | None,
+    refused: list[tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``);
+    sums refused by ``apply_ops`` are appended to ``refused``."""
     fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
     if ops:
-        apply_ops(fields, ops)
+        refused_now = apply_ops(fields, ops)
+        if refused is not None:
+            refused.extend(refused_now)
     return fields
 
 
@@ -134,6 +148,9 @@ class ClientRow:
     #: Set on rows a merge returns: whether the row's job had already completed (so its
     #: totals must be recomputed). Not stored; False on rows read back.
     job_completed: bool = field(default=False, compare=False)
+    #: Set on rows a merge returns: the (field, value) of sums not added because the total
+    #: would pass 2**53. Not stored.
+    refused: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

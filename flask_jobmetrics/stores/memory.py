@@ -139,7 +139,7 @@ class MemoryStore:
         fields = row.fields
         if delta.idempotency_key is not None:
             self._keep_key(delta.idempotency_key, now)
-        self._set(self._clients, key, row)
+        self._set(self._clients, key, replace(row, refused=()))
         self._queue("client", delta.run_id, delta.client_id, row.version, row.completed)
         job = self._jobs.get(delta.run_id)
         if job is None:

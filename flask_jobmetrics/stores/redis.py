@@ -187,7 +187,13 @@ class RedisStore:
         return [
             (
                 ClientRow(
-                    d.run_id, d.client_id, decode_pairs(r[3]), r[2] == 1, r[1], job_completed=r[5] == 1
+                    d.run_id,
+                    d.client_id,
+                    decode_pairs(r[3]),
+                    r[2] == 1,
+                    r[1],
+                    job_completed=r[5] == 1,
+                    refused=tuple(decode_pairs(r[6]).items()),
                 ),
                 r[0] == 1,
             )
