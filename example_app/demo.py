@@ -17,7 +17,7 @@ import click
 
 from flask_jobmetrics import FlushReport
 from flask_jobmetrics.cli import format_run
-from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.state import get_state
 
 from .demo_airtable import LocalAirtable, airtable_rows_report, local_airtable
 from .demo_flow import HARVESTS, WRONG_SIGNATURE, DemoRun

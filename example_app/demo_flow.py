@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from flask_jobmetrics.extension import get_state
+from flask_jobmetrics.state import get_state
 
 from .background import background_work
 from .ext import jobmetrics

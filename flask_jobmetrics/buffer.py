@@ -38,7 +38,7 @@ from typing import Any
 
 from cachetools import Cache, TTLCache
 
-from .stores.base import ClientDelta, Ops, merge_ops
+from .deltas import ClientDelta, Ops, merge_ops
 
 __all__ = ["BufferStats", "MetricsBuffer", "drain_all"]
 

@@ -1,38 +1,32 @@
 """``flask jobmetrics ...``: look at runs, flush, sweep abandoned jobs, inspect the outbox.
 
 Registered as a ``flask.commands`` entry point, so ``flask --app APP jobmetrics`` works for
-any app with ``JobMetrics`` initialised. Every command is declared with ``_command``,
-which loads the app itself (so a store that cannot be opened is reported like any other
-error) and turns ``JobMetricsError``/``ValueError`` into a one-line ``Error: ...`` with exit
-code 1. A subgroup (e.g. ``airtable``) is another ``AppGroup`` added with
-``jobmetrics_cli.add_command`` whose commands use ``_command(group, name)`` the same way.
+any app with ``JobMetrics`` initialised. Every command is declared with
+``jobmetrics_cli.service_command`` (see ``cli_group``). A subgroup (e.g. ``airtable``) is
+another ``ServiceGroup`` added with ``jobmetrics_cli.add_command``.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec
 
 import click
-from flask import current_app
-from flask.cli import AppGroup, ScriptInfo
 
 from . import formatting
+from .airtable.cli import airtable_cli
+from .cli_group import ServiceGroup, one_line
 from .config import AIRTABLE_OFF
-from .exceptions import JobMetricsError, StoreError, UnknownRunError
-from .extension import get_state
+from .exceptions import UnknownRunError
 from .models import ClientRun, JobRun, Status
 from .runids import RunId
 from .schema import CLIENTS_WITH_ERRORS, normalize_status
 from .service import MetricsService
+from .state import get_state
 
 __all__ = ["format_run", "jobmetrics_cli"]
-
-P = ParamSpec("P")
 
 #: Sweep looks at every Running job; ``list_job_runs`` needs a limit.
 _ALL = 1_000_000
@@ -41,46 +35,17 @@ _ERR_WIDTH = 60
 _DURATION_RE = re.compile(r"(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
-jobmetrics_cli = AppGroup(
+jobmetrics_cli = ServiceGroup(
     "jobmetrics",
     help="Job and client metrics: list runs, show one, flush, sweep abandoned jobs, inspect the outbox.",
 )
 
 
-def _command(
-    group: AppGroup, name: str, **options: Any
-) -> Callable[[Callable[Concatenate[MetricsService, P], None]], click.Command]:
-    """Declare ``group name``: the function gets the app's service, errors become one line."""
-
-    def decorate(function: Callable[Concatenate[MetricsService, P], None]) -> click.Command:
-        @functools.wraps(function)
-        def run(*args: P.args, **kwargs: P.kwargs) -> None:
-            try:
-                if not current_app:
-                    ctx = click.get_current_context()
-                    app = ctx.ensure_object(ScriptInfo).load_app()
-                    ctx.with_resource(app.app_context())
-                function(get_state().service, *args, **kwargs)
-            except StoreError as exc:
-                raise click.ClickException(f"store unreachable: {_one_line(str(exc))}") from exc
-            except (JobMetricsError, ValueError) as exc:
-                raise click.ClickException(_one_line(str(exc))) from exc
-
-        command: click.Command = group.command(name, with_appcontext=False, **options)(run)
-        return command
-
-    return decorate
-
-
 # -- formatting ------------------------------------------------------------------------------
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _trim(text: str, width: int) -> str:
-    text = _one_line(text)
+    text = one_line(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -116,7 +81,7 @@ def parse_duration(text: str) -> timedelta:
 # -- commands --------------------------------------------------------------------------------
 
 
-@_command(jobmetrics_cli, "runs")
+@jobmetrics_cli.service_command("runs")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many runs.")
 @click.option("--status", default=None, help="Only runs with this status (Running, Failed, ...).")
 def runs(service: MetricsService, limit: int, status: str | None) -> None:
@@ -199,14 +164,14 @@ def format_run(service: MetricsService, run_id: str) -> str:
     return "\n".join(lines)
 
 
-@_command(jobmetrics_cli, "show")
+@jobmetrics_cli.service_command("show")
 @click.argument("run_id")
 def show(service: MetricsService, run_id: str) -> None:
     """Show one job run and its client runs."""
     click.echo(format_run(service, run_id))
 
 
-@_command(jobmetrics_cli, "flush")
+@jobmetrics_cli.service_command("flush")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for publishing.")
 def flush(service: MetricsService, timeout: float | None) -> None:
     """Merge buffered updates into the store and wait for publishing."""
@@ -221,7 +186,7 @@ def flush(service: MetricsService, timeout: float | None) -> None:
         click.echo(f"{AIRTABLE_OFF}.")
 
 
-@_command(jobmetrics_cli, "sweep")
+@jobmetrics_cli.service_command("sweep")
 @click.option("--older-than", required=True, help="Age of a Running job to close: 90s, 30m, 6h, 2d.")
 @click.option("--dry-run", is_flag=True, help="List the jobs that would be closed; change nothing.")
 def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
@@ -263,7 +228,7 @@ def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
     click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{_table(headers, [rows[r] for r in closed])}")
 
 
-@_command(jobmetrics_cli, "outbox")
+@jobmetrics_cli.service_command("outbox")
 @click.option("--retry-dead", is_flag=True, help="Make every dead-letter entry pending again.")
 def outbox(service: MetricsService, retry_dead: bool) -> None:
     """Show the rows waiting for Airtable and the dead letters."""
@@ -282,6 +247,4 @@ def outbox(service: MetricsService, retry_dead: bool) -> None:
         click.echo("\n" + _table(["KIND", "RUN", "CLIENT", "ATTEMPTS", "LAST ERROR"], rows))
 
 
-from .airtable.cli import airtable_cli as _airtable_cli  # noqa: E402
-
-jobmetrics_cli.add_command(_airtable_cli)
+jobmetrics_cli.add_command(airtable_cli)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .exceptions import ConfigurationError, InvalidClientIdError
 from .runids import validate_client_id
-from .stores.base import STORE_SCHEMES
+from .stores import STORE_SCHEMES
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
 

@@ -17,19 +17,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from flask import Flask, Response, has_request_context, request
 from werkzeug.local import LocalProxy
 
+from .deltas import Ops, merge_ops
 from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError
 from .log import StructuredLogger
 from .models import ClientRun
 from .runids import RunId, validate_client_id
-from .stores.base import Ops, merge_ops
-
-if TYPE_CHECKING:
-    from .extension import JobMetricsState
+from .state import JobMetricsState, get_state
 
 __all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
 
@@ -194,8 +192,6 @@ def request_run() -> RunContext:
     ctx = request.environ.get(_ENVIRON_KEY)
     if isinstance(ctx, RunContext):
         return ctx
-    from .extension import get_state
-
     return _enter_request(get_state())
 
 
@@ -307,8 +303,6 @@ def bind_run(
     client may come from a client-form run ID. Metrics added before an exception still
     count (a merge failure then is logged, and the block's exception propagates).
     """
-    from .extension import get_state
-
     state = get_state(app)
     parsed = RunId.parse(run_id)
     if client_id is not None:

@@ -1,60 +1,41 @@
-"""The Flask extension: ``JobMetrics``, per-app state, and the service on ``current_app``."""
+"""The Flask extension: ``JobMetrics``, and the service operations on ``current_app``.
+
+``init_app`` builds an app's service complete (store, publisher, rejection reports), keeps
+it in ``app.extensions["jobmetrics"]`` (see ``state``), then wires it into the app: signal
+receivers, request hooks, the dashboard and the ``jobmetrics`` CLI group.
+"""
 
 from __future__ import annotations
 
 import functools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from flask import Flask, current_app, has_app_context
 
-from .airtable.app import attach_publisher
-from .config import Settings, read_settings
+from .airtable.app import make_publisher
+from .config import read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
-from .receivers import connect_app
+from .log import LogFormat
+from .receivers import connect_receivers, rejected_sender
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
-from .stores.base import load_store
+from .state import EXTENSION_KEY, JobMetricsState, get_state, state_of
+from .stores import load_store
 
 if TYPE_CHECKING:
     from .buffer import BufferStats
 
+# get_state and JobMetricsState live in ``state``; they are re-exported here for existing imports.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-EXTENSION_KEY = "jobmetrics"
-
-
-@dataclass(frozen=True)
-class JobMetricsState:
-    """What one app's ``init_app`` built, in ``app.extensions["jobmetrics"]``."""
-
-    extension: JobMetrics
-    settings: Settings
-    service: MetricsService
-
-
-def get_state(app: Flask | None = None) -> JobMetricsState:
-    """The state of ``app`` (default: ``current_app``), or ``NotInitializedError``."""
-    if app is None:
-        if not has_app_context():
-            raise NotInitializedError(
-                "flask_jobmetrics needs an app: call it inside an app context"
-                " or on a JobMetrics bound to one app"
-            )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-    state = app.extensions.get(EXTENSION_KEY) if app is not None else None
-    if state is None:
-        raise NotInitializedError(f"JobMetrics.init_app() was not called for app {app.name!r}")
-    assert isinstance(state, JobMetricsState)
-    return state
 
 
 def _on_current_app(method: Callable[Concatenate[MetricsService, P], R]) -> Callable[P, R]:
@@ -89,7 +70,8 @@ class JobMetrics:
 
     def __init__(self, app: Flask | None = None) -> None:
         self._metric_specs: list[MetricSpec] = []
-        self._states: list[JobMetricsState] = []
+        #: The apps this object initialised (each keeps its state in ``app.extensions``).
+        self._apps: list[Flask] = []
         self._lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -99,10 +81,13 @@ class JobMetrics:
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(f"JobMetrics is already initialised on app {app.name!r}")
         settings = read_settings(app.config, app.instance_path)
+        log_format = cast(LogFormat, settings.log_format)  # checked by read_settings
         registry = MetricRegistry()
-        for spec in self._metric_specs:
-            registry.register(spec)
+        with self._lock:
+            for spec in self._metric_specs:
+                registry.register(spec)
         store = load_store(settings.store_url)
+        publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,
             registry=registry,
@@ -111,19 +96,21 @@ class JobMetrics:
             buffer_ttl=settings.buffer_ttl,
             flush_interval=settings.flush_interval,
             buffer_maxsize=settings.buffer_maxsize,
-            log_format=settings.log_format,  # type: ignore[arg-type]
+            on_rejected=rejected_sender(app, log_format),
+            on_stored=publisher.wake if publisher is not None else None,
+            publisher=publisher,
+            log_format=log_format,
         )
         state = JobMetricsState(self, settings, service)
         app.extensions[EXTENSION_KEY] = state
         with self._lock:
-            self._states.append(state)
+            self._apps.append(app)
         self._connect(app, state)
 
     def _connect(self, app: Flask, state: JobMetricsState) -> None:
-        """Hook point for signals, request hooks, CLI and dashboard."""
-        connect_app(app, state)
+        """Wire the built service into ``app``: signals, request hooks, dashboard."""
+        connect_receivers()
         install_request_hooks(app, state)
-        attach_publisher(app, state)
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
         register_dashboard(app, state)
@@ -131,13 +118,13 @@ class JobMetrics:
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""
         if app is None and has_app_context():
-            found = current_app.extensions.get(EXTENSION_KEY)
-            if isinstance(found, JobMetricsState) and found.extension is self:
+            found = state_of(current_app)
+            if found is not None and found.extension is self:
                 return found
         if app is not None:
             return get_state(app)
         with self._lock:
-            states = list(self._states)
+            states = [state for state in map(state_of, self._apps) if state is not None]
         if len(states) == 1:
             return states[0]
         raise NotInitializedError(
@@ -149,7 +136,7 @@ class JobMetrics:
     def register_metric(self, spec: MetricSpec) -> None:
         """Register a metric for every app of this object, present and future."""
         with self._lock:
-            states = list(self._states)
+            states = [state for state in map(state_of, self._apps) if state is not None]
             self._metric_specs.append(spec)
         for state in states:
             state.service.registry.register(spec)

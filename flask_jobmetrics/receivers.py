@@ -1,10 +1,10 @@
 """The extension's receivers of the input signals, and the sender of ``metrics_rejected``.
 
 The receivers are module-level functions connected once to every sender
-(``weak=False``); each looks the sender up among the apps ``connect_app`` registered, so a
-signal sent with app A drives only app A's service, and an app without ``init_app`` is
-ignored. The sender (the app) is all a receiver needs: it works in a request, in a
-background thread with or without an app context, and from the CLI.
+(``weak=False``); each looks the sender's state up in its ``app.extensions``, so a signal
+sent with app A drives only app A's service, and an app without ``init_app`` is ignored.
+The sender (the app) is all a receiver needs: it works in a request, in a background
+thread with or without an app context, and from the CLI.
 
 A receiver never raises into the sender's code: a missing, unexpected or wrongly typed
 kwarg is logged as one error naming it, and an error of the operation is logged with the
@@ -14,28 +14,25 @@ run and client.
 from __future__ import annotations
 
 import contextlib
-import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
 from . import signals
 from .exceptions import JobMetricsError
-from .log import StructuredLogger
+from .log import LogFormat, StructuredLogger
 from .models import RejectedMetric
 from .runids import RunId
+from .state import JobMetricsState, state_of
 
-if TYPE_CHECKING:
-    from .extension import JobMetricsState
-
-__all__ = ["connect_app"]
+__all__ = ["connect_receivers", "rejected_sender"]
 
 _REQUIRED: Any = object()
 #: kwarg name -> (default or _REQUIRED, accepted types, description of the accepted types)
 KwargSpec = dict[str, tuple[Any, tuple[type, ...], str]]
-Action = Callable[["JobMetricsState", dict[str, Any], StructuredLogger], object]
+Action = Callable[[JobMetricsState, dict[str, Any], StructuredLogger], object]
 
 _RUN_ID = (_REQUIRED, (str, RunId), "a run ID string")
 _CLIENT_ID = (_REQUIRED, (str,), "a client ID string")
@@ -60,24 +57,21 @@ _JOB_COMPLETED: KwargSpec = {
     "notes": ("", (str,), "a string"),
 }
 
-_states: weakref.WeakKeyDictionary[Flask, JobMetricsState] = weakref.WeakKeyDictionary()
-_states_lock = threading.Lock()
-
-
-def connect_app(app: Flask, state: JobMetricsState) -> None:
-    """Let the input signals sent with ``app`` drive ``state``'s service; report rejections."""
-    with _states_lock:
-        _states[app] = state
+def connect_receivers() -> None:
+    """Let the input signals drive the service of their sender's app (once per process)."""
     # Connecting the same receiver again is a no-op in blinker.
     signals.client_metrics_updated.connect(_on_client_metrics_updated, weak=False)
     signals.client_completed.connect(_on_client_completed, weak=False)
     signals.job_completed.connect(_on_job_completed, weak=False)
-    state.service.on_rejected = _rejected_sender(weakref.ref(app), state.service.logger)
 
 
-def _rejected_sender(
-    app_ref: weakref.ref[Flask], log: StructuredLogger
+def rejected_sender(
+    app: Flask, log_format: LogFormat | None = None
 ) -> Callable[[str, str, list[RejectedMetric]], None]:
+    """An ``on_rejected`` hook sending ``metrics_rejected`` with ``app`` as sender (held weakly)."""
+    app_ref = weakref.ref(app)
+    log = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
+
     def send(run_id: str, client_id: str, rejected: list[RejectedMetric]) -> None:
         app = app_ref()
         if app is None:
@@ -141,8 +135,7 @@ def _receive(name: str, spec: KwargSpec, sender: Any, kwargs: dict[str, Any], ac
     """Check the kwargs, then run ``action`` for the sender's app; log, never raise."""
     app = _unwrap(sender)
     log = _logger_for(kwargs)
-    with _states_lock:
-        state = _states.get(app) if isinstance(app, Flask) else None
+    state = state_of(app) if isinstance(app, Flask) else None
     if state is None:
         log.warning("%s signal ignored: its sender %r is not an app with JobMetrics", name, sender)
         return

@@ -9,12 +9,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 
-from .airtable.publisher import Publisher
 from .buffer import MetricsBuffer
+from .deltas import ClientDelta, Ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .formatting import shorten
 from .log import LogFormat, StructuredLogger
@@ -32,14 +32,38 @@ from .schema import (
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import IDEMPOTENCY_TTL, ClientDelta, ClientRow, JobRow, JobUpdate, Ops, Store
+from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 
-__all__ = ["MetricsService", "idempotency_key", "utcnow"]
+__all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
 
 Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
+
+
+class PublishOutcome(Protocol):
+    """What a publisher's drain achieved."""
+
+    @property
+    def published(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def dead(self) -> int: ...
+
+
+class RowPublisher(Protocol):
+    """What the service drives of a publisher of the store's outbox (the Airtable ``Publisher``)."""
+
+    def wake(self) -> None:
+        """The store changed: look at the outbox soon (starts the sender when needed)."""
+
+    def flush(self, timeout: float | None = None) -> PublishOutcome:
+        """Publish what waits until it is sent or ``timeout`` seconds passed."""
+
+    def stop(self) -> None:
+        """Stop sending; safe to repeat."""
 
 
 _UNSEEN = object()
@@ -61,7 +85,12 @@ def utcnow() -> datetime:
 
 
 class MetricsService:
-    """Job and client metrics on one store, with this process's buffer in front of it."""
+    """Job and client metrics on one store, with this process's buffer in front of it.
+
+    Its collaborators are handed in: ``on_rejected(run_id, client_id, rejected)`` hears of
+    rejected metrics, ``on_stored()`` of every change merged into the store (the publisher's
+    wake-up), and ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off).
+    """
 
     def __init__(
         self,
@@ -76,6 +105,7 @@ class MetricsService:
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
+        publisher: RowPublisher | None = None,
         log_format: LogFormat | None = None,
     ) -> None:
         self.store = store
@@ -100,8 +130,8 @@ class MetricsService:
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
-        #: The Airtable publisher when publishing is on (set by the extension).
-        self.publisher: Publisher | None = None
+        #: The Airtable publisher when publishing is on.
+        self.publisher = publisher
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .deltas import client_fields_after
 from .models import ClientRun, JobRun, RejectedMetric, Status
 from .rules import as_time
 from .schema import (
@@ -13,7 +14,6 @@ from .schema import (
     STATUS,
     SYSTEM_NOTES,
 )
-from .stores.base import client_fields_after
 
 __all__ = ["client_view", "job_view", "with_pending"]
 

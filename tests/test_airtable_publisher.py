@@ -15,8 +15,8 @@ from flask import Flask
 
 from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.cli import jobmetrics_cli
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.signals import publish_failed, records_published
+from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
@@ -294,7 +294,8 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
     """A write landing between reading the outbox and reading the row: its content is sent once, not twice."""
     from flask_jobmetrics.airtable.publisher import Publisher
     from flask_jobmetrics.config import read_settings
-    from flask_jobmetrics.stores.base import ClientDelta, ClientRow
+    from flask_jobmetrics.deltas import ClientDelta
+    from flask_jobmetrics.stores.base import ClientRow
     from flask_jobmetrics.stores.sqlite import SQLiteStore
 
     class ConcurrentWriter(SQLiteStore):

@@ -17,7 +17,7 @@ import pytest
 
 from flask_jobmetrics import buffer as buffer_module
 from flask_jobmetrics.buffer import BufferStats, MetricsBuffer
-from flask_jobmetrics.stores.base import ClientDelta, apply_ops
+from flask_jobmetrics.deltas import ClientDelta, apply_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "240101-120000"
@@ -385,7 +385,7 @@ CHILD_SETUP = """
 import json, os, signal, sys, time
 from flask_jobmetrics.buffer import MetricsBuffer
 from flask_jobmetrics.shutdown import install_sigterm_handler
-from flask_jobmetrics.stores.base import ClientDelta
+from flask_jobmetrics.deltas import ClientDelta
 
 def sink(deltas, token):
     with open(sys.argv[1], "a") as fh:

@@ -18,9 +18,9 @@ from flask.cli import ScriptInfo
 
 from flask_jobmetrics import JobMetrics, Status
 from flask_jobmetrics.cli import _table, jobmetrics_cli, parse_duration
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.formatting import span
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
 from .support import START, Clock

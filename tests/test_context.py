@@ -11,8 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_jobmetrics import InvalidClientIdError, bind_run, current_run
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 
 RUN = "230615-120000"
 HEADERS = {"X-Run-ID": RUN, "X-Client-ID": "acme"}

@@ -14,8 +14,8 @@ from flask.testing import FlaskClient
 
 from flask_jobmetrics import JobMetrics, StoreError
 from flask_jobmetrics.dashboard import views
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 
 from .support import Clock
 

@@ -27,7 +27,7 @@ from example_app import create_app, jobmetrics  # noqa: E402
 from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
-from flask_jobmetrics.extension import get_state  # noqa: E402
+from flask_jobmetrics.state import get_state  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = [

@@ -12,8 +12,8 @@ from flask.testing import FlaskClient
 
 from flask_jobmetrics import JobMetrics, Status, current_run
 from flask_jobmetrics.decorators import counts, sign, signed, tracked
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.models import ClientRun
+from flask_jobmetrics.state import get_state
 
 RUN = "230615-120000"
 HEADERS = {"X-Run-ID": RUN, "X-Client-ID": "acme"}

@@ -20,8 +20,8 @@ from example_app.demo import demo_command
 from example_app.scoring import CLIENTS
 from flask_jobmetrics import ClientRun, Status
 from flask_jobmetrics.decorators import sign
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.signals import client_metrics_updated
+from flask_jobmetrics.state import get_state
 
 SECRETS = {"acme": "acme-secret", "globex": "globex-secret", "umbrella": "umbrella-secret"}
 RUN = "230615-120000"

@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from flask_jobmetrics import JobMetrics, StoreError
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.prometheus import DEFAULT_RETENTION, JobMetricsCollector, exposition
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 
 from .support import START, Clock
 

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import redis
 
+from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.service import MetricsService
-from flask_jobmetrics.stores.base import ClientDelta, load_store
+from flask_jobmetrics.stores import load_store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.redis import RedisStore, parse_url
 

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask, current_app
 
 from flask_jobmetrics import RejectedMetric, Status, signals
-from flask_jobmetrics.extension import get_state
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.state import get_state
 
 from .support import jobmetrics_app
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.exceptions import StoreError
-from flask_jobmetrics.stores import _sqlite_schema
-from flask_jobmetrics.stores.base import ClientDelta, load_store
+from flask_jobmetrics.stores import _sqlite_schema, load_store
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +28,7 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=timezone.utc)
 #: A worker process: opens the store, prints "ready", waits for a line on stdin, then works.
 WORKER = r"""
 import json, sys
-from flask_jobmetrics.stores.base import ClientDelta
+from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
 url, action, arg, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

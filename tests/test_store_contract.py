@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from flask_jobmetrics.stores.base import ClientDelta, ClientRow, OutboxItem, Store
+from flask_jobmetrics.deltas import ClientDelta
+from flask_jobmetrics.stores.base import ClientRow, OutboxItem, Store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 

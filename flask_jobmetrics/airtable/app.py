@@ -1,26 +1,28 @@
-"""Attach an Airtable publisher to an app's service (when publishing is configured)."""
+"""The Airtable publisher of an app (when publishing is configured), reporting through signals."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask
 
+from ..config import Settings
+from ..schema import MetricRegistry
 from ..signals import publish_failed, records_published
+from ..stores.base import Store
 from .publisher import Publisher
 
-if TYPE_CHECKING:
-    from ..extension import JobMetricsState
-
-__all__ = ["attach_publisher"]
+__all__ = ["make_publisher"]
 
 
-def attach_publisher(app: Flask, state: JobMetricsState) -> Publisher | None:
-    """Give ``state.service`` a publisher woken by every store change; None when off.
+def make_publisher(
+    app: Flask, settings: Settings, store: Store, registry: MetricRegistry
+) -> Publisher | None:
+    """The publisher of ``app``'s store, for its service; None when publishing is off.
 
     ``records_published`` and ``publish_failed`` are sent with ``app`` as sender.
     """
-    if not state.settings.airtable_enabled:
+    if not settings.airtable_enabled:
         return None
 
     def published(table: str, records: list[dict[str, Any]]) -> None:
@@ -29,10 +31,4 @@ def attach_publisher(app: Flask, state: JobMetricsState) -> Publisher | None:
     def failed(table: str, error: str, records: list[dict[str, Any]]) -> None:
         publish_failed.send(app, table=table, error=error, records=records)
 
-    service = state.service
-    publisher = Publisher(
-        service.store, state.settings, on_published=published, on_failed=failed, registry=service.registry
-    )
-    service.publisher = publisher
-    service.on_stored = publisher.wake
-    return publisher
+    return Publisher(store, settings, on_published=published, on_failed=failed, registry=registry)

@@ -4,29 +4,24 @@ Both use the app's settings and the metrics registered on its service, so a metr
 with ``register_metric`` is checked and created like the built-in ones. Requests are paced
 through the store's shared token bucket, the one the publisher uses, so ``init`` never
 pushes the base over Airtable's 5 requests per second.
-
-Import order: ``flask_jobmetrics.cli`` imports this module at its end, and this module
-needs ``_command`` from there. ``airtable_cli`` is therefore defined *before* that import,
-so importing either module first works.
 """
 
 from __future__ import annotations
 
 import click
-from flask.cli import AppGroup
+
+from ..cli_group import ServiceGroup
+from ..config import AIRTABLE_OFF, Settings
+from ..service import MetricsService
+from ..state import get_state
+from . import schema
+from .publisher import wait_for_slot
 
 __all__ = ["airtable_cli"]
 
-airtable_cli: AppGroup = AppGroup(
+airtable_cli = ServiceGroup(
     "airtable", help="Check the Airtable base's tables and fields, or create the missing ones."
 )
-
-from ..cli import _command  # noqa: E402  (after airtable_cli: see the module docstring)
-from ..config import AIRTABLE_OFF, Settings  # noqa: E402
-from ..extension import get_state  # noqa: E402
-from ..service import MetricsService  # noqa: E402
-from . import schema  # noqa: E402
-from .publisher import wait_for_slot  # noqa: E402
 
 
 def _settings() -> Settings:
@@ -41,7 +36,7 @@ def _pacer(service: MetricsService, settings: Settings) -> schema.Pace:
     return lambda: wait_for_slot(service.store, settings)
 
 
-@_command(airtable_cli, "check")
+@airtable_cli.service_command("check")
 def check(service: MetricsService) -> None:
     """Report missing tables, fields and Status choices, and fields of another type."""
     settings = _settings()
@@ -57,7 +52,7 @@ def check(service: MetricsService) -> None:
         click.get_current_context().exit(1)
 
 
-@_command(airtable_cli, "init")
+@airtable_cli.service_command("init")
 @click.option("--dry-run", is_flag=True, help="Say what would be created; change nothing.")
 def init(service: MetricsService, dry_run: bool) -> None:
     """Create the missing tables and fields (existing ones are left as they are)."""

@@ -114,7 +114,7 @@ class Publisher:
         self.blocked: str | None = None
         self.registry = registry if registry is not None else MetricRegistry()
         #: A memory store starts empty after a restart: read each row once before its first publish.
-        self.seeding = store.url.startswith("memory:")
+        self.seeding = not store.durable
         self._seeded: set[tuple[str, str, str]] = set()
         self._schema_read = False
         self._paused_until = 0.0

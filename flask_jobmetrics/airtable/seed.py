@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..deltas import ClientDelta, Ops
 from ..schema import InvalidValue, MetricRegistry, combine
-from ..stores.base import ClientDelta, ClientRow, Ops, Store
+from ..stores.base import ClientRow, Store
 from .fields import CLIENT_ID, RUN_ID
 
 __all__ = ["seed_client", "seed_job"]

@@ -7,12 +7,10 @@ exposition (with the ``prometheus`` extra). See ``docs/dashboard.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from flask import Flask
 
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from ..extension import JobMetricsState
+from ..state import JobMetricsState
+from .views import bp
 
 __all__ = ["register_dashboard"]
 
@@ -21,6 +19,4 @@ def register_dashboard(app: Flask, state: JobMetricsState) -> None:
     """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
     if not state.settings.dashboard:
         return
-    from .views import bp  # imported here: views needs the fully loaded extension module
-
     app.register_blueprint(bp)

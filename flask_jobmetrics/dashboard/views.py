@@ -8,11 +8,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
 from ..exceptions import InvalidRunIdError, StoreError
-from ..extension import get_state
 from ..models import ClientRun, JobRun, Status
 from ..runids import RunId
 from ..schema import normalize_status
 from ..service import MetricsService
+from ..state import get_state
 from .auth import Decision, check_access
 from .present import CLIENT_COLUMNS, fmt_when, job_view, run_row
 

@@ -8,19 +8,11 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from flask_jobmetrics.deltas import ClientDelta, client_fields_after
 from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.models import Status
 from flask_jobmetrics.schema import START_TIME, STATUS
-from flask_jobmetrics.stores.base import (
-    ClientDelta,
-    ClientRow,
-    Finalize,
-    JobRow,
-    OutboxItem,
-    client_fields_after,
-    decode_fields,
-    encode_fields,
-)
+from flask_jobmetrics.stores.base import ClientRow, Finalize, JobRow, OutboxItem, decode_fields, encode_fields
 
 __all__ = [
     "copy_row",

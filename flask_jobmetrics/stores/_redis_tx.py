@@ -4,25 +4,29 @@ transaction of callbacks.
 A ``Transaction`` runs the row logic in Python (as ``memory.py`` does) on a view of the
 rows it read — each read WATCHes its key first — and records every write as an item of the
 merge script, which ``EXEC`` replays atomically. Store calls made from a callback use the
-same transaction, so they see its changes and are committed or dropped with it.
+same transaction, so they see its changes and are committed or dropped with it: the store
+methods marked ``@joins_transaction`` hand such a call to the ``Transaction`` method of the
+same name and signature.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.client import Pipeline
 
 from flask_jobmetrics.exceptions import StoreError
 
+from ..deltas import ClientDelta
 from ._common import copy_row, job_start_from_client, new_job_fields, next_client_row
 from .base import (
-    ClientDelta,
     ClientRow,
     Finalize,
     JobRow,
@@ -32,15 +36,15 @@ from .base import (
     encode_fields,
 )
 
-if TYPE_CHECKING:
-    from .redis import RedisStore
-
 __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_RETENTION",
+    "KeyLayout",
     "Transaction",
+    "TransactionHolder",
     "decode_hash",
     "decode_pairs",
+    "joins_transaction",
     "member",
     "outbox_item",
     "parse_url",
@@ -119,10 +123,20 @@ def decode_hash(flat: Mapping[str, str]) -> tuple[dict[str, Any], int, bool]:
     return fields, int(flat.get("_v", 0)), flat.get("_c") == "1"
 
 
+class KeyLayout(Protocol):
+    """Where a store's rows live (``RedisStore``; the layout is described in docs/stores.md)."""
+
+    def key(self, *parts: str) -> str: ...
+
+    def client_key(self, run_id: str, client_id: str) -> str: ...
+
+    def check_run_id(self, run_id: str) -> None: ...
+
+
 class Transaction:
     """One attempt of a change that runs a callback; ``items`` is what it will write."""
 
-    def __init__(self, store: RedisStore, pipe: Pipeline, now: float) -> None:
+    def __init__(self, store: KeyLayout, pipe: Pipeline, now: float) -> None:
         self.store = store
         self.pipe = pipe
         self.now = now
@@ -152,7 +166,7 @@ class Transaction:
             self._clients[at] = row
         return self._clients[at]
 
-    def client_copy(self, run_id: str, client_id: str) -> ClientRow | None:
+    def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
         row = self.client(run_id, client_id)
         return copy_row(row) if row is not None else None
 
@@ -173,11 +187,11 @@ class Transaction:
             self._ids[run_id] = set(cast(set[str], self.pipe.smembers(key)))
         return sorted(self._ids[run_id] | self._new_ids.get(run_id, set()))
 
-    def clients_of(self, run_id: str) -> list[ClientRow]:
-        rows = (self.client_copy(run_id, client_id) for client_id in self.client_ids(run_id))
+    def list_clients(self, run_id: str) -> list[ClientRow]:
+        rows = (self.get_client(run_id, client_id) for client_id in self.client_ids(run_id))
         return [row for row in rows if row is not None]
 
-    def job_row(self, run_id: str) -> JobRow | None:
+    def get_job(self, run_id: str) -> JobRow | None:
         job = self.job(run_id)
         if job is None:
             return None
@@ -194,7 +208,12 @@ class Transaction:
         return expires is not None and float(expires) > self.now
 
     # -- writes (recorded as merge-script items)
-    def merge(self, delta: ClientDelta, finalize: Finalize | None) -> tuple[ClientRow, bool]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
+        # A token needs no record here: a joined transaction commits once, by EXEC, which
+        # nothing re-sends (a lost EXEC reply is a WatchError, never a retry).
+        return [self.merge_client(delta)[0] for delta in deltas]
+
+    def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
         run_id, client_id, key = delta.run_id, delta.client_id, delta.idempotency_key
         self.store.check_run_id(run_id)
         old = self.client(run_id, client_id)
@@ -238,7 +257,7 @@ class Transaction:
         return replace(row, fields=dict(fields), client_ids=tuple(self.client_ids(run_id)))
 
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
-        existing = self.job_row(run_id)
+        existing = self.get_job(run_id)
         if existing is not None:
             return existing, False
         return self.put_job(run_id, fields, create=True), True
@@ -248,10 +267,45 @@ class Transaction:
             run_id = step(run_id)
         return self.put_job(run_id, fields, create=True)
 
-    def update_job(self, run_id: str, update: JobUpdate, complete: bool | None) -> JobRow:
+    def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
         job = self.job(run_id)
         if job is None:
             raise KeyError(run_id)
         fields = dict(job.fields)
-        update(fields, self.clients_of(run_id))
+        update(fields, self.list_clients(run_id))
         return self.put_job(run_id, fields, complete)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TransactionHolder:
+    """Has the ``Transaction`` its thread is running a callback in, if any."""
+
+    _local: threading.local
+
+    def current_transaction(self) -> Transaction | None:
+        return cast("Transaction | None", getattr(self._local, "tx", None))
+
+
+H = TypeVar("H", bound=TransactionHolder)
+
+
+def joins_transaction(
+    in_transaction: Callable[Concatenate[Transaction, P], R],
+) -> Callable[[Callable[Concatenate[H, P], R]], Callable[Concatenate[H, P], R]]:
+    """A store method that, called from a callback inside a transaction, runs as
+    ``in_transaction`` on it (it sees the transaction's changes and commits with it)."""
+
+    def decorate(method: Callable[Concatenate[H, P], R]) -> Callable[Concatenate[H, P], R]:
+        @functools.wraps(method)
+        def call(self: H, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            tx = self.current_transaction()
+            if tx is not None:
+                return in_transaction(tx, *args, **kwargs)
+            return method(self, *args, **kwargs)
+
+        return call
+
+    return decorate

@@ -1,9 +1,7 @@
 """The store protocol: the source of truth between the buffers and Airtable.
 
-A store merges *deltas* into rows atomically. A delta is a mapping of Airtable field
-name to an *op*, ``(aggregate, value)`` where aggregate is ``sum``/``min``/``max``/``last``
-or ``set`` (replace, used by ``totals=True``). Values are canonical (see ``schema``):
-numbers, aware UTC datetimes, strings.
+A store merges *deltas* (``ClientDelta``, see ``flask_jobmetrics.deltas``) into rows
+atomically.
 
 Every change to a row bumps its ``version`` and queues the row in the store's outbox
 for the Airtable publisher; the outbox holds one entry per row, so changes coalesce. A
@@ -11,7 +9,7 @@ change to a completed row makes its entry due at once (unless it is backing off 
 error), so a running row the publisher postponed goes out as soon as it completes; a change
 to a dead-lettered row makes it live again (its new content gets a try).
 
-``load_store(url)`` resolves ``memory://``, ``sqlite:///PATH`` and ``redis://...``.
+``flask_jobmetrics.stores.load_store(url)`` opens the store a URL names.
 """
 
 from __future__ import annotations
@@ -21,31 +19,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from ..exceptions import StoreError
-from ..models import Status
-from ..schema import STATUS, beyond_exact, combine
+from ..deltas import ClientDelta, Op, Ops
 
 __all__ = [
-    "ClientDelta",
     "ClientRow",
     "Finalize",
+    "IDEMPOTENCY_TTL",
     "JobRow",
     "JobUpdate",
-    "Op",
-    "Ops",
     "OutboxItem",
-    "STORE_SCHEMES",
     "Store",
-    "apply_ops",
-    "client_fields_after",
     "decode_fields",
     "encode_fields",
-    "load_store",
-    "merge_ops",
+    # The delta vocabulary the protocol speaks (defined in flask_jobmetrics.deltas).
+    "ClientDelta",
+    "Op",
+    "Ops",
 ]
 
-Op = tuple[str, Any]
-Ops = dict[str, Op]
 #: Called inside the store's transaction with the row's merged fields, to change them.
 Finalize = Callable[[dict[str, Any]], None]
 #: Called inside the store's transaction with the job's fields and its client rows.
@@ -56,48 +47,6 @@ IDEMPOTENCY_TTL = 24 * 3600.0
 #: Delivery tokens are kept among the idempotency keys under this prefix (random, so they
 #: never meet a key a caller chose).
 TOKEN_PREFIX = "delivery:"
-
-
-def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
-    """Fold the ops of ``new`` into ``into`` (both deltas of the same row)."""
-    for name, (agg, value) in new.items():
-        old = into.get(name)
-        if old is None or agg == "set":
-            into[name] = (agg, value)
-        else:
-            old_agg, old_value = old
-            into[name] = (old_agg, combine(agg, old_value, value))
-
-
-def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, Any]]:
-    """Merge ``ops`` into a row's ``fields`` in place; returns the (field, value) of sums
-    refused because they would pass 2**53 (those fields keep their value)."""
-    refused: list[tuple[str, Any]] = []
-    for name, (agg, value) in ops.items():
-        if agg == "set":
-            fields[name] = value
-            continue
-        merged = combine(agg, fields.get(name), value)
-        if agg == "sum" and beyond_exact(merged):
-            refused.append((name, value))
-        else:
-            fields[name] = merged
-    return refused
-
-
-def client_fields_after(
-    current: Mapping[str, Any] | None,
-    ops: Mapping[str, Op] | None,
-    refused: list[tuple[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``);
-    sums refused by ``apply_ops`` are appended to ``refused``."""
-    fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
-    if ops:
-        refused_now = apply_ops(fields, ops)
-        if refused is not None:
-            refused.extend(refused_now)
-    return fields
 
 
 _DT_TAG = "$dt"
@@ -121,19 +70,6 @@ def decode_fields(data: Mapping[str, Any]) -> dict[str, Any]:
             value = datetime.fromisoformat(value[_DT_TAG])
         out[name] = value
     return out
-
-
-@dataclass(slots=True)
-class ClientDelta:
-    """Changes to one (run, client) row, as buffered and as merged."""
-
-    run_id: str
-    client_id: str
-    ops: Ops = field(default_factory=dict)
-    #: Set the row's completed flag.
-    complete: bool = False
-    #: Applied once: a delta whose key was applied in the last 24 h changes nothing.
-    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +125,10 @@ class Store(Protocol):
     """
 
     url: str
+    #: Whether the rows outlive this process (False: a restart starts empty).
+    durable: bool
+    #: Whether other processes see the same rows (False: each process has its own).
+    shared: bool
 
     # -- client rows
     def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
@@ -259,33 +199,3 @@ class Store(Protocol):
         seconds to wait before asking again."""
 
     def close(self) -> None: ...
-
-
-#: The URL schemes ``load_store`` knows (redis, rediss and unix need the ``redis`` extra).
-STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "unix")
-_REDIS_SCHEMES = STORE_SCHEMES[2:]
-
-
-def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL) -> Store:
-    """The store named by ``url``: ``memory://``, ``sqlite:///PATH`` or ``redis://...``."""
-    if not isinstance(url, str) or "://" not in url:
-        raise StoreError(f"store URL {url!r} is not of the form memory://, sqlite:///PATH or redis://HOST")
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        from .memory import MemoryStore
-
-        return MemoryStore(url, idempotency_ttl=idempotency_ttl)
-    if scheme == "sqlite":
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore(url, idempotency_ttl=idempotency_ttl)
-    if scheme in _REDIS_SCHEMES:
-        try:
-            from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise StoreError(
-                f"store URL {url!r} needs the redis extra: pip install flask-jobmetrics[redis]"
-            ) from exc
-        store: Store = RedisStore(url, idempotency_ttl=idempotency_ttl)
-        return store
-    raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (memory, sqlite, redis)")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
+from ..deltas import ClientDelta
 from ._common import (
     copy_row,
     due_items,
@@ -24,7 +25,6 @@ from ._common import (
 from .base import (
     IDEMPOTENCY_TTL,
     TOKEN_PREFIX,
-    ClientDelta,
     ClientRow,
     Finalize,
     JobRow,
@@ -40,6 +40,9 @@ _MISSING = object()
 
 class MemoryStore:
     """The store protocol on dicts under one lock."""
+
+    durable = False
+    shared = False
 
     def __init__(
         self,

@@ -26,29 +26,23 @@ from redis.retry import Retry
 
 from flask_jobmetrics.exceptions import StoreError
 
+from ..deltas import ClientDelta
 from . import _redis_lua as lua
 from ._redis_tx import (
     DEFAULT_PREFIX,
     DEFAULT_RETENTION,
     Transaction,
+    TransactionHolder,
     decode_hash,
     decode_pairs,
+    joins_transaction,
     member,
     outbox_item,
     parse_url,
     redacted,
     texts,
 )
-from .base import (
-    IDEMPOTENCY_TTL,
-    TOKEN_PREFIX,
-    ClientDelta,
-    ClientRow,
-    Finalize,
-    JobRow,
-    JobUpdate,
-    OutboxItem,
-)
+from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
 
@@ -63,8 +57,11 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-class RedisStore:
+class RedisStore(TransactionHolder):
     """The store protocol on Redis (standalone or Sentinel; not Redis Cluster)."""
+
+    durable = True
+    shared = True  # by every process and host reaching the server
 
     def __init__(
         self,
@@ -140,10 +137,6 @@ class RedisStore:
         with self._errors("merge"):
             return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock(), token)))
 
-    def _tx(self) -> Transaction | None:
-        """The transaction this thread is in (a store call made from a callback joins it)."""
-        return cast("Transaction | None", getattr(self._local, "tx", None))
-
     def _transaction(self, what: str, body: Callable[[Transaction], _T]) -> _T:
         """Run ``body`` with WATCHed reads and commit its writes atomically; again on conflicts."""
         for attempt in range(_ATTEMPTS):
@@ -200,24 +193,18 @@ class RedisStore:
             for d, r in zip(deltas, self._merge(items, token), strict=True)
         ]
 
+    @joins_transaction(Transaction.merge_clients)
     def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
-        tx = self._tx()
-        if tx is not None:  # from a callback: committed (or not) with the transaction it joins
-            return [tx.merge(delta, None)[0] for delta in deltas]
         return [row for row, _ in self._merge_deltas(deltas, token)] if deltas else []
 
+    @joins_transaction(Transaction.merge_client)
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
-        tx = self._tx()
-        if tx is not None:
-            return tx.merge(delta, finalize)
         if finalize is None:
             return self._merge_deltas([delta])[0]
-        return self._transaction("merge", lambda tx: tx.merge(delta, finalize))
+        return self._transaction("merge", lambda tx: tx.merge_client(delta, finalize))
 
+    @joins_transaction(Transaction.get_client)
     def get_client(self, run_id: str, client_id: str) -> ClientRow | None:
-        tx = self._tx()
-        if tx is not None:
-            return tx.client_copy(run_id, client_id)
         with self._errors("read"):
             flat = cast(dict[str, str], self._redis.hgetall(self.client_key(run_id, client_id)))
         if not flat:
@@ -225,10 +212,8 @@ class RedisStore:
         fields, version, completed = decode_hash(flat)
         return ClientRow(run_id, client_id, fields, completed, version)
 
+    @joins_transaction(Transaction.list_clients)
     def list_clients(self, run_id: str) -> list[ClientRow]:
-        tx = self._tx()
-        if tx is not None:
-            return tx.clients_of(run_id)
         with self._errors("read"):
             ids = sorted(cast(set[str], self._redis.smembers(self.key("clients", run_id))))
             with self._redis.pipeline(transaction=True) as pipe:
@@ -246,34 +231,28 @@ class RedisStore:
     def _job_reply(self, run_id: str, reply: Sequence[Any]) -> JobRow:
         return JobRow(run_id, decode_pairs(reply[3]), reply[2] == 1, reply[1], tuple(sorted(reply[4])))
 
+    @joins_transaction(Transaction.ensure_job)
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
-        tx = self._tx()
-        if tx is not None:
-            return tx.ensure_job(run_id, fields)
         self.check_run_id(run_id)
         (reply,) = self._merge([{"t": "j", "r": run_id, "f": texts(fields), "n": True}])
         return self._job_reply(run_id, reply), reply[0] == 1
 
+    @joins_transaction(Transaction.reserve_job)
     def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        tx = self._tx()
-        if tx is not None:
-            return tx.reserve_job(run_id, fields, step)
         while True:  # each attempt is one atomic create-if-absent
             job, created = self.ensure_job(run_id, fields)
             if created:
                 return job
             run_id = step(run_id)
 
+    @joins_transaction(Transaction.update_job)
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
-        tx = self._tx()
-        if tx is not None:
-            return tx.update_job(run_id, update, complete)
-        return self._transaction("update the job", lambda tx: tx.update_job(run_id, update, complete))
+        return self._transaction(
+            "update the job", lambda tx: tx.update_job(run_id, update, complete=complete)
+        )
 
+    @joins_transaction(Transaction.get_job)
     def get_job(self, run_id: str) -> JobRow | None:
-        tx = self._tx()
-        if tx is not None:
-            return tx.job_row(run_id)
         with self._errors("read"), self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.key("job", run_id))
             pipe.smembers(self.key("clients", run_id))

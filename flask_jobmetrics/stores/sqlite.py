@@ -20,6 +20,7 @@ from typing import Any
 from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.schema import STATUS
 
+from ..deltas import ClientDelta
 from ._common import (
     dumps_fields,
     job_start_from_client,
@@ -29,16 +30,7 @@ from ._common import (
     start_sort_key,
 )
 from ._sqlite_schema import ForkSafeLock, check_file, connect, prepare_schema, sqlite_path, store_error
-from .base import (
-    IDEMPOTENCY_TTL,
-    TOKEN_PREFIX,
-    ClientDelta,
-    ClientRow,
-    Finalize,
-    JobRow,
-    JobUpdate,
-    OutboxItem,
-)
+from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -54,6 +46,9 @@ def _outbox_item(row: Sequence[Any]) -> OutboxItem:
 
 class SQLiteStore:
     """The store protocol on one SQLite file."""
+
+    durable = True
+    shared = True  # by the processes of one host
 
     def __init__(
         self,
