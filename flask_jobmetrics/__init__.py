@@ -11,6 +11,7 @@ from .exceptions import (
     JobMetricsError,
     NotInitializedError,
     StoreError,
+    StoreUnavailableError,
     UnknownRunError,
 )
 from .extension import (
@@ -20,6 +21,7 @@ from .extension import (
     flush,
     get_client_run,
     get_job_run,
+    health,
     list_job_runs,
     register_metric,
     start_job,
@@ -28,7 +30,7 @@ from .extension import (
     update_job_aggregate_metrics,
 )
 from .log import StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .runids import RunId, base_run_id, client_id_of, client_run_id, generate_run_id
 from .schema import MetricSpec
 from .validation import idempotency_key
@@ -39,6 +41,7 @@ __all__ = [
     "ClientRun",
     "ConfigurationError",
     "FlushReport",
+    "Health",
     "InvalidClientIdError",
     "InvalidMetricError",
     "InvalidRunIdError",
@@ -51,6 +54,7 @@ __all__ = [
     "RunId",
     "Status",
     "StoreError",
+    "StoreUnavailableError",
     "StructuredLogger",
     "UnknownRunError",
     "__version__",
@@ -65,6 +69,7 @@ __all__ = [
     "generate_run_id",
     "get_client_run",
     "get_job_run",
+    "health",
     "idempotency_key",
     "list_job_runs",
     "register_metric",

@@ -21,6 +21,7 @@ __all__ = [
     "JobMetricsError",
     "NotInitializedError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownRunError",
 ]
 
@@ -66,6 +67,11 @@ class InvalidMetricError(JobMetricsError, ValueError):
 
 class StoreError(JobMetricsError):
     """The store failed; the update was not applied (it stays buffered where it was)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now (its server is down, its file read-only or locked);
+    the same call may work later. Other ``StoreError``s are mistakes to fix (a bad URL)."""
 
 
 class UnknownRunError(JobMetricsError, LookupError):

@@ -26,7 +26,8 @@ from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
 from .state import EXTENSION_KEY, JobMetricsState, get_state, state_of
-from .stores import load_store
+from .stores import open_store
+from .unavailable import install_store_error_handler
 
 if TYPE_CHECKING:
     from .buffer import BufferStats
@@ -86,7 +87,7 @@ class JobMetrics:
         with self._lock:
             for spec in self._metric_specs:
                 registry.register(spec)
-        store = load_store(settings.store_url)
+        store = open_store(settings.store_url)  # unreachable: the app starts, the store is retried
         publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,
@@ -111,6 +112,7 @@ class JobMetrics:
         """Wire the built service into ``app``: signals, request hooks, dashboard."""
         connect_receivers()
         install_request_hooks(app, state)
+        install_store_error_handler(app)
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
         register_dashboard(app, state)
@@ -154,6 +156,7 @@ class JobMetrics:
     get_job_run = _on_bound_app(MetricsService.get_job_run)
     list_job_runs = _on_bound_app(MetricsService.list_job_runs)
     flush = _on_bound_app(MetricsService.flush)
+    health = _on_bound_app(MetricsService.health)
     tracked = staticmethod(tracked)
     counts = staticmethod(counts)
     signed = staticmethod(signed)
@@ -169,6 +172,7 @@ get_client_run = _on_current_app(MetricsService.get_client_run)
 get_job_run = _on_current_app(MetricsService.get_job_run)
 list_job_runs = _on_current_app(MetricsService.list_job_runs)
 flush = _on_current_app(MetricsService.flush)
+health = _on_current_app(MetricsService.health)
 
 
 def register_metric(spec: MetricSpec) -> None:

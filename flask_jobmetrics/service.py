@@ -18,7 +18,7 @@ from .deltas import ClientDelta, Ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .formatting import shorten
 from .log import LogFormat, StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, validate_client_id
 from .schema import (
@@ -33,6 +33,7 @@ from .schema import (
 )
 from .shutdown import guarded
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
+from .stores.deferred import DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 
@@ -129,6 +130,8 @@ class MetricsService:
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
+        #: The last store error of a buffer delivery, None once a merge went through.
+        self._store_error: str | None = None
         self._warned_unknown: set[str] = set()
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
@@ -143,6 +146,7 @@ class MetricsService:
         """After client rows were merged: remember them, bring the totals of a job that
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
+        self._store_error = None
         self._remember(*rows)
         for row in rows:
             if row.refused:
@@ -198,6 +202,7 @@ class MetricsService:
             self.logger.warning("could not wake the Airtable publisher (rows wait in the outbox): %r", exc)
 
     def _sink_failed(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
+        self._store_error = str(exc)
         self.logger.warning(
             "could not merge %d buffered entries into the store (kept, retried later): %s", len(deltas), exc
         )
@@ -546,6 +551,13 @@ class MetricsService:
         return [job for job in (self._find_job(row.run_id, row) for row in rows) if job is not None]
 
     # -- flushing ---------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether the store answers, as this process last saw it (no store call is made)."""
+        error = self._store_error
+        if error is None and isinstance(self.store, DeferredStore) and self.store.error is not None:
+            error = str(self.store.error)
+        return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
     @guarded
     def flush(self, timeout: float | None = None) -> FlushReport:

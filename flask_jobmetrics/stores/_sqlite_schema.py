@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import ClassVar
 
-from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
 
 __all__ = [
     "APPLICATION_ID",
@@ -51,13 +51,18 @@ def sqlite_path(url: str) -> str:
 def store_error(path: str, what: str, exc: BaseException, timeout: float) -> StoreError:
     """A StoreError naming the file, saying what failed and, where known, why."""
     text = str(exc)
+    unavailable = True  # the file cannot be used now; the same call may work later
     if "readonly" in text or "read-only" in text:
         what += " (the database file or its directory is read-only)"
     elif "locked" in text or "busy" in text:
         what += f" (locked by another connection for more than {timeout:g} s)"
     elif "not a database" in text:
         what += " (the file is not an SQLite database)"
-    return StoreError(f"sqlite store {path}: {what}: {exc}")
+        unavailable = False
+    elif not isinstance(exc, sqlite3.OperationalError):  # a bug or a damaged file, not an outage
+        unavailable = False
+    kind = StoreUnavailableError if unavailable else StoreError
+    return kind(f"sqlite store {path}: {what}: {exc}")
 
 
 def check_file(path: str) -> None:
@@ -72,11 +77,15 @@ def check_file(path: str) -> None:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"sqlite store {path}: cannot create its directory: {exc}") from exc
+        raise StoreUnavailableError(f"sqlite store {path}: cannot create its directory: {exc}") from exc
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
-        raise StoreError(f"sqlite store {path}: the file is read-only (or unreadable) for this user")
+        raise StoreUnavailableError(
+            f"sqlite store {path}: the file is read-only (or unreadable) for this user"
+        )
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise StoreError(f"sqlite store {path}: the directory is read-only (SQLite creates -wal files there)")
+        raise StoreUnavailableError(
+            f"sqlite store {path}: the directory is read-only (SQLite creates -wal files there)"
+        )
 
 
 def _switch_to_wal(conn: sqlite3.Connection, timeout: float, sleep: Callable[[float], None]) -> str:

@@ -20,11 +20,12 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
 
 from ..deltas import ClientDelta
 from . import _redis_lua as lua
@@ -110,6 +111,9 @@ class RedisStore(TransactionHolder):
             if message.startswith("JMTYPE "):
                 raise TypeError(message[7:]) from exc
             raise StoreError(f"Redis at {self.where}: cannot {what}: {message}") from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            kind = StoreError if isinstance(exc, AuthenticationError) else StoreUnavailableError
+            raise kind(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except UnicodeError as exc:
