@@ -20,7 +20,7 @@ from .formatting import shorten
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
-from .runids import RunId, validate_client_id
+from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
     START_TIME,
@@ -140,7 +140,11 @@ class MetricsService:
 
     def _sink(self, deltas: list[ClientDelta], token: str) -> list[ClientRow]:
         # Only the merge (see MetricsBuffer(on_delivered=)); the token makes a re-sent batch a no-op.
-        return self.store.merge_clients(deltas, token=token)
+        try:
+            return self.store.merge_clients(deltas, token=token)
+        except StoreError as exc:
+            self._store_error = str(exc)  # health() says so until a merge goes through
+            raise
 
     def _merged(self, *rows: ClientRow) -> None:
         """After client rows were merged: remember them, bring the totals of a job that
@@ -202,7 +206,6 @@ class MetricsService:
             self.logger.warning("could not wake the Airtable publisher (rows wait in the outbox): %r", exc)
 
     def _sink_failed(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
-        self._store_error = str(exc)
         self.logger.warning(
             "could not merge %d buffered entries into the store (kept, retried later): %s", len(deltas), exc
         )
@@ -291,8 +294,8 @@ class MetricsService:
     @guarded
     def update_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None,
         *,
         logger: StructuredLogger | None = None,
@@ -338,8 +341,8 @@ class MetricsService:
     @guarded
     def complete_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None = None,
         *,
         success: bool = True,
@@ -380,7 +383,7 @@ class MetricsService:
         return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
 
     @guarded
-    def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
+    def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
         """The client run as stored plus this process's buffered updates, or None."""
         run, client = self._ids(run_id, client_id)
         row = self.store.get_client(run, client)
@@ -395,7 +398,7 @@ class MetricsService:
         )
 
     @guarded
-    def list_client_runs(self, run_id: Any) -> list[ClientRun]:
+    def list_client_runs(self, run_id: RunIdLike) -> list[ClientRun]:
         """Every client run of a job (stored plus this process's buffered ones), by client ID,
         read from the store in one call."""
         run = RunId.parse(run_id).base
@@ -411,7 +414,7 @@ class MetricsService:
 
     @guarded
     def start_job(
-        self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
+        self, run_id: RunIdLike | None = None, *, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
         """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
         check_text("notes", notes)
@@ -433,7 +436,9 @@ class MetricsService:
         return self._job_view(row.run_id, row)
 
     @guarded
-    def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
+    def update_job_aggregate_metrics(
+        self, run_id: RunIdLike, *, logger: StructuredLogger | None = None
+    ) -> JobRun:
         """Recompute the job row from all of its client runs."""
         run = RunId.parse(run_id).base
         self._log(logger, run)
@@ -462,7 +467,12 @@ class MetricsService:
 
     @guarded
     def complete_job_metrics(
-        self, run_id: Any, *, success: bool = True, notes: str = "", logger: StructuredLogger | None = None
+        self,
+        run_id: RunIdLike,
+        *,
+        success: bool = True,
+        notes: str = "",
+        logger: StructuredLogger | None = None,
     ) -> JobRun:
         """Close still-running clients as Failed, aggregate, and set the job's final status."""
         run = RunId.parse(run_id).base
@@ -511,7 +521,7 @@ class MetricsService:
             )
 
     @guarded
-    def get_job_run(self, run_id: Any) -> JobRun | None:
+    def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
         """The job run (live aggregates while it runs), or None."""
         run = RunId.parse(run_id).base
         return self._find_job(run)
@@ -542,7 +552,7 @@ class MetricsService:
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
 
     @guarded
-    def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
+    def list_job_runs(self, *, limit: int = 50, status: Status | str | None = None) -> list[JobRun]:
         """Job runs by start time, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +19,28 @@ from flask_jobmetrics.cli import jobmetrics_cli
 from flask_jobmetrics.signals import publish_failed, records_published
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, retire_emulator
+
+from .support import AppFactory
 
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
 JOBS = "Job Tracking"
 
-AppFactory = Callable[..., Flask]
-
 
 @pytest.fixture
-def make_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[AppFactory]:
+def make_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) -> AppFactory:
     """Apps on an SQLite file in tmp_path, publishing to ``fake_airtable``."""
-    apps: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask(f"publisher{len(apps)}", instance_path=str(tmp_path / "instance"))
-        app.config.update(
-            TESTING=True,
-            JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-            JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-            JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-            JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
-            JOBMETRICS_PROGRESS_INTERVAL=0,
-            JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
-            JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
-        )
-        app.config.update(config)
-        JobMetrics(app)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        get_state(app).service.close()
+    return functools.partial(
+        make_app,
+        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
+        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
+        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
+        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        JOBMETRICS_PROGRESS_INTERVAL=0,
+        JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
+        JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
+    )
 
 
 def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
@@ -209,6 +198,7 @@ def test_progress_interval_publishes_running_rows(make_app: AppFactory, fake_air
     assert (row["Status"], row["Leads Processed"]) == ("Completed", 3)
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_rate_limit(tmp_path: Path, fake_airtable: FakeAirtable) -> None:
     """Two processes publishing through one SQLite store never send Airtable more than 5 requests a second."""
     root = Path(__file__).resolve().parent.parent
@@ -341,3 +331,36 @@ def test_a_stopped_publisher_hands_its_lease_on(make_app: AppFactory) -> None:
     assert not service.store.acquire_lease(publisher.lease, "someone-else", 30.0, now)
     publisher.stop()
     assert service.store.acquire_lease(publisher.lease, "someone-else", 30.0, publisher.clock())
+
+
+def test_an_app_left_running_is_quiet_once_its_emulator_is_retired(
+    make_app: AppFactory, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app still pointed at an emulator the plugin retired keeps its rows and logs no connection errors."""
+    fake = fake_airtable_factory()
+    service = get_state(make_app(JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake.url)).service
+    retire_emulator(fake)
+    caplog.set_level(logging.DEBUG)
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    assert service.flush(timeout=0.5).pending == 2  # the client row and its job row wait in the outbox
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage().lower()] == []
+
+
+def test_publishing_signals_carry_what_the_docs_say(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """records_published and publish_failed carry the records as sent (fields) and the error as a str."""
+    app = make_app()
+    sent: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    fake_airtable.fail_records(lambda fields: fields.get("Client ID") == "client-01", message="bad value")
+    with (
+        records_published.connected_to(lambda sender, **kw: sent.extend(kw["records"]), app),
+        publish_failed.connected_to(lambda sender, **kw: failed.append(kw), app),
+    ):
+        run_job(app, 2)
+        get_state(app).extension.flush(timeout=30)
+    assert {record["Run ID"] for record in sent} == {RUN, f"{RUN}-client-00"}
+    assert all("fields" not in record and "id" not in record for record in sent)
+    assert [(type(f["error"]), f["records"][0]["Client ID"]) for f in failed] == [(str, "client-01")]
+    assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")

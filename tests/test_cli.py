@@ -451,6 +451,7 @@ def run_flask(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Path, clock: Clock) -> None:
     """The installed `flask` executable runs `jobmetrics runs` against an SQLite file."""
     url = f"sqlite:///{tmp_path / 'jobmetrics.sqlite3'}"
@@ -465,6 +466,7 @@ def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Pa
     assert "Completed with Errors" in row_of(proc.stdout, OLD)
 
 
+@pytest.mark.slow
 def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_path: Path) -> None:
     """`flask ... jobmetrics runs` with an unusable SQLite path exits 1 with one error line
     (after the one line the app logs when it starts without its store)."""
@@ -476,3 +478,13 @@ def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_pat
     assert "cannot be reached at start-up" in started
     assert error.startswith("Error: store unreachable: sqlite store ")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_group_is_on_app_cli_for_the_apps_own_tests(
+    app: Flask, svc: MetricsService, clock: Clock
+) -> None:
+    """`app.test_cli_runner().invoke(args=["jobmetrics", "runs"])` finds the group on `app.cli`."""
+    seed(svc, clock)
+    result = app.test_cli_runner().invoke(args=["jobmetrics", "runs"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[2:]] == [NEW, OLD]

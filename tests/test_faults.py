@@ -25,6 +25,8 @@ from flask_jobmetrics.stores.sqlite import SQLiteStore
 
 from .faults import FaultProxy, Mode, RedisServer
 
+pytestmark = pytest.mark.slow  # servers of their own that go away, subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "230615-120000"
 WARMUP = "230615-110000"

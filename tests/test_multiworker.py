@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -40,6 +41,8 @@ from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, add_jobmetrics_tables
 
 from .gunicorn_support import ROOT, gunicorn_server
+
+pytestmark = pytest.mark.slow  # gunicorn workers
 
 REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENTS = ("acme", "globex", "umbrella", "wayne")
@@ -275,7 +278,7 @@ def outbox_cli(env: Mapping[str, str]) -> str:
     """``flask --app example_app jobmetrics outbox`` on the server's store (no Airtable keys)."""
     quiet = {k: v for k, v in env.items() if not k.startswith("JOBMETRICS_AIRTABLE_")}
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "flask"), "--app", "example_app", "jobmetrics", "outbox"],
+        [str(Path(sys.executable).with_name("flask")), "--app", "example_app", "jobmetrics", "outbox"],
         cwd=ROOT,
         env=quiet,
         capture_output=True,

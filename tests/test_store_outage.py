@@ -59,6 +59,7 @@ def down(tmp_path: Path) -> Iterator[tuple[Flask, RedisServer]]:
     server.stop()
 
 
+@pytest.mark.slow
 def test_init_app_with_redis_down_starts_and_logs_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -75,6 +76,7 @@ def test_init_app_with_redis_down_starts_and_logs_once(
     app.extensions["jobmetrics"].service.close()
 
 
+@pytest.mark.slow
 def test_updates_are_buffered_and_stored_once_the_store_is_back(down: tuple[Flask, RedisServer]) -> None:
     """While the store is down a counted request answers 200 and is buffered; once Redis is up,
     it is stored and health says so."""
@@ -93,6 +95,7 @@ def test_updates_are_buffered_and_stored_once_the_store_is_back(down: tuple[Flas
     assert service.health().store_available is True
 
 
+@pytest.mark.slow
 def test_routes_that_need_the_store_answer_503_json(down: tuple[Flask, RedisServer]) -> None:
     """A completion and a view calling the store answer 503 store_unavailable JSON with
     Retry-After, and record nothing; the same requests work once the store is back."""
@@ -136,6 +139,7 @@ def test_configuration_errors_still_fail_at_init_app(tmp_path: Path, url: str) -
         _app(tmp_path, url)
 
 
+@pytest.mark.slow
 def test_init_app_on_a_read_only_directory_starts(tmp_path: Path) -> None:
     """With the SQLite file's directory read-only (an unprivileged process), init_app starts the
     app, health says the store is unavailable, and updates are buffered."""
@@ -183,3 +187,34 @@ def _in_unprivileged_child(path: Path, tmp_path: Path) -> dict[str, Any]:
     os.waitpid(pid, 0)
     result: dict[str, Any] = json.loads(data)
     return result
+
+
+def test_health_follows_the_last_store_call(tmp_path: Path) -> None:
+    """health() says unavailable after a delivery failed (database locked), available again
+    once a merge went through; it counts what is buffered."""
+    import sqlite3
+
+    from flask_jobmetrics.service import MetricsService
+    from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "jobmetrics.sqlite3"
+    service = MetricsService(
+        SQLiteStore(f"sqlite:///{path}", timeout=0.1), buffer_ttl=3600, flush_interval=3600
+    )
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        service.update_client_metrics(RUN, "acme", {LEADS: 1})
+        assert service.health().store_available is True
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError):
+            service.flush()
+        health = service.health()
+        assert (health.store_available, health.buffered) == (False, 1) and "locked" in (
+            health.store_error or ""
+        )
+        holder.execute("ROLLBACK")
+        service.flush()
+        assert service.health() == fjm.Health(store_available=True, store_error=None, buffered=0)
+    finally:
+        holder.close()
+        service.close()

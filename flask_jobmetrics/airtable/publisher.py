@@ -156,6 +156,12 @@ class Publisher:
         except Exception as exc:
             self.log.info("could not release the Airtable sender lease (it expires by itself): %r", exc)
 
+    def retire(self) -> None:
+        """Stop for good, as when the Airtable it sends to is gone (a test's emulator): the
+        sender thread ends and later passes send nothing; the rows stay in the outbox."""
+        self._paused_until = math.inf
+        self.stop()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=LINGER / 2)
@@ -396,6 +402,11 @@ def wait_for_slot(
 
 
 _PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+def publishers_to(endpoint_url: str) -> list[Publisher]:
+    """The live publishers of this process that send to ``endpoint_url``."""
+    return [p for p in list(_PUBLISHERS) if p.settings.airtable_endpoint_url == endpoint_url]
 
 
 def _after_fork_in_child() -> None:
