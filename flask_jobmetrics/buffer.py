@@ -189,8 +189,9 @@ class MetricsBuffer:
         key, found = (run_id, client_id), False
         ops: Ops = {}
         with self._lock:
-            sealed = self._sealed.deltas if self._sealed is not None else []
-            parts = [d for d in self._in_flight + sealed if (d.run_id, d.client_id) == key]
+            parts = [d for d in self._in_flight if (d.run_id, d.client_id) == key]
+            if self._sealed is not None:
+                parts += [d for d in self._sealed.deltas if (d.run_id, d.client_id) == key]
             parts += [e.delta for k, e in self._cache.spill if k == key]
             entry = self._cache.peek(key)
             parts += [entry.delta] if entry is not None else []

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .models import Status
-from .schema import STATUS, beyond_exact, combine
+from .schema import MAX_EXACT, STATUS, combine
 
 __all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merge_ops"]
 
 Op = tuple[str, Any]
+_NUMBERS = (int, float)
 Ops = dict[str, Op]
 
 
@@ -41,7 +42,7 @@ def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, 
             fields[name] = value
             continue
         merged = combine(agg, fields.get(name), value)
-        if agg == "sum" and beyond_exact(merged):
+        if agg == "sum" and type(merged) in _NUMBERS and not -MAX_EXACT <= merged <= MAX_EXACT:
             refused.append((name, value))
         else:
             fields[name] = merged

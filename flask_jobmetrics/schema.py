@@ -72,8 +72,9 @@ SUM_TOO_LARGE = "the sum would pass 2**53, which Airtable cannot hold exactly (n
 
 
 def beyond_exact(value: Any) -> bool:
-    """Whether a number is beyond ``MAX_EXACT`` in size."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_EXACT
+    """Whether an int or float is beyond ``MAX_EXACT`` in size (False for anything else)."""
+    kind = type(value)  # type(), not isinstance: a bool is no number here, and this is the hot path
+    return (kind is int or kind is float) and not -MAX_EXACT <= value <= MAX_EXACT
 
 
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")

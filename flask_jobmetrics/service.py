@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
-from .deltas import ClientDelta, Ops
+from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .formatting import shorten
 from .log import LogFormat, StructuredLogger
@@ -23,12 +23,12 @@ from .rules import add_note, aggregate_clients, client_status, job_status, job_t
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
+    MAX_EXACT,
     START_TIME,
     STATUS,
     SUM_TOO_LARGE,
     SYSTEM_NOTES,
     MetricRegistry,
-    beyond_exact,
     normalize_status,
 )
 from .shutdown import guarded
@@ -177,24 +177,23 @@ class MetricsService:
             except Exception as exc:  # what was merged stays merged
                 self.logger.warning("could not report refused sums: %r", exc)
 
-    def _refuse_large_sums(
-        self, ops: Ops, known: ClientRow | None, run: str, client: str
-    ) -> list[RejectedMetric]:
+    @staticmethod
+    def _refuse_large_sums(ops: Ops, known: ClientRow | None, pending: Ops) -> list[RejectedMetric]:
         """Take out of ``ops`` the sums that would pass 2**53 with the row as this process
-        knows it (stored plus buffered); returns them as rejections."""
-        pending = self.buffer.pending(run, client) or {}
-        rejected = []
-        for name, (agg, value) in list(ops.items()):
-            if agg != "sum":
-                continue
-            total = (known.fields.get(name) if known is not None else None) or 0
-            buffered = pending.get(name)
-            if buffered is not None and buffered[0] == "sum":
-                total += buffered[1]
-            if beyond_exact(total + value):
-                del ops[name]
-                rejected.append(RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE))
-        return rejected
+        knows it (stored, plus ``pending`` in its buffer); returns them as rejections."""
+        stored = known.fields if known is not None else {}
+        too_large = None
+        for name, (agg, value) in ops.items():  # the hot path: plain comparisons
+            if agg == "sum":
+                buffered = pending.get(name)
+                total = value + (stored.get(name) or 0) + (buffered[1] if buffered is not None else 0)
+                if total > MAX_EXACT or total < -MAX_EXACT:
+                    too_large = [*(too_large or ()), name]
+        if too_large is None:
+            return []
+        return [
+            RejectedMetric(metric=name, value=ops.pop(name)[1], reason=SUM_TOO_LARGE) for name in too_large
+        ]
 
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
@@ -314,7 +313,8 @@ class MetricsService:
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
-        too_large = self._refuse_large_sums(ops, known, run, client)
+        pending = self.buffer.pending(run, client) or {}
+        too_large = self._refuse_large_sums(ops, known, pending)
         if too_large:
             self._report_rejected(logger, run, client, too_large)
             rejected += too_large
@@ -335,7 +335,8 @@ class MetricsService:
                 )
             return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
         self.buffer.add(ClientDelta(run, client, ops))
-        fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
+        merge_ops(pending, ops)  # the view: the row as last seen, what was buffered, and this update
+        fields = with_pending(known.fields if known else None, pending)
         return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
 
     @guarded

@@ -237,12 +237,18 @@ class SQLiteStore:
             ):
                 conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
                 self._next_purge = now + _PURGE_INTERVAL
-            if token is not None:
-                key = TOKEN_PREFIX + token
-                if self._seen(conn, key, now):  # this delivery was applied before: change nothing
-                    return [(self._current(conn, d), False) for d in deltas]
-                self._keep_key(conn, key, now)
+            if token is not None and not self._record_token(conn, TOKEN_PREFIX + token, now):
+                return [(self._current(conn, d), False) for d in deltas]  # applied before: no change
             return [self._merge(conn, delta, finalize, now) for delta in deltas]
+
+    def _record_token(self, conn: sqlite3.Connection, key: str, now: float) -> bool:
+        """Record a delivery token (one statement); False when it was recorded and is live."""
+        cursor = conn.execute(
+            "INSERT INTO idempotency_keys (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= ?",
+            (key, now + self._ttl, now),
+        )
+        return cursor.rowcount == 1
 
     def _current(self, conn: sqlite3.Connection, delta: ClientDelta) -> ClientRow:
         row = self._client_row(conn, delta.run_id, delta.client_id)
