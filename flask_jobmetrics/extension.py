@@ -61,7 +61,9 @@ class JobMetrics:
         with self._lock:
             for spec in self._metric_specs:
                 registry.register(spec)
-        store = open_store(settings.store_url)  # unreachable: the app starts, the store is retried
+        # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
+        # Unreachable now: the app starts anyway, and the store is retried.
+        store = open_store(settings.store_url, outbox=settings.keeps_outbox)
         publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,

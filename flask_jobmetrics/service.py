@@ -18,6 +18,7 @@ from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .formatting import shorten
 from .log import LogFormat, StructuredLogger
+from .longtext import bound_text
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, RunIdLike, validate_client_id
@@ -267,7 +268,9 @@ class MetricsService:
             if problem.metric not in self._warned_unknown:
                 self._warned_unknown.add(problem.metric)
                 self._log(logger, run_id, client_id).warning(
-                    "unknown metric %r is not stored (register it with register_metric)", problem.metric
+                    "unknown metric %r is not stored%s (register it with register_metric)",
+                    problem.metric,
+                    problem.reason.removeprefix("unknown metric"),
                 )
         if rejected:
             self._log(logger, run_id, client_id).warning("rejected %s", _described(rejected))
@@ -422,7 +425,7 @@ class MetricsService:
         now = self.clock()
         fields: dict[str, Any] = {STATUS: Status.RUNNING.value, START_TIME: now}
         if notes:
-            fields[SYSTEM_NOTES] = notes
+            fields[SYSTEM_NOTES] = bound_text(notes)
         if run_id is None:
             row = self.store.reserve_job(
                 str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base
@@ -576,8 +579,9 @@ class MetricsService:
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
         store (the entries stay buffered)."""
         flushed = self.buffer.flush()
-        if self.publisher is None:
-            return FlushReport(flushed=flushed)
+        if self.publisher is None:  # what `flask jobmetrics outbox` shows, e.g. rows queued earlier
+            pending, dead = self.store.outbox_counts()
+            return FlushReport(flushed=flushed, pending=pending, dead=dead)
         result = self.publisher.flush(timeout)
         return FlushReport(
             flushed=flushed, published=result.published, pending=result.pending, dead=result.dead

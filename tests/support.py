@@ -11,6 +11,8 @@ from typing import Any
 from flask import Flask
 
 from flask_jobmetrics import JobMetrics
+from flask_jobmetrics.testing import FakeAirtable
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
 START = datetime(2023, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -77,3 +79,20 @@ def jobmetrics_app(instance: Path, name: str = "jobmetrics_test", **config: Any)
         yield maker(name=name, **config)
     finally:
         maker.close()
+
+
+def airtable_config(fake: FakeAirtable) -> dict[str, Any]:
+    """The config keys that make an app publish to ``fake``'s jobmetrics base."""
+    return {
+        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+    }
+
+
+def client_rows(fake: FakeAirtable, table: str = "Client Run Results") -> dict[str, dict[str, Any]]:
+    """The client records' fields by Client ID (a duplicate row fails the test)."""
+    rows = [r["fields"] for r in fake.records(BASE_ID, table)]
+    by_key = {f["Client ID"]: f for f in rows}
+    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
+    return by_key

@@ -21,7 +21,7 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, retire_emulator
 
-from .support import AppFactory
+from .support import AppFactory, client_rows
 
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
@@ -41,13 +41,6 @@ def make_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) 
         JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
         JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
     )
-
-
-def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
-    rows = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
-    by_key = {f["Client ID"]: f for f in rows}
-    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
-    return by_key
 
 
 def run_job(app: Flask, clients: int, *, leads: Callable[[int], int] = lambda i: i + 1) -> str:
@@ -261,21 +254,23 @@ def test_memory_store_after_a_restart_adds_to_what_airtable_shows(
     assert fake.request_count(kind="read") == 4  # one read per row (client and job) and life
 
 
-def test_row_formula_matches_exactly_one_row_whatever_the_quotes(
+def test_run_formula_matches_the_runs_rows_whatever_the_quotes(
     fake_airtable_factory: Callable[..., FakeAirtable],
 ) -> None:
-    """IDs with quotes and backslashes cannot change which rows the lookup formula matches."""
+    """Client IDs with quotes and backslashes: the read-back formula matches the run's rows, no others."""
     from pyairtable import Api
 
-    from flask_jobmetrics.airtable.fields import row_formula
+    from flask_jobmetrics.airtable.seed import run_formula
+    from flask_jobmetrics.airtable.targets import Target
 
     fake = fake_airtable_factory(rate_limit=None)
     table = Api(API_KEY, endpoint_url=fake.url, retry_strategy=None).table(BASE_ID, CLIENTS)
     hostile = ["x' OR 1=1 OR '", 'a\\", "b', "c\\", "d'", "e\\'f", "plain"]
-    table.batch_create([{"Run ID": f"{RUN}-{c}", "Client ID": c} for c in hostile])
-    for client in hostile:
-        found = table.all(formula=row_formula("client", RUN, client))
-        assert [r["fields"]["Client ID"] for r in found] == [client]
+    other = "230615-120001"
+    table.batch_create([{"Run ID": f"{run}-{c}", "Client ID": c} for run in (RUN, other) for c in hostile])
+    found = table.all(formula=run_formula(Target("client", CLIENTS, table), RUN))
+    assert sorted(r["fields"]["Client ID"] for r in found) == sorted(hostile)
+    assert {r["fields"]["Run ID"] for r in found} == {f"{RUN}-{c}" for c in hostile}
 
 
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(

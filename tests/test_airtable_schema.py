@@ -35,7 +35,7 @@ from flask_jobmetrics.schema import BUILTIN_METRICS
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import AppFactory
+from .support import AppFactory, airtable_config
 
 JOB = "Job Tracking"
 CLIENT = "Client Run Results"
@@ -303,11 +303,7 @@ def make_app(make_app: AppFactory) -> AppFactory:
     def make(emulator: FakeAirtable | None, **config: Any) -> Flask:
         airtable: dict[str, Any] = {}
         if emulator is not None:
-            airtable.update(
-                JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-                JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-                JOBMETRICS_AIRTABLE_ENDPOINT_URL=emulator.url,
-            )
+            airtable.update(airtable_config(emulator))
         return make_app(
             JOBMETRICS_PROGRESS_INTERVAL=0,
             JOBMETRICS_AIRTABLE_RATE_LIMIT=1000,  # the shared pacing must not slow the tests

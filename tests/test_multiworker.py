@@ -222,6 +222,7 @@ def server_env(store_url: str, instance: Path, **settings: object) -> dict[str, 
     which is how ``example_app/config.py`` reads numbers and mappings.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBMETRICS_")}
+    env["JOBMETRICS_OUTBOX"] = "true"  # the workers leave publishing to a sender of their own
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env["EXAMPLE_APP_INSTANCE"] = str(instance)
     env["JOBMETRICS_STORE_URL"] = store_url
@@ -239,7 +240,7 @@ def airtable_settings(fake: FakeAirtable) -> dict[str, object]:
 def local_app(store_url: str, instance: Path, **config: object) -> Iterator[JobMetrics]:
     """A JobMetrics app in this process on the same store (``config``: JOBMETRICS_ keys)."""
     app = Flask(f"multiworker_{uuid.uuid4().hex[:8]}", instance_path=str(instance))
-    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=store_url)
+    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=store_url, JOBMETRICS_OUTBOX=True)
     app.config.update({f"JOBMETRICS_{k}": v for k, v in config.items()})
     ext = JobMetrics(app)
     try:

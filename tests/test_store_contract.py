@@ -677,6 +677,18 @@ def test_outbox_dead_letters_and_revive(store: Store) -> None:
     assert revived.attempts == 1
 
 
+def test_a_store_without_outbox_queues_no_change(make_store: MakeStore, clock: Clock) -> None:
+    """outbox=False (publishing off): merges, job updates and completions queue nothing."""
+    store = make_store(clock=clock.timestamp, outbox=False)
+    assert store.outbox is False
+    store.merge_clients([leads(1), leads(2, client="beta")])
+    store.merge_client(ClientDelta("run-1", "acme", {LEADS: ("sum", 1)}, complete=True))
+    store.ensure_job("run-2", {})
+    store.update_job("run-1", lambda fields, clients: None, complete=True)
+    assert store.outbox_counts() == (0, 0)
+    assert store.outbox_due(float("inf"), 100) == []
+
+
 def test_outbox_counts_empty(store: Store) -> None:
     """A new store has nothing pending and nothing dead."""
     assert store.outbox_counts() == (0, 0)

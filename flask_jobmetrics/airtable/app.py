@@ -10,6 +10,7 @@ from ..config import Settings
 from ..schema import MetricRegistry
 from ..signals import publish_failed, records_published
 from ..stores.base import Store
+from .names import table_field_names
 from .publisher import Publisher
 
 __all__ = ["make_publisher"]
@@ -20,9 +21,11 @@ def make_publisher(
 ) -> Publisher | None:
     """The publisher of ``app``'s store, for its service; None when publishing is off.
 
-    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender.
+    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender. The
+    field-name mapping is checked either way: a typo in it fails at start-up.
     """
     if not settings.airtable_enabled:
+        table_field_names(settings, registry.specs)
         return None
 
     def published(table: str, records: list[dict[str, Any]]) -> None:

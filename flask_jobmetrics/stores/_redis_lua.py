@@ -212,6 +212,7 @@ local function reply(r)
   return {r.v, r.c and 1 or 0, flat}
 end
 local function queue(member, v, completed)
+  if ARGV[7] == '0' then return end  -- the store keeps no outbox (Airtable publishing is off)
   local meta = redis.call('HGET', K_META, member)
   local attempts, err = '0', ''
   if meta then attempts, err = string.match(meta, '^%d+:(%d+):(.*)$') end
@@ -262,7 +263,8 @@ end
 """.replace("@STATUS@", json.dumps(STATUS)).replace("@START@", json.dumps(START_TIME))
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
-#: items (JSON), delivery token ('' for none; one already applied changes nothing). A client
+#: items (JSON), '1'/'0' (keep an outbox), delivery token ('' for none; one already applied
+#: changes nothing). A client
 #: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
 #: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
@@ -327,7 +329,7 @@ local function put_job(it)
   if it.v then job.v = it.v end
   return 1, job
 end
-local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[7]
+local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
 if token and token ~= '' then
   if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
     for i, it in ipairs(items) do

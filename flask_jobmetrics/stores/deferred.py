@@ -34,10 +34,11 @@ class DeferredStore:
         *,
         durable: bool,
         shared: bool,
+        outbox: bool = True,
         retry_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.url, self.durable, self.shared = url, durable, shared
+        self.url, self.durable, self.shared, self.outbox = url, durable, shared, outbox
         self._opener, self._clock, self.retry_interval = opener, clock, retry_interval
         self._lock = threading.Lock()
         self._store: Store | None = None
