@@ -195,3 +195,43 @@ def test_bad_run_ids_are_documented_errors(run_id: Any) -> None:
     with pytest.raises(InvalidRunIdError):
         service.update_client_metrics(run_id, "acme", {"Leads Processed": 1})
     service.close()
+
+
+@pytest.fixture(scope="module")
+def redis_store() -> Iterator[Store]:
+    """One Redis store (a prefix of its own) shared by every example: totals accumulate."""
+    import uuid
+
+    from flask_jobmetrics.exceptions import StoreError
+    from flask_jobmetrics.stores.redis import RedisStore
+
+    prefix = f"jmtest:{uuid.uuid4().hex[:12]}:"
+    try:
+        store = RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    except StoreError as exc:
+        pytest.skip(f"no Redis server: {exc}")
+    yield store
+    client = store._redis
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    store.close()
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(updates=st.lists(_UPDATES, min_size=1, max_size=5))
+def test_arbitrary_values_through_the_lua_merge(redis_store: Store, updates: list[dict[str, Any]]) -> None:
+    """The same through the Redis store's Lua merge: nothing but documented values is stored."""
+    service = _service(redis_store, unknown_metrics="keep")
+    try:
+        for metrics in updates:
+            service.update_client_metrics(RUN, "acme", metrics)
+    finally:
+        service.buffer.stop(drain=True)  # not service.close(): the store is shared by the examples
+    row = redis_store.get_client(RUN, "acme")
+    assert row is not None
+    _check_stored(dict(row.fields))

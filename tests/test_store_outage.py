@@ -218,3 +218,22 @@ def test_health_follows_the_last_store_call(tmp_path: Path) -> None:
     finally:
         holder.close()
         service.close()
+
+
+@pytest.mark.slow
+def test_the_dashboard_says_the_store_is_unavailable(tmp_path: Path) -> None:
+    """With Redis down since start-up, the dashboard's API answers 503 store_unavailable."""
+    app = Flask("outage_dashboard", instance_path=str(tmp_path / "instance"))
+    app.config.update(
+        TESTING=True,
+        JOBMETRICS_STORE_URL=f"redis://127.0.0.1:{free_port()}/0",
+        JOBMETRICS_DASHBOARD=True,
+        JOBMETRICS_DASHBOARD_TOKEN="t0ken",
+    )
+    ext = JobMetrics(app)
+    try:
+        response = app.test_client().get("/jobmetrics/api/runs", headers={"Authorization": "Bearer t0ken"})
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "store_unavailable"
+    finally:
+        ext.state(app).service.close()
