@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_REQUIRE_TIMESTAMP": False,
     "DASHBOARD": False,
     "DASHBOARD_TOKEN": None,
+    "DASHBOARD_LOOPBACK": False,
     "LOG_FORMAT": "text",
 }
 
@@ -90,6 +91,7 @@ class Settings:
     webhook_require_timestamp: bool
     dashboard: bool
     dashboard_token: str | None
+    dashboard_loopback: bool
     log_format: str
 
     @property
@@ -245,6 +247,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "WEBHOOK_REQUIRE_TIMESTAMP": _bool,
     "DASHBOARD": _bool,
     "DASHBOARD_TOKEN": _optional_text,
+    "DASHBOARD_LOOPBACK": _bool,
     "LOG_FORMAT": _choice("text", "json"),
 }
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import Flask
 
 from ..state import JobMetricsState
-from .views import bp
+from . import api, login, views  # noqa: F401  (each adds its routes to bp)
+from .blueprint import bp
 
 __all__ = ["register_dashboard"]
 
