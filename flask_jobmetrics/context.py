@@ -23,11 +23,12 @@ from flask import Flask, Response, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from .deltas import Ops, merge_ops
-from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError
+from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError, StoreError
 from .log import StructuredLogger
 from .models import ClientRun
 from .runids import RunId, validate_client_id
 from .state import JobMetricsState, get_state
+from .unavailable import STORE_FAILED, store_unavailable
 
 __all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
 
@@ -196,7 +197,15 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
     @app.after_request
     def add_run_id_header(response: Response) -> Response:
         ctx = request.environ.get(_ENVIRON_KEY)
-        if isinstance(ctx, RunContext) and ctx.run_id is not None:
+        if not isinstance(ctx, RunContext):
+            return response
+        if request.environ.get(STORE_FAILED):  # answered 503: record nothing, the sender retries
+            ctx.discard()
+        try:  # merged now, while the answer can still say the store failed
+            ctx.finish()
+        except StoreError as exc:
+            response = store_unavailable(exc)
+        if ctx.run_id is not None:
             response.headers.setdefault(state.settings.run_id_header, ctx.run_id)
         return response
 

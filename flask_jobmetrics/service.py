@@ -16,26 +16,29 @@ from cachetools import LRUCache
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
-from .formatting import span
+from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, StructuredLogger
 from .longtext import bound_text
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
     ERROR_DETAILS,
     LAST_UPDATE,
+    MAX_EXACT,
     PROGRESS_LOG,
     START_TIME,
     STATUS,
+    SUM_TOO_LARGE,
     SYSTEM_NOTES,
     MetricRegistry,
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import ClientRow, JobRow, JobUpdate, Store
+from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
+from .stores.deferred import DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 from .watchdog import LeasedTask
@@ -94,6 +97,11 @@ _ABSENT = object()
 def _check_logger(logger: object) -> None:
     if not isinstance(logger, StructuredLogger):
         raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+
+
+def _described(rejected: list[RejectedMetric]) -> str:
+    """Rejections for a log line, each value cut to a sane length."""
+    return "; ".join(f"{p.metric}={shorten(p.value)} ({p.reason})" for p in rejected)
 
 
 def utcnow() -> datetime:
@@ -156,12 +164,13 @@ class MetricsService:
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
             on_delivered=lambda rows: self._merged(*rows),
+            token_ttl=IDEMPOTENCY_TTL,
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
-        #: The rows this process logged a first update of (read-only use: membership).
-        self._started: LRUCache[tuple[str, str], bool] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
+        #: The last store error of a buffer delivery, None once a merge went through.
+        self._store_error: str | None = None
         self._warned_unknown: set[str] = set()
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
@@ -182,14 +191,23 @@ class MetricsService:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _sink(self, deltas: list[ClientDelta]) -> list[ClientRow]:
-        return self.store.merge_clients(deltas)  # only the merge: see MetricsBuffer(on_delivered=)
+    def _sink(self, deltas: list[ClientDelta], token: str) -> list[ClientRow]:
+        # Only the merge (see MetricsBuffer(on_delivered=)); the token makes a re-sent batch a no-op.
+        try:
+            return self.store.merge_clients(deltas, token=token)
+        except StoreError as exc:
+            self._store_error = str(exc)  # health() says so until a merge goes through
+            raise
 
     def _merged(self, *rows: ClientRow) -> None:
         """After client rows were merged: remember them, bring the totals of a job that
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
+        self._store_error = None
         self._remember(*rows)
+        for row in rows:
+            if row.refused:
+                self._report_refused(row)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
                 self.store.update_job(run, self._refresh_finished)
@@ -199,6 +217,36 @@ class MetricsService:
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()
+
+    def _report_refused(self, row: ClientRow) -> None:
+        """Sums the store did not add (the total would pass 2**53): logged and reported."""
+        rejected = [
+            RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE) for name, value in row.refused
+        ]
+        self._log(None, row.run_id, row.client_id).error("not stored: %s", _described(rejected))
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(row.run_id, row.client_id, rejected)
+            except Exception as exc:  # what was merged stays merged
+                self.logger.warning("could not report refused sums: %r", exc)
+
+    @staticmethod
+    def _refuse_large_sums(ops: Ops, known: ClientRow | None, pending: Ops) -> list[RejectedMetric]:
+        """Take out of ``ops`` the sums that would pass 2**53 with the row as this process
+        knows it (stored, plus ``pending`` in its buffer); returns them as rejections."""
+        stored = known.fields if known is not None else {}
+        too_large = None
+        for name, (agg, value) in ops.items():  # the hot path: plain comparisons
+            if agg == "sum":
+                buffered = pending.get(name)
+                total = value + (stored.get(name) or 0) + (buffered[1] if buffered is not None else 0)
+                if total > MAX_EXACT or total < -MAX_EXACT:
+                    too_large = [*(too_large or ()), name]
+        if too_large is None:
+            return []
+        return [
+            RejectedMetric(metric=name, value=ops.pop(name)[1], reason=SUM_TOO_LARGE) for name in too_large
+        ]
 
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
@@ -277,13 +325,18 @@ class MetricsService:
                     problem.reason.removeprefix("unknown metric"),
                 )
         if rejected:
-            self._log(logger, run_id, client_id).warning(
-                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
-            )
+            self._log(logger, run_id, client_id).warning("rejected %s", _described(rejected))
         rejected += unknown_rejected
         if rejected and self.on_rejected is not None:
             self.on_rejected(run_id, client_id, rejected)
         return values, rejected
+
+    def _report_rejected(
+        self, logger: StructuredLogger | None, run: str, client: str, rejected: list[RejectedMetric]
+    ) -> None:
+        self._log(logger, run, client).warning("rejected %s", _described(rejected))
+        if self.on_rejected is not None:
+            self.on_rejected(run, client, rejected)
 
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
@@ -309,26 +362,23 @@ class MetricsService:
         """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
         fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
 
-    def _activity(self, ops: Ops, run: str, client: str, known: ClientRow | None) -> None:
+    def _activity(self, ops: Ops, *, first: bool) -> None:
         """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
-        new row, and the Progress Log's first line when this process never saw the row."""
+        new row, and with ``first`` (this process has neither seen the row in the store nor
+        buffered any of it) the Progress Log's first line."""
         now = self.clock()
         if START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         ops[LAST_UPDATE] = ("max", now)
-        if known is None and self._first_time(run, client):
-            first: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
+        if first:
+            opening: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
             if PROGRESS_LOG in ops:
-                merge_ops(first, {PROGRESS_LOG: ops[PROGRESS_LOG]})
-            ops[PROGRESS_LOG] = first[PROGRESS_LOG]
+                merge_ops(opening, {PROGRESS_LOG: ops[PROGRESS_LOG]})
+            ops[PROGRESS_LOG] = opening[PROGRESS_LOG]
 
-    def _first_time(self, run: str, client: str) -> bool:
-        """True the first time this process updates a row it has not seen in the store."""
-        with self._rows_lock:
-            if (run, client) in self._started:
-                return False
-            self._started[(run, client)] = True
-            return True
+    def _is_new(self, run: str, client: str) -> bool:
+        """Whether this process has neither seen the row in the store nor buffered any of it."""
+        return self._known(run, client) is None and self.buffer.pending(run, client) is None
 
     def _counts(self, fields: Mapping[str, Any]) -> str:
         """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
@@ -344,7 +394,7 @@ class MetricsService:
         run, client = self._ids(run_id, client_id)
         check_text("message", message)
         ops: Ops = {PROGRESS_LOG: self._line(message)}
-        self._activity(ops, run, client, self._known(run, client))
+        self._activity(ops, first=self._is_new(run, client))
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
@@ -354,7 +404,7 @@ class MetricsService:
         run, client = self._ids(run_id, client_id)
         text = error_text(error)
         ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}")}
-        self._activity(ops, run, client, self._known(run, client))
+        self._activity(ops, first=self._is_new(run, client))
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
@@ -378,7 +428,12 @@ class MetricsService:
         values, rejected = self.normalize_update(metrics, run, client, logger)
         ops = self.ops_of(values)
         known = self._known(run, client)
-        self._activity(ops, run, client, known)
+        pending = self.buffer.pending(run, client) or {}
+        too_large = self._refuse_large_sums(ops, known, pending)
+        if too_large:
+            self._report_rejected(logger, run, client, too_large)
+            rejected += too_large
+        self._activity(ops, first=known is None and not pending)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s", sorted(values) or "no metrics"
@@ -396,7 +451,8 @@ class MetricsService:
                 )
             return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
         self.buffer.add(ClientDelta(run, client, ops))
-        fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
+        merge_ops(pending, ops)  # the view: the row as last seen, what was buffered, and this update
+        fields = with_pending(known.fields if known else None, pending)
         return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
 
     @guarded
@@ -717,6 +773,13 @@ class MetricsService:
         return [job for job in (self._find_job(row.run_id, row) for row in rows) if job is not None]
 
     # -- flushing ---------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether the store answers, as this process last saw it (no store call is made)."""
+        error = self._store_error
+        if error is None and isinstance(self.store, DeferredStore) and self.store.error is not None:
+            error = str(self.store.error)
+        return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
     @guarded
     def flush(self, timeout: float | None = None) -> FlushReport:

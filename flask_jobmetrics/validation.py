@@ -9,8 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from .exceptions import InvalidMetricError
+from .formatting import shorten
 from .models import RejectedMetric
-from .schema import ERROR_DETAILS, PROGRESS_LOG, SYSTEM_NOTES, MetricRegistry, normalize_number, snake_case
+from .schema import (
+    ERROR_DETAILS,
+    PROGRESS_LOG,
+    SYSTEM_NOTES,
+    MetricRegistry,
+    normalize_datetime,
+    normalize_number,
+    snake_case,
+)
 from .spelling import did_you_mean
 
 __all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
@@ -48,13 +57,11 @@ _NOT_METRICS = {
 
 def _keep_value(value: Any) -> Any:
     """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
-    if isinstance(value, (str, bool, datetime)):
+    if isinstance(value, (str, bool)):
         return value
+    if isinstance(value, datetime):
+        return normalize_datetime(value)  # aware UTC, as every stored time
     return normalize_number(value)
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
 
 
 def sort_update(
@@ -67,9 +74,7 @@ def sort_update(
     if metrics is None:
         metrics = {}
     if not isinstance(metrics, Mapping):
-        problem = RejectedMetric(
-            metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
-        )
+        problem = RejectedMetric(metric="metrics", value=metrics, reason="must be a mapping of name to value")
         raise InvalidMetricError([problem])
     values, rejected, unknown = registry.normalize(metrics)
     unknown_rejected: list[RejectedMetric] = []
@@ -77,10 +82,10 @@ def sort_update(
         if not keep_unknown:
             hint = _NOT_METRICS.get(snake_case(name))
             reason = "unknown metric" + (hint or did_you_mean(name, (spec.field for spec in registry.specs)))
-            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason=reason))
+            unknown_rejected.append(RejectedMetric(metric=name, value=value, reason=reason))
             continue
         try:
             values[name] = _keep_value(value)
-        except ValueError as exc:
-            rejected.append(RejectedMetric(metric=name, value=repr(value), reason=str(exc)))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            rejected.append(RejectedMetric(metric=name, value=value, reason=shorten(exc, 300, quote=False)))
     return values, rejected, unknown_rejected

@@ -133,12 +133,26 @@ local function lt(a, b)  -- a < b, as Python compares the decoded values
   end
   fail('JMTYPE', "'<' not supported between " .. ka .. ' and ' .. kb)
 end
+local MAX_EXACT = '9007199254740992'  -- 2**53: a sum beyond it is refused (nil)
+local function beyond(t)  -- a number beyond 2**53 in size
+  local k = kind(t)
+  if k == 'int' then
+    local _, digits = split_int(t)
+    return abs_cmp(digits, MAX_EXACT) > 0
+  end
+  return k == 'float' and math.abs(tonumber(t)) > 9007199254740992
+end
 local function add(a, b)
   local ka, kb = kind(a), kind(b)
-  if ka == 'int' and kb == 'int' then return int_add(a, b) end
+  if ka == 'int' and kb == 'int' then
+    local sum = int_add(a, b)
+    if beyond(sum) then return nil end
+    return sum
+  end
   if (ka == 'int' or ka == 'float') and (kb == 'int' or kb == 'float') then
     local r = tonumber(a) + tonumber(b)
     if r ~= r or r == math.huge or r == -math.huge then fail('JMVALUE', 'the sum is not finite') end
+    if math.abs(r) > 9007199254740992 then return nil end  -- before formatting: exact enough
     local t = string.format('%.17g', r)
     if not string.find(t, '[%.eE]') then t = t .. '.0' end
     return t
@@ -225,7 +239,10 @@ local function append(old, new)  -- new: [limit, text]
 end
 local function combine(agg, old, new)
   if agg == 'append' then return append(old, new) end
-  if old == nil or old == 'null' then return new end
+  if old == nil or old == 'null' then
+    if agg == 'sum' and new ~= 'null' and beyond(new) then return nil end
+    return new
+  end
   if new == 'null' then return old end
   if agg == 'sum' then return add(old, new) end
   if agg == 'min' then return lt(new, old) and new or old end
@@ -324,10 +341,13 @@ end
 """.replace("@STATUS@", json.dumps(STATUS)).replace("@START@", json.dumps(START_TIME))
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
-#: items (JSON). A client item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a
-#: Python transaction it carries the new fields f={name: text} and version v instead. A job
+#: items (JSON), '1'/'0' (keep an outbox), delivery token ('' for none; one already applied
+#: changes nothing). A client
+#: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
+#: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
-#: {applied, version, completed, flat fields, client ids (job items)}.
+#: {applied, version, completed, flat fields, client ids (job items), job completed, refused sums
+#: as flat [name, text...] (a sum beyond 2**53 is not added)}.
 MERGE = (
     _HEAD
     + _VALUES
@@ -342,15 +362,22 @@ local function seen(key)
 end
 local function merge_client(it)
   local row = load(k_client(it.r, it.c), 'client', it.r, it.c)
-  if it.k and not it.f and seen(it.k) then return 0, row, nil end
+  local refused = {}
+  if it.k and not it.f and seen(it.k) then return 0, row, nil, refused end
   if it.f then
     row.fields = it.f
   else
     if not row.exists then row.fields = {[STATUS] = '"Running"'} end
     for _, op in ipairs(it.o) do
       local name, agg, text = op[1], op[2], op[3]
-      if agg ~= 'set' then text = combine(agg, row.fields[name], text) end
-      row.fields[name] = text
+      local merged = text
+      if agg ~= 'set' then merged = combine(agg, row.fields[name], text) end
+      if merged == nil then  -- a sum beyond 2**53: the field keeps its value
+        refused[#refused + 1] = name
+        refused[#refused + 1] = text
+      else
+        row.fields[name] = merged
+      end
     end
   end
   row.c = row.c or it.x == true
@@ -369,7 +396,7 @@ local function merge_client(it)
       touch(job)
     end
   end
-  return 1, row, job
+  return 1, row, job, refused
 end
 local function put_job(it)
   local job = load(k_job(it.r), 'job', it.r, '')
@@ -380,16 +407,27 @@ local function put_job(it)
   if it.v then job.v = it.v end
   return 1, job
 end
-local out = {}
-for i, it in ipairs(cjson.decode(ARGV[6])) do
-  local done, row, job
-  if it.t == 'c' then done, row, job = merge_client(it) else done, row = put_job(it) end
+local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
+if token and token ~= '' then
+  if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
+    for i, it in ipairs(items) do
+      local r = reply(load(k_client(it.r, it.c), 'client', it.r, it.c))
+      out[i] = {0, r[1], r[2], r[3], {}, 0, {}}
+    end
+    return out
+  end
+  keys[#keys + 1] = token
+end
+for i, it in ipairs(items) do
+  local done, row, job, refused
+  if it.t == 'c' then done, row, job, refused = merge_client(it) else done, row = put_job(it) end
   local r = reply(row)
   local job_done = (job and job.exists and job.c) and 1 or 0
-  out[i] = {done, r[1], r[2], r[3], it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}, job_done}
+  local ids = it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}
+  out[i] = {done, r[1], r[2], r[3], ids, job_done, refused or {}}
 end
-for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 flush(RETENTION)
+for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 return out
 """
 )
