@@ -11,9 +11,11 @@ and the next post says how many were dropped.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -73,6 +75,15 @@ class Alerter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        _ALERTERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its locks may be held: start afresh (the
+        # queued lines stay the parent's to post).
+        self._lock, self._send_lock, self._start_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self._wake, self._stop, self._thread = threading.Event(), threading.Event(), None
+        self._lines.clear()
+        self._dropped, self._batch_started, self._retry_at, self._failures = 0, None, 0.0, 0
 
     # -- the events ---------------------------------------------------------------------
 
@@ -222,3 +233,14 @@ class Alerter:
                 self.run_once(force=True)
             except Exception as exc:
                 self.log.warning("could not post the last alerts: %r", exc)
+
+
+_ALERTERS: weakref.WeakSet[Alerter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for alerter in list(_ALERTERS):
+        alerter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 
 from .log import StructuredLogger
@@ -49,6 +50,19 @@ class LeasedTask:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        _TASKS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its lock may be held: start afresh. A
+        # child is another process: it takes the lease under its own name.
+        self._lock, self._wake, self._stop, self._thread = (
+            threading.Lock(),
+            threading.Event(),
+            threading.Event(),
+            None,
+        )
+        self._pid = os.getpid()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def run_once(self) -> bool:
         """Run the task now if this process holds (or takes) the lease; True when it ran."""
@@ -61,9 +75,6 @@ class LeasedTask:
     def start(self) -> None:
         """Start the thread (its first pass is one interval from now); safe to repeat."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's thread is not ours
-                self._pid, self._thread = os.getpid(), None
-                self._wake, self._stop = threading.Event(), threading.Event()
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stop.clear()
@@ -98,3 +109,14 @@ class LeasedTask:
             self.store.acquire_lease(self.name, self.owner, 0.0, self.clock())
         except Exception as exc:
             self.log.info("could not release the %s lease (it expires by itself): %r", self.name, exc)
+
+
+_TASKS: weakref.WeakSet[LeasedTask] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for task in list(_TASKS):
+        task._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

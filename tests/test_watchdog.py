@@ -183,3 +183,23 @@ def test_an_earlier_error_stays_below_the_stall(store_service: Any, clock: Clock
     first, earlier = globex.error.split("\n")
     assert first.startswith("stalled: no update since 2023-06-15 12:00:00 UTC")
     assert earlier == "Earlier: KeyError: 'profile'"
+
+
+def test_a_forked_child_takes_the_lease_under_its_own_name(store_service: Any, clock: Clock) -> None:
+    """After fork() the child's watchdog has a fresh thread state and its own lease owner."""
+    import os
+
+    service = store_service(clock, stale_after=HOUR)
+    assert service.watchdog is not None
+    parent_owner = service.watchdog.owner
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its owner and whether its state is fresh, then leave
+        task = service.watchdog
+        fresh = task._thread is None and task.owner != parent_owner
+        os.write(write, b"1" if fresh else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
