@@ -536,15 +536,18 @@ def test_details_list_clients_with_an_error_or_notes_not_every_progress_log(
 def test_client_page_shows_each_runs_error_notes_and_progress_log(
     client: FlaskClient, service: MetricsService
 ) -> None:
-    """The client page lists, per run, its Error Details, notes and Progress Log, the newest open."""
+    """The client page lists, per run, its Error Details, notes and Progress Log; the newest and
+    the newest failed are open."""
     old = service.start_job("230615-120000").run_id
     service.log_progress(old, "initech", "fetched 40 leads")
     service.complete_client_metrics(old, "initech", error="model timeout")
-    new = service.start_job("230616-120000").run_id
+    middle = service.start_job("230616-120000").run_id
+    service.complete_client_metrics(middle, "initech", {"Leads Processed": 2}, notes="quiet night")
+    new = service.start_job("230617-120000").run_id
     service.complete_client_metrics(new, "initech", {"Leads Processed": 3}, notes="all good")
     html = client.get("/jobmetrics/clients/initech").get_data(as_text=True)
     details = re.findall(r'<details class="client-details" id="details-([0-9-]+)"( open)?>', html)
-    assert details == [(new, " open"), (old, "")]
+    assert details == [(new, " open"), (middle, ""), (old, " open")]
     old_part = html[html.index(f'id="details-{old}"') :]
     assert "model timeout" in old_part and "fetched 40 leads" in old_part
 

@@ -397,6 +397,11 @@ def test_big_run_pages_fit_the_screen_light_and_dark(
 
         page.goto(f"{url}/jobmetrics/")
         assert page.evaluate(NO_OVERFLOW)
+        first_run = page.locator("#runs tbody tr").first
+        run_id_box = first_run.locator("td.client").bounding_box()
+        status_box = first_run.locator("td.status").bounding_box()
+        assert run_id_box is not None and status_box is not None
+        assert run_id_box["y"] < status_box["y"] if phone else run_id_box["x"] < status_box["x"]  # ID first
         for chart in ("trend-tokens", "trend-scored", "trend-failed", "trend-duration"):
             assert page.locator(f"#{chart} rect.col").count() == 6
         _shot(page, f"dashboard-300-runs-{width}-{scheme}.png")
