@@ -120,6 +120,20 @@ def test_routes_that_need_the_store_answer_503_json(down: tuple[Flask, RedisServ
     assert row is not None and row.completed and row.fields[LEADS] == 1
 
 
+def test_a_burst_of_503s_is_logged_once(
+    down: tuple[Flask, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty requests refused with 503 within the outage log's interval give one warning line."""
+    app, _ = down
+    app.extensions["jobmetrics"].service.outage.interval = 3600.0  # however slow the machine
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        statuses = {client.post(f"/runs/{RUN}/clients/c{i}/done").status_code for i in range(20)}
+    assert statuses == {503}
+    lines = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
+    assert len(lines) == 1 and "answered 503 to POST /runs/" in lines[0], lines
+
+
 def test_example_app_answers_503_while_the_store_is_down(tmp_path: Path) -> None:
     """The example app's routes answer 503 JSON, not an HTML 500, while Redis is down."""
     from example_app import create_app
