@@ -133,6 +133,13 @@ def test_a_completion_whose_exec_reply_is_lost_is_applied_once(
         assert proxy.broken == 1
         assert run.metrics[LEADS] == 6
         assert _stored(server.port, ["acme"]) == 6
+        store = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+        try:
+            row = store.get_client(RUN, "acme")
+        finally:
+            store.close()
+        assert row is not None and row.completed
+        assert str(row.fields["Progress Log"]).count("completed with status") == 1
     finally:
         service.close()
 
