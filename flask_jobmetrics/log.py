@@ -172,15 +172,16 @@ class OutageLog:
 
     The first failure is logged as it is (``failed(message, *args)``); while failures go
     on, at most one line every ``interval`` seconds says for how long, how many calls
-    failed since the last line, what ``held()`` says is kept (the buffered entries), and
-    the last error; ``recovered()`` logs one line when a call works again. Thread-safe;
-    ``recovered()`` costs one attribute read when there is no outage.
+    failed since the last line, what ``held()`` says is kept (the buffered entries; left
+    out without ``held``), and the last error; ``recovered()`` logs one line when a call
+    works again. Thread-safe; ``recovered()`` costs one attribute read when there is no
+    outage.
     """
 
     def __init__(
         self,
         logger: StructuredLogger,
-        held: Callable[[], int],
+        held: Callable[[], int] | None = None,
         *,
         interval: float = OUTAGE_REPORT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
@@ -216,12 +217,15 @@ class OutageLog:
                 message + " (while the store stays unavailable, one line every %.0f s)", *args, self.interval
             )
             return
+        kept = () if self._held is None else (self._held(),)
         self._logger.warning(
             "the store is still unavailable after %.0f s: %d more calls failed since the last line;"
-            " %d buffered entries kept; last: " + message,
+            + (" %d buffered entries kept;" if kept else "")
+            + " last: "
+            + message,
             now - since,
             count,
-            self._held(),
+            *kept,
             *args,
         )
 
@@ -236,7 +240,8 @@ class OutageLog:
             since, failed = self._since, self._failed
             self._since, self._failed, self._unreported = None, 0, 0
         self._logger.warning(
-            "the store is available again after %.0f s (%d calls failed); the buffered entries go out",
+            "the store is available again after %.0f s (%d calls failed)"
+            + ("; the buffered entries go out" if self._held is not None else ""),
             now - since,
             failed,
         )

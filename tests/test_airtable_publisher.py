@@ -359,3 +359,49 @@ def test_publishing_signals_carry_what_the_docs_say(
     assert all("fields" not in record and "id" not in record for record in sent)
     assert [(type(f["error"]), f["records"][0]["Client ID"]) for f in failed] == [(str, "client-01")]
     assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")
+
+
+def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
+    tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sender passes failing because the store is down log the first failure, one line a
+    minute, and one line once a pass works again (injected clock), not one per pass."""
+    from flask_jobmetrics.airtable.publisher import Publisher
+    from flask_jobmetrics.config import read_settings
+    from flask_jobmetrics.exceptions import StoreUnavailableError
+    from flask_jobmetrics.stores.deferred import DeferredStore
+    from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+    up = [False]
+
+    def opener() -> SQLiteStore:
+        if not up[0]:
+            raise StoreUnavailableError("Redis at 127.0.0.1:1: connection refused")
+        return SQLiteStore(f"sqlite:///{tmp_path}/store.sqlite3")
+
+    fake = fake_airtable_factory(rate_limit=None)
+    settings = read_settings(
+        {
+            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+        },
+        str(tmp_path),
+    )
+    store = DeferredStore("redis://", opener, StoreUnavailableError("down"), durable=True, shared=True)
+    store.retry_interval = 0.0
+    now = [1000.0]
+    publisher = Publisher(store, settings, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        for _ in range(241):  # a pass every 0.25 s for a minute
+            publisher.background_pass()
+            now[0] += 0.25
+        up[0] = True
+        publisher.background_pass()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_jobmetrics"]
+    assert len(lines) == 3, lines
+    assert "Airtable publishing pass failed" in lines[0] and "connection refused" in lines[0]
+    assert "still unavailable after 60 s: 240 more calls failed" in lines[1]
+    assert "available again after 60 s (241 calls failed)" in lines[2]
+    publisher.stop()
+    store.close()
