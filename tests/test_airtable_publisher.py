@@ -16,6 +16,7 @@ from flask import Flask
 
 from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.cli import jobmetrics_cli
+from flask_jobmetrics.config import Settings
 from flask_jobmetrics.signals import publish_failed, records_published
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
@@ -273,12 +274,23 @@ def test_run_formula_matches_the_runs_rows_whatever_the_quotes(
     assert {r["fields"]["Run ID"] for r in found} == {f"{RUN}-{c}" for c in hostile}
 
 
+def _publishing_to(fake: FakeAirtable, tmp_path: Path) -> Settings:
+    """Settings that publish to ``fake``."""
+    from flask_jobmetrics.config import read_settings
+
+    settings = {
+        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+    }
+    return read_settings(settings, str(tmp_path))
+
+
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
     tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable]
 ) -> None:
     """A write landing between reading the outbox and reading the row: its content is sent once, not twice."""
     from flask_jobmetrics.airtable.publisher import Publisher
-    from flask_jobmetrics.config import read_settings
     from flask_jobmetrics.deltas import ClientDelta
     from flask_jobmetrics.stores.base import ClientRow
     from flask_jobmetrics.stores.sqlite import SQLiteStore
@@ -297,14 +309,7 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
             return super().get_client(run_id, client_id)
 
     fake = fake_airtable_factory(rate_limit=None)
-    settings = read_settings(
-        {
-            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
-        },
-        str(tmp_path),
-    )
+    settings = _publishing_to(fake, tmp_path)
     store = ConcurrentWriter(f"sqlite:///{tmp_path}/race.sqlite3")
     store.merge_client(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 4)}))
     publisher = Publisher(store, settings)
@@ -367,7 +372,6 @@ def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
     """Sender passes failing because the store is down log the first failure, one line a
     minute, and one line once a pass works again (injected clock), not one per pass."""
     from flask_jobmetrics.airtable.publisher import Publisher
-    from flask_jobmetrics.config import read_settings
     from flask_jobmetrics.exceptions import StoreUnavailableError
     from flask_jobmetrics.stores.deferred import DeferredStore
     from flask_jobmetrics.stores.sqlite import SQLiteStore
@@ -379,15 +383,7 @@ def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
             raise StoreUnavailableError("Redis at 127.0.0.1:1: connection refused")
         return SQLiteStore(f"sqlite:///{tmp_path}/store.sqlite3")
 
-    fake = fake_airtable_factory(rate_limit=None)
-    settings = read_settings(
-        {
-            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
-        },
-        str(tmp_path),
-    )
+    settings = _publishing_to(fake_airtable_factory(rate_limit=None), tmp_path)
     store = DeferredStore("redis://", opener, StoreUnavailableError("down"), durable=True, shared=True)
     store.retry_interval = 0.0
     now = [1000.0]
