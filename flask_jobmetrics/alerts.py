@@ -6,21 +6,21 @@ background thread. A failed post (no answer, 429, 5xx) is retried with exponenti
 and jitter (``Retry-After`` honoured); a post the receiver refuses for good (another 4xx) is
 logged and dropped. Adding an alert never blocks, never raises and never touches the network
 on the caller's thread. At most ``max_pending`` lines wait; beyond that the oldest give way
-and the next post says how many were dropped.
+and the next post says how many were dropped (a batch being posted is out of the queue: lines
+added meanwhile queue behind it, and a batch to retry goes back in front of them).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import requests
 
+from .forksafe import at_fork_reset
 from .log import StructuredLogger
 
 __all__ = ["Alerter"]
@@ -28,6 +28,8 @@ __all__ = ["Alerter"]
 #: Builds the dashboard link of a run (None: no link).
 RunLink = Callable[[str], "str | None"]
 _MAX_LINE = 500
+#: A stalled job's alert names at most this many of its clients ("and N more").
+_MAX_CLIENTS = 10
 
 
 def _short(text: str, limit: int = _MAX_LINE) -> str:
@@ -63,9 +65,12 @@ class Alerter:
         self.first_retry = first_retry
         self.max_backoff = max_backoff
         self.log = logger or StructuredLogger("SYSTEM", process="alerts")
+        self._own_session = session is None
         self.session = session or requests.Session()
+        self._max_pending = max_pending
         self._lines: deque[str] = deque(maxlen=max_pending)
         self._dropped = 0
+        self._sending = 0  # lines of the post under way (out of ``_lines`` meanwhile)
         self._batch_started: float | None = None
         self._retry_at = 0.0
         self._failures = 0
@@ -75,20 +80,27 @@ class Alerter:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        _ALERTERS.add(self)
+        at_fork_reset(self)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its locks may be held: start afresh (the
-        # queued lines stay the parent's to post).
+        # queued lines stay the parent's to post). Our session's pooled connections are the
+        # parent's sockets: a new session (one handed in is its owner's to renew).
+        if self._own_session:
+            self.session = requests.Session()
         self._lock, self._send_lock, self._start_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._wake, self._stop, self._thread = threading.Event(), threading.Event(), None
         self._lines.clear()
         self._dropped, self._batch_started, self._retry_at, self._failures = 0, None, 0.0, 0
+        self._sending = 0
 
     # -- the events ---------------------------------------------------------------------
 
-    def client_failed(self, run_id: str, client_id: str, error: str | None) -> None:
-        """A client run completed as ``Failed``."""
+    def client_failed(self, run_id: str, client_id: str, error: str | None, *, stalled: bool = False) -> None:
+        """A client run completed as ``Failed`` (one the watchdog closed is in its job's
+        ``run_stalled`` line instead)."""
+        if stalled:
+            return
         self.add(f"Client run failed: {client_id} in run {run_id}" + (f": {error}" if error else ""), run_id)
 
     def job_failed(self, run_id: str, notes: str) -> None:
@@ -97,7 +109,10 @@ class Alerter:
 
     def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None:
         """The watchdog closed a job that stopped updating."""
-        clients = f"; still running, now Failed: {', '.join(client_ids)}" if client_ids else ""
+        named = ", ".join(client_ids[:_MAX_CLIENTS])
+        if len(client_ids) > _MAX_CLIENTS:
+            named += f" and {len(client_ids) - _MAX_CLIENTS} more"
+        clients = f"; still running, now Failed: {named}" if client_ids else ""
         self.add(f"Job run stalled and was closed: {run_id}{clients}", run_id)
 
     def row_dead(self, table: str, error: str, run_id: str | None, client_id: str | None) -> None:
@@ -126,9 +141,9 @@ class Alerter:
             self.log.warning("could not queue an alert: %r", exc)
 
     def pending(self) -> int:
-        """Alert lines waiting to be posted."""
+        """Alert lines waiting to be posted (those of a post under way included)."""
         with self._lock:
-            return len(self._lines)
+            return len(self._lines) + self._sending
 
     def due_in(self) -> float | None:
         """Seconds until the next post is due (0: now), None when nothing waits."""
@@ -150,24 +165,43 @@ class Alerter:
                     return 0
                 if not force and now < self._batch_started + self.window:
                     return 0
-                lines, dropped = list(self._lines), self._dropped
-            text = "\n".join(
-                ["flask_jobmetrics:", *lines] + ([f"({dropped} older alerts dropped)"] if dropped else [])
-            )
-            outcome = self._post(text)
-            with self._lock:
-                if outcome == "retry":
+                # Take the batch out of the queue: lines added during the post queue afresh.
+                lines, dropped, started = self._lines, self._dropped, self._batch_started
+                self._lines, self._dropped, self._batch_started = deque(maxlen=self._max_pending), 0, None
+                self._sending = len(lines)
+            try:
+                text = "\n".join(
+                    ["flask_jobmetrics:", *lines] + ([f"({dropped} older alerts dropped)"] if dropped else [])
+                )
+                outcome = self._post(text)
+            except BaseException:
+                self._put_back(lines, dropped, started)
+                raise
+            if outcome == "retry":
+                with self._lock:
                     self._failures += 1
                     delay = min(self.max_backoff, self.first_retry * 2 ** (self._failures - 1))
                     backoff = self.clock() + delay * random.uniform(0.8, 1.2)
                     self._retry_at = max(self._retry_at, backoff)  # a Retry-After may ask for longer
-                    return 0
-                for _ in lines:  # these were sent (or refused for good); newer ones stay
-                    self._lines.popleft()
-                self._dropped -= dropped
-                self._failures, self._retry_at = 0, 0.0
-                self._batch_started = self.clock() if self._lines else None
+                self._put_back(lines, dropped, started)
+                return 0
+            with self._lock:  # sent, or refused for good (logged): the batch is done
+                self._sending, self._failures, self._retry_at = 0, 0, 0.0
             return len(lines) if outcome == "sent" else 0
+
+    def _put_back(self, lines: deque[str], dropped: int, started: float) -> None:
+        """Queue an unsent batch again, in front of the lines added meanwhile; what no longer
+        fits within ``max_pending`` gives way oldest first, and is counted."""
+        with self._lock:
+            self._sending = 0
+            newer = self._lines
+            overflow = max(0, len(lines) + len(newer) - self._max_pending)
+            lines.extend(newer)  # a deque of max_pending: the oldest ``overflow`` give way
+            self._lines = lines
+            self._dropped += dropped + overflow
+            self._batch_started = (
+                started if self._batch_started is None else min(started, self._batch_started)
+            )
 
     def _post(self, text: str) -> str:
         """``"sent"``, ``"retry"`` or ``"refused"``."""
@@ -222,6 +256,10 @@ class Alerter:
             except Exception as exc:  # the thread must survive anything; the lines stay queued
                 self.log.error("posting alerts failed (retried): %r", exc)
 
+    def close(self) -> None:
+        """``stop`` (the service closes)."""
+        self.stop()
+
     def stop(self) -> None:
         """Stop the thread, then try once to post what waits (a short exit drain)."""
         self._stop.set()
@@ -233,14 +271,3 @@ class Alerter:
                 self.run_once(force=True)
             except Exception as exc:
                 self.log.warning("could not post the last alerts: %r", exc)
-
-
-_ALERTERS: weakref.WeakSet[Alerter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for alerter in list(_ALERTERS):
-        alerter._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -39,6 +39,7 @@ from typing import Any
 from cachetools import Cache, TTLCache
 
 from .deltas import ClientDelta, Ops, merge_ops
+from .forksafe import at_fork_reset
 
 __all__ = ["BufferStats", "MetricsBuffer", "drain_all"]
 
@@ -143,6 +144,15 @@ class MetricsBuffer:
         self._want_thread = autostart
         self._reset()
         _BUFFERS.add(self)
+        at_fork_reset(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The child inherited a copy of every buffer. Those entries belong to the parent,
+        # which still holds and flushes them: sending them from here too would count them
+        # twice. So this is the one place where discarding is right. The locks may have been
+        # held by a thread that does not exist here, and the flusher thread did not survive
+        # the fork: start afresh; add() restarts the flusher in this process.
+        self._reset()
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -417,15 +427,4 @@ def drain_all(timeout: float = 10.0, stop: bool = True) -> None:
             log.exception("jobmetrics: draining a buffer failed")
 
 
-def _after_fork_in_child() -> None:
-    # The child inherited a copy of every buffer. Those entries belong to the parent,
-    # which still holds and flushes them: sending them from here too would count them
-    # twice. So this is the one place where discarding is right. The locks may have been
-    # held by a thread that does not exist here, and the flusher thread did not survive
-    # the fork: start afresh; add() restarts the flusher in this process.
-    for buffer in list(_BUFFERS):
-        buffer._reset()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(drain_all)

@@ -21,10 +21,11 @@ from .config import Settings, read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
+from .events import EventFanOut, RunEvents
 from .exceptions import NotInitializedError
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, Health, JobRun, Status
-from .receivers import connect_receivers, failed_sender, rejected_sender, stalled_sender
+from .receivers import SignalEvents, connect_receivers, rejected_sender
 from .runids import RunIdLike
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
@@ -84,6 +85,11 @@ class JobMetrics:
         store = open_store(settings.store_url, outbox=settings.keeps_outbox)
         alerts = _make_alerter(app, settings, log_format)
         publisher = make_publisher(app, settings, store, registry, alerts.row_dead if alerts else None)
+        # One fan-out hears the service's events: the signals, then the alerts (which it stops).
+        listeners: list[RunEvents] = [SignalEvents(app, log_format), *([alerts] if alerts else [])]
+        events = EventFanOut(
+            *listeners, logger=StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
+        )
         service = MetricsService(
             store,
             registry=registry,
@@ -94,15 +100,13 @@ class JobMetrics:
             buffer_maxsize=settings.buffer_maxsize,
             on_rejected=rejected_sender(app, log_format),
             on_stored=publisher.wake if publisher is not None else None,
-            on_client_failed=failed_sender(app, log_format),
-            on_stalled=stalled_sender(app, log_format),
+            events=events,
             publisher=publisher,
-            alerts=alerts,
             log_format=log_format,
             progress_log_chars=settings.progress_log_chars,
             stale_after=settings.stale_after,
         )
-        state = JobMetricsState(self, settings, service)
+        state = JobMetricsState(self, settings, service, alerter=alerts)
         app.extensions[EXTENSION_KEY] = state
         with self._lock:
             self._apps.append(app)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -27,7 +27,7 @@ from .models import RejectedMetric
 from .runids import RunId
 from .state import JobMetricsState, state_of
 
-__all__ = ["connect_receivers", "failed_sender", "rejected_sender", "stalled_sender"]
+__all__ = ["SignalEvents", "connect_receivers", "rejected_sender"]
 
 _REQUIRED: Any = object()
 #: kwarg name -> (default or _REQUIRED, accepted types, description of the accepted types)
@@ -99,24 +99,25 @@ def _output_sender(app: Flask, signal: Any, what: str, log_format: LogFormat | N
     return send
 
 
-def failed_sender(app: Flask, log_format: LogFormat | None = None) -> Callable[[str, str, str | None], None]:
-    """An ``on_client_failed`` hook sending ``client_failed`` with ``app`` as sender."""
-    send = _output_sender(app, signals.client_failed, "client-failed", log_format)
+class SignalEvents:
+    """The ``RunEvents`` that send ``client_failed`` (stalled clients too, as documented) and
+    ``run_stalled`` with ``app`` as sender (held weakly); a receiver's failure is logged."""
 
-    def failed(run_id: str, client_id: str, error: str | None) -> None:
-        send(run_id=run_id, client_id=client_id, error=error)
+    def __init__(self, app: Flask, log_format: LogFormat | None = None) -> None:
+        self._client_failed = _output_sender(app, signals.client_failed, "client-failed", log_format)
+        self._run_stalled = _output_sender(app, signals.run_stalled, "run-stalled", log_format)
 
-    return failed
+    def client_failed(self, run_id: str, client_id: str, error: str | None, *, stalled: bool = False) -> None:
+        self._client_failed(run_id=run_id, client_id=client_id, error=error)
 
+    def job_failed(self, run_id: str, notes: str) -> None:
+        """No signal of its own (there is none for a failed job)."""
 
-def stalled_sender(app: Flask, log_format: LogFormat | None = None) -> Callable[[str, list[str]], None]:
-    """An ``on_stalled`` hook sending ``run_stalled`` with ``app`` as sender."""
-    send = _output_sender(app, signals.run_stalled, "run-stalled", log_format)
+    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None:
+        self._run_stalled(run_id=run_id, client_ids=list(client_ids))
 
-    def stalled(run_id: str, client_ids: list[str]) -> None:
-        send(run_id=run_id, client_ids=client_ids)
-
-    return stalled
+    def close(self) -> None:
+        """Nothing runs in the background."""
 
 
 # -- receivers ----------------------------------------------------------------------------

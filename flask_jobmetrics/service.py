@@ -6,7 +6,6 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -15,7 +14,9 @@ from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops, merge_ops
+from .events import RunEvents
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .forksafe import ForkSafeLock
 from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, OutageLog, StructuredLogger
@@ -47,10 +48,6 @@ __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key"
 
 Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
-#: ``on_client_failed(run_id, client_id, error)``: a client run completed as Failed.
-FailedHook = Callable[[str, str, "str | None"], None]
-#: ``on_stalled(run_id, client_ids)``: the watchdog closed a job; the clients it failed.
-StalledHook = Callable[[str, list[str]], None]
 #: ``list_jobs`` needs a limit: the watchdog looks at every running job.
 _ALL_JOBS = 1_000_000
 #: The lease of the watchdog (one process at a time runs it).
@@ -66,15 +63,6 @@ class PublishOutcome(Protocol):
     def pending(self) -> int: ...
     @property
     def dead(self) -> int: ...
-
-
-class AlertSink(Protocol):
-    """What the service tells an alerter (``alerts.Alerter``); it never blocks nor raises."""
-
-    def client_failed(self, run_id: str, client_id: str, error: str | None) -> None: ...
-    def job_failed(self, run_id: str, notes: str) -> None: ...
-    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None: ...
-    def stop(self) -> None: ...
 
 
 class RowPublisher(Protocol):
@@ -113,9 +101,9 @@ class MetricsService:
 
     Its collaborators are handed in: ``on_rejected(run_id, client_id, rejected)`` hears of
     rejected metrics, ``on_stored()`` of every change merged into the store (the publisher's
-    wake-up), ``on_client_failed(run_id, client_id, error)`` of every client run completed as
-    ``Failed``, ``on_stalled(run_id, client_ids)`` of every job the watchdog closed, and
-    ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off). With
+    wake-up), ``events`` (``events.RunEvents``) of failed client and job runs and of jobs the
+    watchdog closed (closed with the service), and ``publisher`` is what ``flush`` and
+    ``close`` drive (None: publishing off). With
     ``stale_after`` > 0 a watchdog closes jobs that had no update for that many seconds.
     """
 
@@ -132,10 +120,8 @@ class MetricsService:
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
-        on_client_failed: FailedHook | None = None,
-        on_stalled: StalledHook | None = None,
+        events: RunEvents | None = None,
         publisher: RowPublisher | None = None,
-        alerts: AlertSink | None = None,
         log_format: LogFormat | None = None,
         progress_log_chars: int = PROGRESS_LOG_CHARS,
         stale_after: float = 0.0,
@@ -147,10 +133,8 @@ class MetricsService:
         self.clock = clock
         self.on_rejected = on_rejected
         self.on_stored = on_stored
-        self.on_client_failed = on_client_failed
-        self.on_stalled = on_stalled
-        #: Where failures and stalled jobs are reported (``JOBMETRICS_ALERT_WEBHOOK_URL``), or None.
-        self.alerts = alerts
+        #: Who hears of failed runs and stalled jobs (signals, alerts), or None.
+        self.events = events
         self.progress_log_chars = progress_log_chars
         if stale_after < 0:
             raise ValueError(f"stale_after must be seconds > 0, or 0 for no watchdog, got {stale_after!r}")
@@ -168,7 +152,7 @@ class MetricsService:
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
-        self._rows_lock = threading.Lock()
+        self._rows_lock = ForkSafeLock()  # a forked child never inherits it held
         #: The last store error of a buffer delivery, None once a merge went through.
         self._store_error: str | None = None
         #: Logs store failures while the store is down: the first, one line a minute, the end.
@@ -346,16 +330,14 @@ class MetricsService:
         aggregate_of = self.registry.aggregate_of
         return {name: (aggregate_of(name), value) for name, value in values.items()}
 
-    def _failed(self, run: str, client: str, error: str | None) -> None:
-        """Tell ``on_client_failed`` and the alerts. Never raises: the completion stands."""
-        if self.alerts is not None:
-            self.alerts.client_failed(run, client, error)
-        if self.on_client_failed is None:
+    def _failed(self, run: str, client: str, error: str | None, *, stalled: bool = False) -> None:
+        """Tell ``events`` of a failed client run. Never raises: the completion stands."""
+        if self.events is None:
             return
         try:
-            self.on_client_failed(run, client, error)
+            self.events.client_failed(run, client, error, stalled=stalled)
         except Exception as exc:
-            self.logger.warning("a client-failed hook failed for %s/%s: %r", run, client, exc)
+            self.logger.warning("a client-failed listener failed for %s/%s: %r", run, client, exc)
 
     def _line(self, message: str, when: datetime | None = None) -> tuple[str, Any]:
         """The op appending one timestamped line to the Progress Log."""
@@ -623,7 +605,13 @@ class MetricsService:
         run = RunId.parse(run_id).base
         check_bool("success", success)
         check_text("notes", notes)
-        log = self._log(logger, run)
+        return self._complete_job(run, success, notes, self._log(logger, run))
+
+    def _complete_job(
+        self, run: str, success: bool, notes: str, log: StructuredLogger, *, stalled: bool = False
+    ) -> JobRun:
+        """``complete_job_metrics`` of a checked run (``stalled``: the watchdog's closing, whose
+        ``run_stalled`` reports it instead of ``job_failed``)."""
         self.buffer.flush(run_id=run)
         now = self.clock()  # an unknown run has no clients, and _update_job raises UnknownRunError
         note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
@@ -640,15 +628,26 @@ class MetricsService:
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         job = self._update_job(run, finish, complete=True)
-        if job.status is Status.FAILED and self.alerts is not None:
-            self.alerts.job_failed(run, notes)
+        if job.status is Status.FAILED and not stalled and self.events is not None:
+            try:
+                self.events.job_failed(run, notes)
+            except Exception as exc:  # the completion stands
+                self.logger.warning("a job-failed listener failed for %s: %r", run, exc)
         log.info(
             "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
         )
         return job
 
     def _close_client(
-        self, run: str, client: str, now: datetime, log: StructuredLogger, note: str, error: str | None = None
+        self,
+        run: str,
+        client: str,
+        now: datetime,
+        log: StructuredLogger,
+        note: str,
+        error: str | None = None,
+        *,
+        stalled: bool = False,
     ) -> bool:
         """Complete a client run the job outlived: a Running one is closed as Failed, with a
         note, ``error`` in its ``Error Details`` (an earlier error kept below it) and a Progress
@@ -674,7 +673,7 @@ class MetricsService:
             log.bind(scope="CLIENT", client_id=client).warning(
                 "client run was still running; closed as Failed"
             )
-            self._failed(run, client, row.fields.get(ERROR_DETAILS) or note)
+            self._failed(run, client, row.fields.get(ERROR_DETAILS) or note, stalled=stalled)
         return bool(closed)
 
     # -- the watchdog -----------------------------------------------------------------
@@ -688,7 +687,7 @@ class MetricsService:
     def close_stalled(self, stale_after: float | None = None) -> list[str]:
         """Close every ``Running`` job with no update for ``stale_after`` seconds (default: the
         service's): its running clients become ``Failed`` (Error Details: stalled, since when),
-        the job is completed by the usual rules with a note, ``on_stalled`` is told. Returns
+        the job is completed by the usual rules with a note, the events hear ``run_stalled``. Returns
         the run IDs closed. The watchdog calls it; it can be called by hand."""
         seconds = self.stale_after if stale_after is None else stale_after
         if seconds <= 0:
@@ -717,7 +716,8 @@ class MetricsService:
             since = last_activity(row.fields) or last
             quiet = span((now - since).total_seconds())
             error = f"stalled: no update since {since:%Y-%m-%d %H:%M:%S} UTC ({quiet})"
-            if self._close_client(run, row.client_id, now, log, f"Closed by the watchdog: {error}.", error):
+            note = f"Closed by the watchdog: {error}."
+            if self._close_client(run, row.client_id, now, log, note, error, stalled=True):
                 stalled.append(row.client_id)
         note = (
             f"Closed by the watchdog at {now:%Y-%m-%d %H:%M:%S} UTC:"
@@ -725,15 +725,13 @@ class MetricsService:
         )
         if stalled:
             note += f"; {len(stalled)} running client run(s) closed as Failed"
-        self.complete_job_metrics(run, notes=note + ".", logger=log)
+        self._complete_job(run, True, note + ".", log, stalled=True)
         log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
-        if self.alerts is not None:
-            self.alerts.run_stalled(run, stalled)
-        if self.on_stalled is not None:
+        if self.events is not None:
             try:
-                self.on_stalled(run, stalled)
+                self.events.run_stalled(run, stalled)
             except Exception as exc:  # the closing stands
-                self.logger.warning("a stalled hook failed for %s: %r", run, exc)
+                self.logger.warning("a run-stalled listener failed for %s: %r", run, exc)
 
     @guarded
     def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
@@ -806,6 +804,6 @@ class MetricsService:
             self.watchdog.stop()
         if self.publisher is not None:
             self.publisher.stop()
-        if self.alerts is not None:
-            self.alerts.stop()
+        if self.events is not None:
+            self.events.close()
         self.store.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
+from .alerts import Alerter
 from .config import Settings
 from .exceptions import NotInitializedError
 from .service import MetricsService
@@ -29,6 +30,8 @@ class JobMetricsState:
     extension: Any  # a JobMetrics (this module sits below the extension, so it cannot name it)
     settings: Settings
     service: MetricsService
+    #: The alerter of ``JOBMETRICS_ALERT_WEBHOOK_URL`` (stopped with the service), or None.
+    alerter: Alerter | None = None
 
 
 def state_of(app: Flask) -> JobMetricsState | None:

@@ -12,9 +12,9 @@ import os
 import socket
 import threading
 import uuid
-import weakref
 from collections.abc import Callable
 
+from .forksafe import at_fork_reset
 from .log import StructuredLogger
 from .stores.base import Store
 
@@ -50,7 +50,7 @@ class LeasedTask:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        _TASKS.add(self)
+        at_fork_reset(self)
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its lock may be held: start afresh. A
@@ -109,14 +109,3 @@ class LeasedTask:
             self.store.acquire_lease(self.name, self.owner, 0.0, self.clock())
         except Exception as exc:
             self.log.info("could not release the %s lease (it expires by itself): %r", self.name, exc)
-
-
-_TASKS: weakref.WeakSet[LeasedTask] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for task in list(_TASKS):
-        task._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

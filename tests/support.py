@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -96,3 +96,25 @@ def client_rows(fake: FakeAirtable, table: str = "Client Run Results") -> dict[s
     by_key = {f["Client ID"]: f for f in rows}
     assert len(by_key) == len(rows), "duplicate client rows in Airtable"
     return by_key
+
+
+class Recorder:
+    """A ``RunEvents`` that records what it hears."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str, str | None, bool]] = []
+        self.jobs_failed: list[tuple[str, str]] = []
+        self.stalled: list[tuple[str, list[str]]] = []
+        self.closed = False
+
+    def client_failed(self, run_id: str, client_id: str, error: str | None, *, stalled: bool = False) -> None:
+        self.failed.append((run_id, client_id, error, stalled))
+
+    def job_failed(self, run_id: str, notes: str) -> None:
+        self.jobs_failed.append((run_id, notes))
+
+    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None:
+        self.stalled.append((run_id, list(client_ids)))
+
+    def close(self) -> None:
+        self.closed = True

@@ -173,6 +173,51 @@ def test_the_oldest_alerts_give_way_when_too_many_wait(receiver: Receiver, clock
     assert receiver.texts() == ["flask_jobmetrics:\nalert 2\nalert 3\nalert 4\n(2 older alerts dropped)"]
 
 
+def _adding_during_posts(alerter: Alerter, *batches: list[str]) -> requests.Session:
+    """A session that, as each response arrives (the post still under way), adds the next batch."""
+    session = requests.Session()
+    waiting = list(batches)
+
+    def add(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        for line in waiting.pop(0) if waiting else []:
+            alerter.add(line)
+
+    session.hooks["response"].append(add)
+    return session
+
+
+def test_alerts_added_during_a_post_are_kept_when_the_queue_is_full(receiver: Receiver, clock: Clock) -> None:
+    """Lines added while a full queue is being posted wait for the next post; none is lost uncounted."""
+    alerter = Alerter(receiver.url, clock=clock.timestamp, max_pending=3, timeout=(2, 2), background=False)
+    alerter.session = _adding_during_posts(alerter, ["new 0", "new 1", "new 2"])
+    for n in range(3):
+        alerter.add(f"alert {n}")
+    clock.advance(61)
+    assert alerter.run_once() == 3
+    assert alerter.pending() == 3
+    clock.advance(61)
+    assert alerter.run_once() == 3
+    assert receiver.texts() == [
+        "flask_jobmetrics:\nalert 0\nalert 1\nalert 2",
+        "flask_jobmetrics:\nnew 0\nnew 1\nnew 2",
+    ]
+
+
+def test_a_retried_batch_goes_back_in_front_and_overflow_is_counted(receiver: Receiver, clock: Clock) -> None:
+    """A batch to retry is queued again before the lines added during its post; what no longer
+    fits gives way oldest first and the next post counts it."""
+    alerter = Alerter(receiver.url, clock=clock.timestamp, max_pending=3, timeout=(2, 2), background=False)
+    alerter.session = _adding_during_posts(alerter, ["new 0", "new 1"])
+    receiver.statuses = [(503, {})]
+    alerter.add("alert 0")
+    alerter.add("alert 1")
+    clock.advance(61)
+    assert alerter.run_once() == 0 and alerter.pending() == 3
+    clock.advance((alerter.due_in() or 0) + 0.001)
+    assert alerter.run_once() == 3
+    assert receiver.texts()[-1] == "flask_jobmetrics:\nalert 1\nnew 0\nnew 1\n(1 older alerts dropped)"
+
+
 # -- from the app ---------------------------------------------------------------------------
 
 
@@ -197,16 +242,15 @@ def test_the_app_alerts_on_failed_clients_failed_and_stalled_jobs(
     service.flush()
     clock.advance(3601)
     assert service.close_stalled() == [stalled]
-    assert service.alerts is not None
-    assert service.alerts.run_once(force=True) == 4
+    alerter = get_state(app).alerter
+    assert alerter is not None
+    assert alerter.run_once(force=True) == 3
     (text,) = receiver.texts()
     link = f"<http://ops.example.com/jobmetrics/runs/{RUN}|open run {RUN}>"
     assert text.splitlines() == [
         "flask_jobmetrics:",
         f"Client run failed: initech in run {RUN}: TimeoutError: no answer {link}",
         f"Job run failed: {RUN}: aborted {link}",
-        f"Client run failed: globex in run {stalled}: stalled: no update since 2023-06-15 12:00:00 UTC"
-        f" (1h 00m 01s) <http://ops.example.com/jobmetrics/runs/{stalled}|open run {stalled}>",
         f"Job run stalled and was closed: {stalled}; still running, now Failed: globex"
         f" <http://ops.example.com/jobmetrics/runs/{stalled}|open run {stalled}>",
     ]
@@ -230,7 +274,8 @@ def test_a_dead_lettered_row_alerts(
     service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
     report = service.flush(timeout=30)
     assert report.dead == 1
-    assert service.alerts is not None and service.alerts.run_once(force=True) == 1
+    alerter = get_state(app).alerter
+    assert alerter is not None and alerter.run_once(force=True) == 1
     (text,) = receiver.texts()
     assert text.splitlines()[1] == (
         f"Airtable refused {RUN} acme in Client Run Results (dead-lettered):"
@@ -244,3 +289,35 @@ def test_a_bad_alert_url_is_a_clear_error(make_app: AppFactory) -> None:
 
     with pytest.raises(ConfigurationError, match="JOBMETRICS_ALERT_WEBHOOK_URL"):
         make_app(JOBMETRICS_ALERT_WEBHOOK_URL="hooks.slack.com/services/x")
+
+
+def test_a_stalled_job_posts_one_line_naming_its_clients(
+    make_app: AppFactory, receiver: Receiver, clock: Clock
+) -> None:
+    """A job the watchdog closes with 200 running clients posts one line (no line per client),
+    naming the first ten clients and how many more; the client_failed signal is still sent
+    for each."""
+    from flask_jobmetrics import signals
+
+    app = make_app(JOBMETRICS_ALERT_WEBHOOK_URL=receiver.url, JOBMETRICS_STALE_AFTER=3600, clock=clock)
+    service = get_state(app).service
+    clients = [f"client{n:03d}" for n in range(200)]
+    for client in clients:
+        service.update_client_metrics(RUN, client, {"Leads Processed": 1})
+    service.flush()
+    clock.advance(3601)
+    failed: list[str] = []
+
+    def heard(sender: Any, **kwargs: Any) -> None:
+        failed.append(kwargs["client_id"])
+
+    with signals.client_failed.connected_to(heard, sender=app):
+        assert service.close_stalled() == [RUN]
+    assert sorted(failed) == clients
+    alerter = get_state(app).alerter
+    assert alerter is not None and alerter.run_once(force=True) == 1
+    (text,) = receiver.texts()
+    assert text.splitlines()[1] == (
+        f"Job run stalled and was closed: {RUN}; still running, now Failed: {', '.join(clients[:10])}"
+        " and 190 more"
+    )

@@ -19,7 +19,7 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import AppFactory, Clock
+from .support import AppFactory, Clock, Recorder
 from .test_journal import lines
 
 RUN = "230615-120000"
@@ -76,13 +76,11 @@ def test_an_error_of_another_type_is_a_clear_error(store_service: Any, clock: Cl
 
 
 def test_client_failed_hook_hears_each_failure(clock: Clock) -> None:
-    """on_client_failed hears a failed completion and a client closed by its job, with the error."""
+    """The events hear a failed completion and a client closed by its job, with the error."""
     from flask_jobmetrics.stores.memory import MemoryStore
 
-    heard: list[tuple[str, str, str | None]] = []
-    service = MetricsService(
-        MemoryStore(), clock=clock, on_client_failed=lambda *args: heard.append(args), flush_interval=3600
-    )
+    events = Recorder()
+    service = MetricsService(MemoryStore(), clock=clock, events=events, flush_interval=3600)
     try:
         service.complete_client_metrics(RUN, "initech", error=ModelTimeout("no answer"))
         service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
@@ -90,9 +88,11 @@ def test_client_failed_hook_hears_each_failure(clock: Clock) -> None:
         service.complete_job_metrics(RUN)
     finally:
         service.close()
-    assert heard[0] == (RUN, "initech", "ModelTimeout: no answer")
+    heard = events.failed
+    assert heard[0] == (RUN, "initech", "ModelTimeout: no answer", False)
     assert heard[1][:2] == (RUN, "globex") and "Still running when job" in str(heard[1][2])
     assert len(heard) == 2
+    assert events.closed
 
 
 # -- in a Flask app -------------------------------------------------------------------------

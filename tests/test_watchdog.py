@@ -14,7 +14,7 @@ from flask_jobmetrics import ConfigurationError, Status
 from flask_jobmetrics.signals import run_stalled
 from flask_jobmetrics.state import get_state
 
-from .support import AppFactory, Clock
+from .support import AppFactory, Clock, Recorder
 from .test_journal import lines
 
 RUN = "230615-120000"
@@ -33,9 +33,9 @@ def _stalled_job(service: Any, clock: Clock) -> None:
 def test_a_stalled_job_is_closed_with_its_running_clients_failed(store_service: Any, clock: Clock) -> None:
     """A job with no update for stale_after seconds is closed: its running clients Failed with
     Error Details saying they stalled and since when, the job completed by the usual rules
-    with a note, on_stalled told which clients it failed."""
-    heard: list[tuple[str, list[str]]] = []
-    service = store_service(clock, stale_after=6 * HOUR, on_stalled=lambda *args: heard.append(args))
+    with a note, the events told which clients it failed."""
+    events = Recorder()
+    service = store_service(clock, stale_after=6 * HOUR, events=events)
     _stalled_job(service, clock)
     clock.advance(6 * HOUR + 1)
     assert service.close_stalled() == [RUN]
@@ -51,7 +51,9 @@ def test_a_stalled_job_is_closed_with_its_running_clients_failed(store_service: 
         "Closed by the watchdog at 2023-06-15 18:00:01 UTC: no update since 2023-06-15 12:00:00 UTC"
         in job.notes
     )
-    assert heard == [(RUN, ["globex"])]
+    assert events.stalled == [(RUN, ["globex"])]
+    assert [(run, client, stalled) for run, client, _, stalled in events.failed] == [(RUN, "globex", True)]
+    assert events.jobs_failed == []
     assert service.close_stalled() == []  # closed once
 
 

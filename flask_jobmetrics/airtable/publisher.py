@@ -34,6 +34,7 @@ import requests
 from ..airtable_limits import MAX_RECORDS_PER_REQUEST
 from ..config import Settings
 from ..exceptions import StoreError
+from ..forksafe import at_fork_reset
 from ..log import OutageLog, StructuredLogger
 from ..schema import MetricRegistry
 from ..stores.base import OutboxItem, Store
@@ -152,6 +153,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         _PUBLISHERS.add(self)
+        at_fork_reset(self)
 
     # -- background thread ---------------------------------------------------------
 
@@ -446,14 +448,6 @@ _PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
 def publishers_to(endpoint_url: str) -> list[Publisher]:
     """The live publishers of this process that send to ``endpoint_url``."""
     return [p for p in list(_PUBLISHERS) if p.settings.airtable_endpoint_url == endpoint_url]
-
-
-def _after_fork_in_child() -> None:
-    for publisher in list(_PUBLISHERS):
-        publisher._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _key(item: OutboxItem) -> tuple[str, str, str]:

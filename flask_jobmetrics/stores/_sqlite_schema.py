@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
-import weakref
 from collections.abc import Callable
-from types import TracebackType
-from typing import ClassVar
 
 from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
 
 __all__ = [
     "APPLICATION_ID",
-    "ForkSafeLock",
     "MIGRATIONS",
     "check_file",
     "connect",
@@ -131,54 +126,6 @@ def connect(path: str, timeout: float, *, sleep: Callable[[float], None] = time.
         conn.close()
         raise StoreError(f"sqlite store {path}: cannot switch to the WAL journal mode (got {mode!r})")
     return conn
-
-
-class ForkSafeLock:
-    """A re-entrant lock that ``fork()`` waits for, and that every child gets fresh.
-
-    ``os.fork()`` takes every such lock first, so no thread is inside a write transaction
-    when a process forks, and the child never inherits a held lock.
-    """
-
-    _instances: ClassVar[weakref.WeakSet[ForkSafeLock]] = weakref.WeakSet()
-    _held: ClassVar[list[ForkSafeLock]] = []
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        ForkSafeLock._instances.add(self)
-
-    def __enter__(self) -> bool:
-        return self._lock.acquire()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._lock.release()
-
-    @classmethod
-    def _before_fork(cls) -> None:
-        cls._held[:] = list(cls._instances)
-        for lock in cls._held:
-            lock._lock.acquire()
-
-    @classmethod
-    def _after_fork_in_parent(cls) -> None:
-        for lock in reversed(cls._held):
-            lock._lock.release()
-        cls._held.clear()
-
-    @classmethod
-    def _after_fork_in_child(cls) -> None:
-        for lock in cls._held:
-            lock._lock = threading.RLock()
-        cls._held.clear()
-
-
-os.register_at_fork(
-    before=ForkSafeLock._before_fork,
-    after_in_parent=ForkSafeLock._after_fork_in_parent,
-    after_in_child=ForkSafeLock._after_fork_in_child,
-)
 
 
 _V1 = """

@@ -9,13 +9,13 @@ after the store came back opens it and goes through.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..deltas import ClientDelta
 from ..exceptions import StoreUnavailableError
+from ..forksafe import ForkSafeLock
 from .base import ClientRow, Finalize, JobRow, JobUpdate, OutboxItem, Store
 
 __all__ = ["DeferredStore"]
@@ -40,7 +40,8 @@ class DeferredStore:
     ) -> None:
         self.url, self.durable, self.shared, self.outbox = url, durable, shared, outbox
         self._opener, self._clock, self.retry_interval = opener, clock, retry_interval
-        self._lock = threading.Lock()
+        # Held while the opener connects (seconds): a fork does not wait for it, the child gets it fresh.
+        self._lock = ForkSafeLock(wait_at_fork=False)
         self._store: Store | None = None
         #: Why the store is not open (None once it is).
         self.error: StoreUnavailableError | None = error

@@ -5,7 +5,6 @@ Each ``memory://`` store belongs to one app; nothing survives the process.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..deltas import ClientDelta
+from ..forksafe import ForkSafeLock
 from ._common import (
     copy_row,
     due_items,
@@ -56,7 +56,7 @@ class MemoryStore:
         self.outbox = outbox
         self._ttl = idempotency_ttl
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = ForkSafeLock()  # a forked child never inherits it held
         self._clients: dict[tuple[str, str], ClientRow] = {}
         self._jobs: dict[str, JobRow] = {}
         self._keys: dict[str, float] = {}

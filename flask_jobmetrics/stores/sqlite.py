@@ -21,6 +21,7 @@ from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.schema import STATUS
 
 from ..deltas import ClientDelta
+from ..forksafe import ForkSafeLock
 from ._common import (
     dumps_fields,
     job_start_from_client,
@@ -29,7 +30,7 @@ from ._common import (
     next_client_row,
     start_sort_key,
 )
-from ._sqlite_schema import ForkSafeLock, check_file, connect, prepare_schema, sqlite_path, store_error
+from ._sqlite_schema import check_file, connect, prepare_schema, sqlite_path, store_error
 from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
 
 __all__ = ["SQLiteStore", "sqlite_path"]
