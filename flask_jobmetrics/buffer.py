@@ -16,6 +16,8 @@ service wraps the store's ``merge_clients``); nothing is dropped:
   its batch is kept *sealed*: the next delivery re-sends it first, unchanged and with the
   same token (a store that applied it changes nothing), before anything added meanwhile.
   While the sink fails, the buffer may exceed ``maxsize``.
+* ``max_age == 0`` writes through: ``add()`` delivers its key at once, on the same path, so
+  a failed write is held sealed and re-sent like any other (``add()`` does not raise).
 * An ``atexit`` handler drains every live buffer; ``shutdown.install_sigterm_handler`` does
   the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
   buffers are tracked weakly: the owner (the service) must keep its buffer alive.
@@ -138,7 +140,9 @@ class MetricsBuffer:
         self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
         #: How long the store keeps delivery tokens: a batch re-sent later may count twice.
         self.token_ttl = token_ttl
-        self.interval = max(0.05, min(ttl, max_age, 1.0) / 2)
+        #: Seconds between sweeps, and the pause after a failed delivery. Writing through,
+        #: the flusher only re-sends what failed: every half second at most.
+        self.interval = max(0.05, min(ttl, max_age or 1.0, 1.0) / 2)
         #: add() starts the flusher when it is not running in this process (after a fork too).
         self._want_thread = autostart
         self._reset()
@@ -158,13 +162,11 @@ class MetricsBuffer:
 
     # -- public API
     def add(self, delta: ClientDelta) -> None:
-        """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through."""
+        """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through (a
+        failed write is held and re-sent, see ``_write_through``)."""
         if delta.idempotency_key is not None or delta.complete:
             raise ValueError("deltas with an idempotency key or complete=True go straight to the store")
-        if self.max_age == 0:
-            self._write_through(delta)
-            return
-        if self._want_thread and self._thread is None:
+        if self._want_thread and self._thread is None and self.max_age > 0:
             try:
                 self.start()
             except RuntimeError:  # interpreter shutting down: the atexit drain sends it
@@ -181,7 +183,9 @@ class MetricsBuffer:
             cache[key] = entry  # (re)sets the idle TTL; may expire/evict others into the spill
             self._added += 1
             spilled = bool(cache.spill) and now >= self._retry_at
-        if spilled:
+        if self.max_age == 0:
+            self._write_through(key)
+        elif spilled:
             self._hand_off()
 
     def pending(self, run_id: str, client_id: str) -> Ops | None:
@@ -277,22 +281,19 @@ class MetricsBuffer:
             except Exception:  # the flusher must outlive anything (an on_error that raises...)
                 log.exception("jobmetrics flusher: sweep failed")
 
-    def _write_through(self, delta: ClientDelta) -> None:
-        batch = [ClientDelta(delta.run_id, delta.client_id, dict(delta.ops))]
-        with self._sink_lock:
-            with self._lock:
-                self._added += 1
-                self._in_flight = batch
+    def _write_through(self, key: Key) -> None:
+        """``max_age == 0``: deliver the entry of ``key`` now, on the path of every delivery
+        (a sealed batch first). A failure seals the batch, which the flusher (started for it)
+        re-sends with its token, and is reported through ``on_error``, never raised: the
+        update was accepted and is held. Within ``interval`` of a failure the store is left
+        to the flusher, so callers do not each wait for it to fail."""
+        if self._clock() >= self._retry_at:
+            self._deliver(lambda k, entry, now: k == key)
+        if self._want_thread and not self.running and len(self):
             try:
-                result = self._sink(batch, uuid.uuid4().hex)
-            except BaseException:
-                with self._lock:
-                    self._in_flight, self._failed = [], self._failed + 1
-                raise
-            with self._lock:
-                self._in_flight, self._flushed = [], self._flushed + 1
-        if self._on_delivered is not None:
-            self._on_delivered(result)
+                self.start()
+            except RuntimeError:  # interpreter shutting down: the atexit drain sends it
+                self._want_thread = False
 
     def _hand_off(self) -> None:
         """Send spilled pairs left by adders that found the sink busy (no-op in back-off)."""

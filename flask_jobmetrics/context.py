@@ -28,7 +28,7 @@ from .log import StructuredLogger
 from .models import ClientRun
 from .runids import RunId, validate_client_id
 from .state import JobMetricsState, get_state
-from .unavailable import STORE_FAILED, store_unavailable
+from .unavailable import STORE_FAILED, store_failed
 
 __all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
 
@@ -199,12 +199,12 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
         ctx = request.environ.get(_ENVIRON_KEY)
         if not isinstance(ctx, RunContext):
             return response
-        if request.environ.get(STORE_FAILED):  # answered 503: record nothing, the sender retries
+        if request.environ.get(STORE_FAILED):  # answered 503 or 500: record nothing more
             ctx.discard()
         try:  # merged now, while the answer can still say the store failed
             ctx.finish()
         except StoreError as exc:
-            response = store_unavailable(exc)
+            response = store_failed(exc)
         if ctx.run_id is not None:
             response.headers.setdefault(state.settings.run_id_header, ctx.run_id)
         return response

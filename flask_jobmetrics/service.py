@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -15,7 +16,13 @@ from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops, merge_ops
-from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .exceptions import (
+    InvalidMetricError,
+    InvalidRunIdError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownRunError,
+)
 from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, StructuredLogger
@@ -38,7 +45,7 @@ from .schema import (
 )
 from .shutdown import guarded
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
-from .stores.deferred import DeferredStore
+from .stores.deferred import RETRY_INTERVAL, DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 from .watchdog import LeasedTask
@@ -169,6 +176,8 @@ class MetricsService:
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
+        #: Until when (``clock`` seconds) the update path does not read the store: it was unavailable.
+        self._reads_paused_until = float("-inf")
         #: The last store error of a buffer delivery, None once a merge went through.
         self._store_error: str | None = None
         self._warned_unknown: set[str] = set()
@@ -273,9 +282,14 @@ class MetricsService:
         with self._rows_lock:
             row = self._rows.get(key, _UNSEEN)
         if row is _UNSEEN:
+            now = self.clock().timestamp()
+            if now < self._reads_paused_until:  # the store was unavailable moments ago: not again
+                return None
             try:
                 row = self.store.get_client(run_id, client_id)
             except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
+                if isinstance(exc, StoreUnavailableError):  # each read would wait for it to fail again
+                    self._reads_paused_until = now + RETRY_INTERVAL
                 self.logger.warning("store unreachable, update buffered without reading the row: %s", exc)
                 return None
             with self._rows_lock:
@@ -797,12 +811,15 @@ class MetricsService:
 
     @guarded
     def close(self) -> None:
-        """Drain the buffer, stop the background threads and close the store."""
-        self.buffer.stop(drain=True)
-        if self.watchdog is not None:
-            self.watchdog.stop()
-        if self.publisher is not None:
-            self.publisher.stop()
-        if self.alerts is not None:
-            self.alerts.stop()
-        self.store.close()
+        """Drain the buffer, stop the background threads and close the store. Every step runs
+        even when an earlier one failed (the store down for the drain); the error is raised
+        once they all ran, and what could not be drained stays in the buffer."""
+        with ExitStack() as after_drain:  # run last to first, whatever raised before
+            after_drain.callback(self.store.close)
+            if self.alerts is not None:
+                after_drain.callback(self.alerts.stop)
+            if self.publisher is not None:
+                after_drain.callback(self.publisher.stop)
+            if self.watchdog is not None:
+                after_drain.callback(self.watchdog.stop)
+            self.buffer.stop(drain=True)

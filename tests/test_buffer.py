@@ -159,18 +159,62 @@ def test_max_age_sends_entry_that_keeps_being_written(buf: MetricsBuffer, sink: 
 
 
 def test_write_through_when_max_age_zero(sink: Sink, clock: Clock) -> None:
-    """max_age == 0 calls the sink inside add(); its error propagates and nothing stays buffered."""
+    """max_age == 0 calls the sink inside add(), and nothing stays buffered nor runs behind."""
     b = MetricsBuffer(sink, max_age=0, clock=clock.timestamp)
     b.add(leads(2))
-    assert sink.total("acme") == 2
+    b.add(leads(3, client="globex"))
+    assert sink.total("acme") == 2 and sink.total("globex") == 3
     assert len(b) == 0
     assert not b.running
+    assert b.stats() == BufferStats(buffered=0, added=2, merged=0, flushed=2, failed=0, in_flight=0)
+
+
+def test_a_failed_write_through_is_held_and_resent_with_its_token(sink: Sink, clock: Clock) -> None:
+    """A write-through whose sink call failed does not raise: it is reported, held sealed and
+    re-sent with the same token before the next write; the store is not tried again within
+    the interval after the failure."""
+    errors: list[tuple[BaseException, int]] = []
+    b = MetricsBuffer(
+        sink,
+        max_age=0,
+        clock=clock.timestamp,
+        autostart=False,
+        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
+    )
     sink.fail = RuntimeError("store down")
-    with pytest.raises(RuntimeError, match="store down"):
-        b.add(leads(3))
+    b.add(leads(3))  # accepted and held
+    assert [(str(exc), n) for exc, n in errors] == [("store down", 1)]
+    assert b.pending(RUN, "acme") == {"Leads Processed": ("sum", 3)}
+    b.add(leads(1, client="globex"))  # within the interval: not sent, held for the flusher
+    assert len(sink.tokens) == 1 and len(b) == 2
+    sink.fail = None
+    clock.advance(b.interval)
+    b.add(leads(4))
+    first, resent, *rest = sink.tokens
+    assert resent == first and rest and first not in rest
+    assert [d.ops["Leads Processed"] for d in sink.calls[0]] == [("sum", 3)]
+    assert sink.total("acme") == 7
+    assert b.sweep() == 1  # the flusher's sweep sends what waited out the pause
+    assert sink.total("globex") == 1
     assert len(b) == 0
-    assert b.pending(RUN, "acme") is None
-    assert b.stats() == BufferStats(buffered=0, added=2, merged=0, flushed=1, failed=1, in_flight=0)
+    assert b.stats().failed == 1
+
+
+def test_a_failed_write_through_starts_the_flusher() -> None:
+    """A write-through that failed starts the flusher, which delivers the held batch once the
+    store answers."""
+    sink = Sink()
+    sink.fail = RuntimeError("store down")
+    b = MetricsBuffer(sink, max_age=0, on_error=lambda exc, deltas: None)
+    try:
+        b.add(leads(5))
+        assert b.running
+        sink.fail = None
+        assert sink.delivered.wait(5)
+        assert sink.total("acme") == 5
+        assert sink.tokens[0] == sink.tokens[-1]
+    finally:
+        b.stop(drain=True)
 
 
 def test_capacity_eviction_never_drops(sink: Sink, clock: Clock) -> None:

@@ -12,7 +12,7 @@ import logging
 
 from ..exceptions import StoreError, StoreUnavailableError
 from .base import IDEMPOTENCY_TTL, Store
-from .deferred import DeferredStore
+from .deferred import RETRY_INTERVAL, DeferredStore
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
@@ -49,7 +49,7 @@ def load_store(url: str, *, idempotency_ttl: float = IDEMPOTENCY_TTL, outbox: bo
     raise StoreError(f"store URL {url!r}: unknown scheme {scheme!r} (memory, sqlite, redis)")
 
 
-def open_store(url: str, *, outbox: bool = True, retry_interval: float = 5.0) -> Store:
+def open_store(url: str, *, outbox: bool = True, retry_interval: float = RETRY_INTERVAL) -> Store:
     """``load_store(url, outbox=outbox)``, or, when the store cannot be reached now (Redis down, the SQLite
     file or directory read-only or locked), a ``DeferredStore`` that opens it later: the
     error is logged once, with what to fix. A bad URL still raises ``StoreError``."""

@@ -20,7 +20,17 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError, WatchError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -47,6 +57,8 @@ from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, Jo
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
 
+#: Redis errors of a state that passes (a failover, memory, a cluster re-forming): unavailable.
+_PASSING = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
 #: Optimistic attempts of a change with a callback before giving up.
 _ATTEMPTS = 50
 #: Extra milliseconds a lease or pacing key outlives its use (its value decides, not its TTL).
@@ -112,9 +124,13 @@ class RedisStore(TransactionHolder):
             message = str(exc).split(" script: ", 1)[0]
             if message.startswith("JMTYPE "):
                 raise TypeError(message[7:]) from exc
-            raise StoreError(f"Redis at {self.where}: cannot {what}: {message}") from exc
+            # A replica after a failover, out of memory, busy with a script: it may work later.
+            passing = isinstance(exc, _PASSING) or message.startswith("BUSY ")
+            kind = StoreUnavailableError if passing else StoreError
+            raise kind(f"Redis at {self.where}: cannot {what}: {message}") from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            kind = StoreError if isinstance(exc, AuthenticationError) else StoreUnavailableError
+            refused = isinstance(exc, (AuthenticationError, AuthorizationError))  # fix the config
+            kind = StoreError if refused else StoreUnavailableError
             raise kind(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
