@@ -9,17 +9,19 @@ traceback in the log:
 * any other ``StoreError`` (a mistake a retry cannot fix: a wrong Redis password, a value the
   store cannot hold): ``500 {"error": "store_error", "message": ...}``, without ``Retry-After``.
 
-The log gets one line per refused request, naming what failed; the response does not (a
-sender needs no store host names or file paths).
+The log names what failed (the response does not: a sender needs no store host names or
+file paths): a ``503`` through the service's outage log (the first refused request, then one
+line a minute while the store stays unavailable), a ``500`` as one error line per request.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 
 from .exceptions import StoreError, StoreUnavailableError
+from .state import state_of
 
 __all__ = [
     "RETRY_AFTER",
@@ -50,7 +52,9 @@ def store_failed(exc: StoreError) -> Response:
 def store_unavailable(exc: StoreUnavailableError) -> Response:
     """The ``503`` answer to a request that needed the store while it was unreachable."""
     request.environ[STORE_FAILED] = True
-    log.warning("answered 503 to %s %s: the store is unavailable: %s", request.method, request.path, exc)
+    state = state_of(current_app._get_current_object())  # type: ignore[attr-defined]
+    note = log.warning if state is None else state.service.outage.failed
+    note("answered 503 to %s %s: the store is unavailable: %s", request.method, request.path, exc)
     response = jsonify(
         error="store_unavailable",
         message="the metrics store is unavailable; this request may not have been recorded, retry it later",

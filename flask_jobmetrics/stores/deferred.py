@@ -75,7 +75,7 @@ class DeferredStore:
                 self.error.__cause__ = exc.__cause__  # kept without this call's traceback
                 raise
             self.error = None
-            log.warning("jobmetrics: the store is reachable now; buffered updates go out")
+            log.info("jobmetrics: the store opened; buffered updates go out")
             return self._store
 
     # -- the Store protocol, each call on the opened store
