@@ -55,6 +55,19 @@ def leads(n: int, client: str = "acme", run: str = RUN) -> ClientDelta:
     return ClientDelta(run, client, {"Leads Processed": ("sum", n)})
 
 
+def reporting_buffer(
+    sink: Sink, clock: Clock, errors: list[tuple[BaseException, int]], **options: Any
+) -> MetricsBuffer:
+    """A buffer on ``clock`` without a flusher, its failures appended to ``errors`` (with their sizes)."""
+    return MetricsBuffer(
+        sink,
+        clock=clock.timestamp,
+        autostart=False,
+        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
+        **options,
+    )
+
+
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
@@ -174,13 +187,7 @@ def test_a_failed_write_through_is_held_and_resent_with_its_token(sink: Sink, cl
     re-sent with the same token before the next write; the store is not tried again within
     the interval after the failure."""
     errors: list[tuple[BaseException, int]] = []
-    b = MetricsBuffer(
-        sink,
-        max_age=0,
-        clock=clock.timestamp,
-        autostart=False,
-        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
-    )
+    b = reporting_buffer(sink, clock, errors, max_age=0)
     sink.fail = RuntimeError("store down")
     b.add(leads(3))  # accepted and held
     assert [(str(exc), n) for exc, n in errors] == [("store down", 1)]
@@ -326,13 +333,7 @@ def test_a_late_resend_is_logged(sink: Sink, clock: Clock, caplog: pytest.LogCap
 def test_background_failures_keep_entries_and_report(sink: Sink, clock: Clock) -> None:
     """With a failing sink a full buffer grows past maxsize, reports via on_error, then delivers all."""
     errors: list[tuple[BaseException, int]] = []
-    b = MetricsBuffer(
-        sink,
-        maxsize=10,
-        clock=clock.timestamp,
-        autostart=False,
-        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
-    )
+    b = reporting_buffer(sink, clock, errors, maxsize=10)
     sink.fail = RuntimeError("store down")
     for i in range(50):
         b.add(leads(1, client=f"c{i}"))

@@ -41,9 +41,9 @@ RUN = "230615-120000"
 LEADS = "Leads Processed"
 
 
-def _app(tmp_path: Path, url: str) -> Flask:
+def _app(tmp_path: Path, url: str, **config: Any) -> Flask:
     app = Flask("outage", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=url)
+    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=url, **config)
     ext = JobMetrics(app)
 
     @app.post("/runs/<run_id>/clients/<client_id>/leads")
@@ -389,19 +389,8 @@ def test_a_write_through_route_answers_200_while_redis_is_down(
     """With JOBMETRICS_FLUSH_INTERVAL=0 and Redis stopped, a counted request answers 200 (its
     update is held, the outage logged) and is stored once Redis is back."""
     server = RedisServer(tmp_path).start()
-    app = Flask("write_through", instance_path=str(tmp_path))
-    app.config.update(
-        TESTING=True, JOBMETRICS_STORE_URL=f"redis://127.0.0.1:{server.port}/0", JOBMETRICS_FLUSH_INTERVAL=0
-    )
-    ext = JobMetrics(app)
-
-    @app.post("/runs/<run_id>/clients/<client_id>/leads")
-    @ext.tracked()
-    @ext.counts(LEADS)
-    def leads(run_id: str, client_id: str) -> Any:
-        return jsonify(ok=True)
-
-    service = ext.state(app).service
+    app = _app(tmp_path, f"redis://127.0.0.1:{server.port}/0", JOBMETRICS_FLUSH_INTERVAL=0)
+    service = app.extensions["jobmetrics"].service
     try:
         server.stop()
         with caplog.at_level(logging.WARNING):
