@@ -38,7 +38,6 @@ from .schema import (
 )
 from .shutdown import guarded
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
-from .stores.deferred import DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, job_view, with_pending
 from .watchdog import LeasedTask
@@ -777,7 +776,7 @@ class MetricsService:
     def health(self) -> Health:
         """Whether the store answers, as this process last saw it (no store call is made)."""
         error = self._store_error
-        if error is None and isinstance(self.store, DeferredStore) and self.store.error is not None:
+        if error is None and self.store.error is not None:
             error = str(self.store.error)
         return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..deltas import ClientDelta, Op, Ops
+from ..exceptions import StoreError
 
 __all__ = [
     "ClientRow",
@@ -131,6 +132,10 @@ class Store(Protocol):
     shared: bool
     #: Whether changed rows are queued in the outbox (False when no one publishes them).
     outbox: bool
+
+    @property
+    def error(self) -> StoreError | None:
+        """Why the store could not be opened yet (a ``DeferredStore``); None once it is open."""
 
     # -- client rows
     def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:

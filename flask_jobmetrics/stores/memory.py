@@ -43,6 +43,7 @@ class MemoryStore:
 
     durable = False
     shared = False
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,

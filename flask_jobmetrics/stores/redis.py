@@ -63,6 +63,7 @@ class RedisStore(TransactionHolder):
 
     durable = True
     shared = True  # by every process and host reaching the server
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,

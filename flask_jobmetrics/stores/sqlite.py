@@ -49,6 +49,7 @@ class SQLiteStore:
 
     durable = True
     shared = True  # by the processes of one host
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,
