@@ -21,7 +21,7 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, retire_emulator
 
-from .support import AppFactory, client_rows
+from .support import AppFactory, airtable_config, client_rows
 
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
@@ -34,9 +34,7 @@ def make_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) 
     return functools.partial(
         make_app,
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
         JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
         JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
@@ -233,9 +231,7 @@ def test_memory_store_after_a_restart_adds_to_what_airtable_shows(
     config = {
         "TESTING": True,
         "JOBMETRICS_STORE_URL": "memory://",
-        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+        **airtable_config(fake),
         "JOBMETRICS_PROGRESS_INTERVAL": 0,
     }
     for life, leads in enumerate((7, 3)):  # two lives of the process, each with an empty memory store
@@ -297,14 +293,7 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
             return super().get_client(run_id, client_id)
 
     fake = fake_airtable_factory(rate_limit=None)
-    settings = read_settings(
-        {
-            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
-        },
-        str(tmp_path),
-    )
+    settings = read_settings(airtable_config(fake), str(tmp_path))
     store = ConcurrentWriter(f"sqlite:///{tmp_path}/race.sqlite3")
     store.merge_client(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 4)}))
     publisher = Publisher(store, settings)

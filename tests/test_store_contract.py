@@ -1,98 +1,27 @@
 """The store protocol's behaviour, checked the same way against every store.
 
-A backend joins the suite by adding one entry to ``FACTORIES`` (e.g. ``"redis"``).
+Each test runs on every store of ``STORE_FACTORIES`` (tests/conftest.py, the ``make_store``
+fixture); a backend joins the suite by adding one entry there.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.stores.base import ClientRow, OutboxItem, Store
-from flask_jobmetrics.stores.memory import MemoryStore
-from flask_jobmetrics.stores.sqlite import SQLiteStore
 
-from .support import Clock
+from .support import Clock, MakeStore
 
 LEADS = "Leads Processed"
 START = "Start Time"
 END = "End Time"
 STATUS = "Status"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def _memory(tmp_path: Path, **options: Any) -> Store:
-    return MemoryStore("memory://", **options)
-
-
-def _sqlite(tmp_path: Path, **options: Any) -> Store:
-    return SQLiteStore(f"sqlite:///{tmp_path / 'stores' / 'jobmetrics.sqlite3'}", **options)
-
-
-#: The Redis server of the redis factory; every test gets its own key prefix, dropped after it.
-REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-_REDIS_SESSION = uuid.uuid4().hex[:8]
-_redis_prefixes: set[str] = set()
-
-
-def _redis(tmp_path: Path, **options: Any) -> Store:
-    from flask_jobmetrics.exceptions import StoreError
-    from flask_jobmetrics.stores.redis import RedisStore
-
-    prefix = f"jmtest:{_REDIS_SESSION}:{tmp_path.name}:"  # shared by the stores of one test
-    _redis_prefixes.add(prefix)
-    try:
-        return RedisStore(f"{REDIS_URL}?prefix={prefix}", **options)
-    except StoreError as exc:
-        pytest.skip(f"no Redis server: {exc}")
-
-
-@pytest.fixture(autouse=True)
-def _drop_redis_keys() -> Iterator[None]:
-    """Delete the keys of every Redis prefix a test used (runs after its stores are closed)."""
-    yield
-    if not _redis_prefixes:
-        return
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for prefix in list(_redis_prefixes):
-            pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
-            _redis_prefixes.discard(prefix)
-    finally:
-        client.close()
-
-
-#: name -> factory(tmp_path, **options); options are ``clock`` and ``idempotency_ttl``.
-FACTORIES: dict[str, Callable[..., Store]] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
-
-MakeStore = Callable[..., Store]
-
-
-@pytest.fixture(params=list(FACTORIES))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    made: list[Store] = []
-
-    def make(**options: Any) -> Store:
-        store = FACTORIES[request.param](tmp_path, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 @pytest.fixture
