@@ -16,6 +16,7 @@ from flask import Flask
 
 from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.cli import jobmetrics_cli
+from flask_jobmetrics.config import Settings
 from flask_jobmetrics.signals import publish_failed, records_published
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
@@ -269,12 +270,18 @@ def test_run_formula_matches_the_runs_rows_whatever_the_quotes(
     assert {r["fields"]["Run ID"] for r in found} == {f"{RUN}-{c}" for c in hostile}
 
 
+def _publishing_to(fake: FakeAirtable, tmp_path: Path) -> Settings:
+    """Settings that publish to ``fake``."""
+    from flask_jobmetrics.config import read_settings
+
+    return read_settings(airtable_config(fake), str(tmp_path))
+
+
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
     tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable]
 ) -> None:
     """A write landing between reading the outbox and reading the row: its content is sent once, not twice."""
     from flask_jobmetrics.airtable.publisher import Publisher
-    from flask_jobmetrics.config import read_settings
     from flask_jobmetrics.deltas import ClientDelta
     from flask_jobmetrics.stores.base import ClientRow
     from flask_jobmetrics.stores.sqlite import SQLiteStore
@@ -293,7 +300,7 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
             return super().get_client(run_id, client_id)
 
     fake = fake_airtable_factory(rate_limit=None)
-    settings = read_settings(airtable_config(fake), str(tmp_path))
+    settings = _publishing_to(fake, tmp_path)
     store = ConcurrentWriter(f"sqlite:///{tmp_path}/race.sqlite3")
     store.merge_client(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 4)}))
     publisher = Publisher(store, settings)
@@ -348,3 +355,41 @@ def test_publishing_signals_carry_what_the_docs_say(
     assert all("fields" not in record and "id" not in record for record in sent)
     assert [(type(f["error"]), f["records"][0]["Client ID"]) for f in failed] == [(str, "client-01")]
     assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")
+
+
+def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
+    tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sender passes failing because the store is down log the first failure, one line a
+    minute, and one line once a pass works again (injected clock), not one per pass."""
+    from flask_jobmetrics.airtable.publisher import Publisher
+    from flask_jobmetrics.exceptions import StoreUnavailableError
+    from flask_jobmetrics.stores.deferred import DeferredStore
+    from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+    up = [False]
+
+    def opener() -> SQLiteStore:
+        if not up[0]:
+            raise StoreUnavailableError("Redis at 127.0.0.1:1: connection refused")
+        return SQLiteStore(f"sqlite:///{tmp_path}/store.sqlite3")
+
+    settings = _publishing_to(fake_airtable_factory(rate_limit=None), tmp_path)
+    store = DeferredStore(
+        "redis://", opener, StoreUnavailableError("down"), durable=True, shared=True, retry_interval=0.0
+    )
+    now = [1000.0]
+    publisher = Publisher(store, settings, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        for _ in range(241):  # a pass every 0.25 s for a minute
+            publisher.background_pass()
+            now[0] += 0.25
+        up[0] = True
+        publisher.background_pass()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_jobmetrics"]
+    assert len(lines) == 3, lines
+    assert "Airtable publishing pass failed" in lines[0] and "connection refused" in lines[0]
+    assert "still unavailable after 60 s: 240 more calls failed" in lines[1]
+    assert "available again after 60 s (241 calls failed)" in lines[2]
+    publisher.stop()
+    store.close()

@@ -342,7 +342,7 @@ end
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
 #: items (JSON), '1'/'0' (keep an outbox), delivery token ('' for none; one already applied
-#: changes nothing). A client
+#: changes nothing, and its items reply applied = 2: by an earlier send). A client
 #: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
 #: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
@@ -409,10 +409,14 @@ local function put_job(it)
 end
 local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
 if token and token ~= '' then
-  if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
+  if seen(token) then  -- this delivery or commit was applied before (its reply was lost): change nothing
     for i, it in ipairs(items) do
-      local r = reply(load(k_client(it.r, it.c), 'client', it.r, it.c))
-      out[i] = {0, r[1], r[2], r[3], {}, 0, {}}
+      local client = it.t == 'c'
+      local row
+      if client then row = load(k_client(it.r, it.c), 'client', it.r, it.c)
+      else row = load(k_job(it.r), 'job', it.r, '') end
+      local r = reply(row)
+      out[i] = {2, r[1], r[2], r[3], client and {} or redis.call('SMEMBERS', k_clients(it.r)), 0, {}}
     end
     return out
   end
