@@ -63,6 +63,9 @@ class RowPublisher(Protocol):
         """Stop sending; safe to repeat."""
 
 
+#: Seconds a reserved run ID may run ahead of the clock before ``start_job`` warns.
+DRIFT_WARNING = 60
+
 _UNSEEN = object()
 _ABSENT = object()
 
@@ -121,6 +124,7 @@ class MetricsService:
         self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
+        self._drift_warned = 0
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
 
@@ -362,17 +366,32 @@ class MetricsService:
         if notes:
             fields[SYSTEM_NOTES] = notes
         if run_id is None:
-            row = self.store.reserve_job(
-                str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base
-            )
-            created = True
+            row, created = self.store.reserve_job(str(RunId.new(now)), fields), True
         else:
             row, created = self.store.ensure_job(RunId.parse(run_id).base, fields)
         log = self._log(logger, row.run_id)
+        if run_id is None:
+            self._check_drift(row.run_id, now, log)
         if created:
             log.info("job started")
             self._stored()
         return self._job_view(row.run_id, row)
+
+    def _check_drift(self, run: str, now: datetime, log: StructuredLogger) -> None:
+        """Warn when reserved run IDs ran ahead of the clock (jobs started faster than one
+        per second): once when the lead passes ``DRIFT_WARNING`` seconds, then once per
+        further ``DRIFT_WARNING`` seconds."""
+        ahead = RunId.parse(run).epoch - int(now.timestamp())
+        if ahead < DRIFT_WARNING:
+            self._drift_warned = 0
+            return
+        if ahead >= self._drift_warned + DRIFT_WARNING:
+            self._drift_warned = ahead - ahead % DRIFT_WARNING
+            log.warning(
+                "run IDs are %d s ahead of the clock: jobs start faster than one per second "
+                "(a run ID names one second; see the run IDs docs)",
+                ahead,
+            )
 
     @guarded
     def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:

@@ -447,3 +447,18 @@ def test_min_max_compare_instants_across_offsets(raw: redis.Redis, make: MakeSto
     job = store.get_job("run-1")
     assert job is not None
     assert job.fields[START] == earlier
+
+
+def test_reserve_job_inside_a_callback_commits_with_its_transaction(make: MakeStore) -> None:
+    """reserve_job from an update_job callback joins the transaction: the job and the mark commit together."""
+    store = make()
+    store.ensure_job("240501-115959", {})
+    reserved: list[str] = []
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        reserved.append(store.reserve_job("240501-120000", {"Status": "Running"}).run_id)
+
+    store.update_job("240501-115959", update)
+    assert reserved[-1] == "240501-120000"
+    assert store.get_job("240501-120000") is not None
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"

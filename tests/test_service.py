@@ -333,6 +333,16 @@ def test_start_job_mints_unique_run_ids_in_one_second(service: MetricsService) -
     assert first.status is Status.RUNNING and first.start_time == START
 
 
+def test_start_job_warns_once_when_run_ids_run_a_minute_ahead_of_the_clock(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs started faster than one per second: one warning when the IDs are 60 s ahead, not per job."""
+    ids = [service.start_job().run_id for _ in range(90)]
+    assert len(set(ids)) == 90 and ids[-1] == "230615-120129"
+    warnings = [r for r in caplog.records if "ahead of the clock" in r.getMessage()]
+    assert len(warnings) == 1 and "60 s ahead" in warnings[0].getMessage()
+
+
 def test_start_job_for_an_existing_run_returns_it_unchanged(service: MetricsService, clock: Clock) -> None:
     """start_job(existing) changes nothing."""
     service.start_job(RUN, notes="first")

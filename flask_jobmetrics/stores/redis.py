@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 from redis.retry import Retry
 
 from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.runids import RunId
 
 from ..deltas import ClientDelta
 from . import _redis_lua as lua
@@ -229,12 +230,9 @@ class RedisStore(TransactionHolder):
         return self._job_reply(run_id, reply), reply[0] == 1
 
     @joins_transaction(Transaction.reserve_job)
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        while True:  # each attempt is one atomic create-if-absent
-            job, created = self.ensure_job(run_id, fields)
-            if created:
-                return job
-            run_id = step(run_id)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        (reply,) = self._merge([{"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}])
+        return self._job_reply(reply[6], reply)
 
     @joins_transaction(Transaction.update_job)
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
