@@ -18,10 +18,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Response, current_app, jsonify, make_response, request
+from flask import Response, after_this_request, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
 from .context import RunContext, request_run
@@ -35,9 +36,10 @@ SIGNATURE_HEADER = "X-Signature"
 _SIGNATURE_PREFIX = "sha256="
 
 
-def _call(view: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Response:
-    """Run the view (sync or async) and turn what it returned into a Response."""
-    return make_response(current_app.ensure_sync(view)(*args, **kwargs))
+def _call(view: Callable[P, R], is_async: bool, /, *args: P.args, **kwargs: P.kwargs) -> Response:
+    """Run the view (an async one through ``ensure_sync``) and make what it returned a Response."""
+    result: Any = current_app.ensure_sync(view)(*args, **kwargs) if is_async else view(*args, **kwargs)
+    return result if isinstance(result, Response) else make_response(result)
 
 
 def _error(status: int, error: str, message: str) -> Response:
@@ -70,24 +72,29 @@ def tracked(
         raise TypeError(f"tracked(process: str, complete: bool), got {process!r}, {complete!r}")
 
     def decorator(view: Callable[P, R]) -> Callable[P, Response]:
+        is_async = inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            ctx = request_run()
+            ctx = request_run(names_response=True)
             if ctx.problem is not None:
-                return _error(400, "invalid_run_context", ctx.problem)
+                return ctx.name_response(_error(400, "invalid_run_context", ctx.problem))
             ctx.set_process(process)
-            if not complete:
-                return _call(view, *args, **kwargs)
             try:
-                response = _call(view, *args, **kwargs)
+                response = _call(view, is_async, *args, **kwargs)
             except HTTPException as exc:
-                _complete_for_status(ctx, exc.code or 500)
+                if complete:
+                    _complete_for_status(ctx, exc.code or 500)
+                after_this_request(ctx.name_response)  # on the error's response
                 raise
             except BaseException:
-                ctx.complete(success=False)
+                if complete:
+                    ctx.complete(success=False)
+                after_this_request(ctx.name_response)  # on an error handler's response
                 raise
-            _complete_for_status(ctx, response.status_code)
-            return response
+            if complete:
+                _complete_for_status(ctx, response.status_code)
+            return ctx.name_response(response)
 
         return wrapper
 
@@ -118,9 +125,11 @@ def counts(
         raise TypeError(f"counts() value must be a number or a callable taking the response, got {value!r}")
 
     def decorator(view: Callable[P, R]) -> Callable[P, Response]:
+        is_async = inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            response = _call(view, *args, **kwargs)
+            response = _call(view, is_async, *args, **kwargs)
             if 200 <= response.status_code < 300:
                 amount = value(response) if callable(value) else value
                 ctx = request_run()
@@ -153,6 +162,8 @@ def signed(view: Callable[P, R]) -> Callable[P, Response]:
     context is discarded. The 401 body does not say which check failed (the log does).
     """
 
+    is_async = inspect.iscoroutinefunction(view)
+
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
         ctx = request_run()
@@ -161,7 +172,7 @@ def signed(view: Callable[P, R]) -> Callable[P, Response]:
             ctx.discard()
             ctx.logger.warning("refused a request to %s without a valid signature: %s", request.path, reason)
             return _error(401, "invalid_signature", f"the request needs a valid {SIGNATURE_HEADER} signature")
-        return _call(view, *args, **kwargs)
+        return _call(view, is_async, *args, **kwargs)
 
     return wrapper
 

@@ -57,6 +57,7 @@ _JOB_COMPLETED: KwargSpec = {
     "notes": ("", (str,), "a string"),
 }
 
+
 def connect_receivers() -> None:
     """Let the input signals drive the service of their sender's app (once per process)."""
     # Connecting the same receiver again is a no-op in blinker.

@@ -146,8 +146,8 @@ class RunId:
         return self.base if self.client is None else f"{self.base}-{self.client}"
 
 
-# A job's run ID is parsed on every update: remember the last few thousand (errors are not cached).
-_parse_text = functools.lru_cache(maxsize=4096)(RunId._parse_text)
+# A job's run ID is parsed on every update: remember the last thousand (errors are not cached).
+_parse_text = functools.lru_cache(maxsize=1024)(RunId._parse_text)
 
 
 def generate_run_id(now: datetime | None = None) -> str:

@@ -11,8 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from cachetools import LRUCache
-
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
@@ -31,7 +29,7 @@ from .schema import (
 from .shutdown import guarded
 from .stores.base import ClientRow, JobRow, JobUpdate, Store
 from .validation import check_bool, check_text, idempotency_key, sort_update
-from .views import client_view, job_view, with_pending
+from .views import client_view, deferred_client_view, job_view, with_pending
 
 __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
 
@@ -121,10 +119,15 @@ class MetricsService:
             on_delivered=lambda rows: self._merged(*rows),
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
-        self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
+        # A plain dict (oldest entry dropped past the bound; a completed job's rows are
+        # dropped by complete_job_metrics): the update path reads it on every call.
+        self._rows: dict[tuple[str, str], object] = {}
+        self._rows_max = max(buffer_maxsize, 1024)
+        self._aggregates: dict[str, str] = {}  # field -> aggregation, for registered fields
         self._rows_lock = threading.Lock()
         self._warned_unknown: set[str] = set()
         self._drift_warned = 0
+        self._checked_ids: dict[tuple[str, str], tuple[str, str]] = {}
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
 
@@ -164,8 +167,17 @@ class MetricsService:
 
     def _remember(self, *rows: ClientRow) -> None:
         with self._rows_lock:
+            known = self._rows
             for row in rows:
-                self._rows[(row.run_id, row.client_id)] = row
+                known[(row.run_id, row.client_id)] = row
+            while len(known) > self._rows_max:
+                del known[next(iter(known))]
+
+    def _forget(self, run_id: str, client_ids: Sequence[str]) -> None:
+        """Drop the rows of a completed job: a late update reads its row from the store again."""
+        with self._rows_lock:
+            for client_id in client_ids:
+                self._rows.pop((run_id, client_id), None)
 
     def _known(self, run_id: str, client_id: str) -> ClientRow | None:
         """The row as this process last saw it in the store (None: not there), read once."""
@@ -180,9 +192,23 @@ class MetricsService:
                 return None
             with self._rows_lock:
                 self._rows.setdefault(key, row if row is not None else _ABSENT)
+                if len(self._rows) > self._rows_max:
+                    del self._rows[next(iter(self._rows))]
         return row if isinstance(row, ClientRow) else None
 
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
+        """(base run ID, client ID) of valid arguments (the last thousand or so are remembered)."""
+        if type(run_id) is str and type(client_id) is str:
+            ids = self._checked_ids.get((run_id, client_id))
+            if ids is None:
+                ids = self._check_ids(run_id, client_id)
+                if len(self._checked_ids) >= 1024:
+                    self._checked_ids.clear()
+                self._checked_ids[(run_id, client_id)] = ids
+            return ids
+        return self._check_ids(run_id, client_id)
+
+    def _check_ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
         parsed = RunId.parse(run_id)
         client = validate_client_id(client_id)
         if parsed.client is not None and parsed.client != client:
@@ -233,8 +259,16 @@ class MetricsService:
 
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
-        aggregate_of = self.registry.aggregate_of
-        return {name: (aggregate_of(name), value) for name, value in values.items()}
+        aggregates = self._aggregates
+        ops: Ops = {}
+        for name, value in values.items():
+            aggregate = aggregates.get(name)
+            if aggregate is None:
+                aggregate = self.registry.aggregate_of(name)
+                if self.registry.by_field(name) is not None:  # a kept unknown field may be registered later
+                    aggregates[name] = aggregate
+            ops[name] = (aggregate, value)
+        return ops
 
     # -- client runs ------------------------------------------------------------------
 
@@ -258,12 +292,54 @@ class MetricsService:
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
         values, rejected = self.normalize_update(metrics, run, client, logger)
         ops = self.ops_of(values)
+        return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+
+    @guarded
+    def merge_client_ops(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        *,
+        complete: bool | None = None,
+        totals: Mapping[str, Any] | None = None,
+        rejected: list[RejectedMetric] | None = None,
+        logger: StructuredLogger | None = None,
+        idempotency_key: str | None = None,
+    ) -> ClientRun:
+        """Merge normalized ops into a client run: the one way an update or a completion reaches
+        the buffer or the store, whether it came from a call, a signal or a request's
+        ``current_run``.
+
+        ``run`` and ``client`` are checked IDs (a base run ID), ``ops`` come from ``ops_of``
+        of normalized values (``normalize_update``; they are not checked again) and belong to
+        the callee from now on. ``complete`` True or False completes the run (successfully or
+        not) with ``totals`` as the authoritative sums (``totals=True``); ``rejected`` is
+        reported in the view, which is computed when first read.
+        """
+        return self._merge_ops(run, client, ops, complete, totals, rejected, logger, idempotency_key)
+
+    def _merge_ops(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        complete: bool | None,
+        totals: Mapping[str, Any] | None,
+        rejected: list[RejectedMetric] | None,
+        logger: StructuredLogger | None,
+        idempotency_key: str | None,
+    ) -> ClientRun:
+        if complete is not None:
+            log = self._log(logger, run, client)
+            return self._complete(run, client, ops, complete, totals or {}, rejected, log)
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
-                "late update to a completed client run: %s", sorted(values) or "no metrics"
+                "late update to a completed client run: %s",
+                sorted(k for k in ops if k != START_TIME) or "no metrics",
             )
         if idempotency_key is not None:
             self.buffer.flush(run_id=run, client_id=client)
@@ -276,10 +352,19 @@ class MetricsService:
                 self._log(logger, run, client).info(
                     "update with idempotency key %r was already applied; nothing changed", idempotency_key
                 )
-            return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
-        self.buffer.add(ClientDelta(run, client, ops))
-        fields = with_pending(known.fields if known else None, self.buffer.pending(run, client))
-        return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
+            completed = row.completed
+            return deferred_client_view(run, client, row.fields, None, completed=completed, rejected=rejected)
+        pending = self.buffer.add(ClientDelta(run, client, ops))
+        if pending is None:  # written through: the store's row is the view
+            known = self._known(run, client)
+        return deferred_client_view(
+            run,
+            client,
+            known.fields if known is not None else None,
+            pending,
+            completed=known is not None and known.completed,
+            rejected=rejected,
+        )
 
     @guarded
     def complete_client_metrics(
@@ -298,12 +383,24 @@ class MetricsService:
         check_bool("totals", totals)
         log = self._log(logger, run, client)
         values, rejected = self.normalize_update(metrics, run, client, log)
-        now = self.clock()
         authoritative = {}
         if totals:
             authoritative = {k: values.pop(k) for k in list(values) if self.registry.aggregate_of(k) == "sum"}
-        explicit_status = values.get(STATUS)
-        ops = self.ops_of(values)
+        return self._merge_ops(run, client, self.ops_of(values), success, authoritative, rejected, log, None)
+
+    def _complete(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        success: bool,
+        authoritative: Mapping[str, Any],
+        rejected: list[RejectedMetric] | None,
+        log: StructuredLogger,
+    ) -> ClientRun:
+        """``merge_client_ops(complete=...)``: merge, set End Time and the final status, durably."""
+        now = self.clock()
+        explicit_status = ops[STATUS][1] if STATUS in ops else None
         ops.setdefault(START_TIME, ("min", now))
         ops.setdefault(END_TIME, ("max", now))
         differences: list[tuple[str, Any, Any]] = []
@@ -323,7 +420,7 @@ class MetricsService:
         for name, accumulated, total in differences:
             log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
         log.info("client run completed with status %s", row.fields.get(STATUS))
-        return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
+        return deferred_client_view(run, client, row.fields, None, completed=row.completed, rejected=rejected)
 
     @guarded
     def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
@@ -445,6 +542,7 @@ class MetricsService:
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         job = self._update_job(run, finish, complete=True)
+        self._forget(run, job.client_ids)
         log.info(
             "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
         )
@@ -498,7 +596,8 @@ class MetricsService:
             fields, client_ids, completed = row.fields, set(row.client_ids) | set(buffered), row.completed
         if completed:
             return job_view(run, fields, client_ids)
-        stored = {c.client_id: c.fields for c in self.store.list_clients(run)}  # one read for all clients
+        # One read for all clients; none for a job without clients (a job just started).
+        stored = {c.client_id: c.fields for c in self.store.list_clients(run)} if client_ids else {}
         clients = [with_pending(stored.get(c), self.buffer.pending(run, c)) for c in sorted(client_ids)]
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
 

@@ -57,7 +57,7 @@ def sort_update(
     """
     if metrics is None:
         metrics = {}
-    if not isinstance(metrics, Mapping):
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
         problem = RejectedMetric(
             metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
         )

@@ -489,3 +489,49 @@ def test_a_late_failure_turns_a_completed_job_into_completed_with_errors(service
     service.complete_job_metrics(other, success=False)
     service.complete_client_metrics(other, "acme", {"Leads Processed": 1})
     assert service.get_job_run(other).status is Status.FAILED  # type: ignore[union-attr]
+
+
+# -- the returned view -------------------------------------------------------------------
+
+
+def test_update_view_shows_the_run_as_of_the_call(service: MetricsService) -> None:
+    """A view read after later updates and a flush still shows the totals of its own call."""
+    first = service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 3})
+    service.flush()
+    second = service.update_client_metrics(RUN, "acme", {"Leads Processed": 4})
+    assert first.metrics["Leads Processed"] == 2
+    assert second.metrics["Leads Processed"] == 9
+
+
+def test_update_view_is_a_client_run_to_every_reader(service: MetricsService) -> None:
+    """The view compares, prints, serializes, copies and pickles as the equal ClientRun."""
+    import copy
+    import pickle
+
+    from pydantic import TypeAdapter
+
+    def view() -> ClientRun:
+        return service.update_client_metrics(RUN, "acme", {"Leads Processed": 0})
+
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 5})
+    plain = ClientRun.model_validate(view().model_dump())
+    assert isinstance(view(), ClientRun) and view().__class__ is ClientRun
+    assert view() == plain and plain == view()
+    assert repr(view()) == repr(plain)
+    assert view().model_dump() == plain.model_dump()
+    assert view().model_dump_json() == plain.model_dump_json()
+    assert TypeAdapter(list[ClientRun]).dump_python([view()]) == [plain.model_dump()]
+    assert copy.copy(view()) == plain and copy.deepcopy(view()) == plain
+    assert view().model_copy(update={"notes": "x"}).notes == "x"
+    assert pickle.loads(pickle.dumps(view())) == plain
+    assert dict(view()) == dict(plain)
+    with pytest.raises(ValidationError):
+        view().notes = "changed"  # type: ignore[misc]
+
+
+def test_update_view_with_write_through_includes_the_update(clock: Clock) -> None:
+    """With flush_interval=0 the returned view is the merged row, this update included."""
+    service = MetricsService(MemoryStore(), clock=clock, flush_interval=0)
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    assert service.update_client_metrics(RUN, "acme", {"Leads Processed": 3}).metrics["Leads Processed"] == 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -10,7 +10,9 @@ from ..config import Settings
 from ..schema import MetricRegistry
 from ..signals import publish_failed, records_published
 from ..stores.base import Store
-from .publisher import Publisher
+
+if TYPE_CHECKING:
+    from .publisher import Publisher
 
 __all__ = ["make_publisher"]
 
@@ -24,6 +26,8 @@ def make_publisher(
     """
     if not settings.airtable_enabled:
         return None
+    # Imported only when publishing is on: pyairtable and requests take a while to load.
+    from .publisher import Publisher
 
     def published(table: str, records: list[dict[str, Any]]) -> None:
         records_published.send(app, table=table, records=records)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from flask import Flask
 
 from ..state import JobMetricsState
-from .views import bp
 
 __all__ = ["register_dashboard"]
 
@@ -19,4 +18,6 @@ def register_dashboard(app: Flask, state: JobMetricsState) -> None:
     """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
     if not state.settings.dashboard:
         return
+    from .views import bp  # loaded only when switched on (templates, charts, Prometheus)
+
     app.register_blueprint(bp)
