@@ -1,8 +1,9 @@
 """Resident memory as completed runs pile up: after 10,000 runs against after 1,000 (SQLite).
 
 One ``MetricsService`` on a SQLite file (no Airtable) goes through ``--runs`` runs (default
-10,000), each: ``start_job``, ``--clients`` clients (default 3) with one buffered
-``update_client_metrics`` and a ``complete_client_metrics`` each, ``complete_job_metrics``;
+10,000), each: ``start_job`` (with an explicit run ID, one second after the last),
+``--clients`` clients (default 3) with one buffered ``update_client_metrics`` and a
+``complete_client_metrics`` each, ``complete_job_metrics``;
 ``flush()`` after every run. RSS (``VmRSS`` from ``/proc/self/status``, after
 ``gc.collect()``) is read after every 1,000 runs. **Anchor**: the RSS after the first 1,000
 runs of the same process; target: after 10,000 within 5 % of it (nothing per run is kept
@@ -13,8 +14,8 @@ summed ``Leads Processed`` of its clients.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
-import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +26,14 @@ from _common import header, table  # noqa: E402
 
 from flask_jobmetrics.service import MetricsService  # noqa: E402
 from flask_jobmetrics.stores.sqlite import SQLiteStore  # noqa: E402
+
+START = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _run_id(n: int) -> str:
+    """The run ID of the n-th run: one second apart from a fixed start (explicit, so that the
+    figures do not include how run IDs are minted: see bench_run_ids.py)."""
+    return (START + dt.timedelta(seconds=n)).strftime("%y%m%d-%H%M%S")
 
 
 def leads(run: int, client: int) -> int:
@@ -49,13 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(header("bench_memory: RSS after many completed and flushed runs (SQLite)", argv))
     print(f"{args.runs:,} runs of {args.clients} clients each, flushed after every run\n")
-    logging.getLogger("flask_jobmetrics").setLevel(logging.ERROR)  # run IDs run ahead: one warning a minute
     readings: list[tuple[int, float]] = []
     runs: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         service = MetricsService(SQLiteStore(f"sqlite:///{tmp}/memory.sqlite3"))
         for n in range(1, args.runs + 1):
-            run = service.start_job().run_id
+            run = service.start_job(_run_id(n)).run_id
             for c in range(args.clients):
                 metrics = {"Leads Processed": leads(n, c), "Total Tokens": 100}
                 service.update_client_metrics(run, f"client-{c}", metrics)

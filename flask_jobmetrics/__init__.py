@@ -13,8 +13,10 @@ from .exceptions import (
     StoreError,
     UnknownRunError,
 )
-from .extension import (
-    JobMetrics,
+from .extension import JobMetrics
+from .log import StructuredLogger
+from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .operations import (
     complete_client_metrics,
     complete_job_metrics,
     flush,
@@ -27,8 +29,6 @@ from .extension import (
     update_client_metrics,
     update_job_aggregate_metrics,
 )
-from .log import StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .runids import RunId, base_run_id, client_id_of, client_run_id, generate_run_id
 from .schema import MetricSpec
 from .validation import idempotency_key

@@ -2,12 +2,15 @@
 
 ``read_settings(app)`` sets each default with ``app.config.setdefault`` (mutable defaults
 copied) and returns a frozen ``Settings``; a bad value raises
-``ConfigurationError`` naming the key and the value.
+``ConfigurationError`` naming the key and the value. A ``JOBMETRICS_*`` key that is not one
+of ours, and an Airtable API key without a base ID (or the reverse), are logged as warnings:
+they are most often typos, and they would otherwise silently change nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .exceptions import ConfigurationError, InvalidClientIdError
+from .log import LOGGER_NAME
 from .runids import validate_client_id
+from .spelling import did_you_mean
 from .stores import STORE_SCHEMES
 
 __all__ = ["DEFAULTS", "Settings", "read_settings"]
@@ -36,10 +41,12 @@ DEFAULTS: dict[str, Any] = {
     "AIRTABLE_RATE_LIMIT": 5.0,
     "AIRTABLE_TIMEOUT": (5, 30),
     "AIRTABLE_RATE_LIMIT_PAUSE": 30,
+    "AIRTABLE_FIELD_NAMES": {},
     "BUFFER_TTL": 30,
     "FLUSH_INTERVAL": 5,
     "BUFFER_MAXSIZE": 10_000,
     "PROGRESS_INTERVAL": 60,
+    "OUTBOX": None,
     "UNKNOWN_METRICS": "warn",
     "STRICT": False,
     "RUN_ID_HEADER": "X-Run-ID",
@@ -64,10 +71,14 @@ class Settings:
     airtable_rate_limit: float
     airtable_timeout: tuple[float, float]
     airtable_rate_limit_pause: float
+    #: Our field name -> the base's (None: not published); a table name -> such a mapping.
+    airtable_field_names: Mapping[str, Any]
     buffer_ttl: float
     flush_interval: float
     buffer_maxsize: int
     progress_interval: float
+    #: Queue changed rows for Airtable: None means "when this app publishes".
+    outbox: bool | None
     unknown_metrics: str
     strict: bool
     run_id_header: str
@@ -81,6 +92,12 @@ class Settings:
     def airtable_enabled(self) -> bool:
         """Publishing is on when both the API key and the base ID are set."""
         return bool(self.airtable_api_key and self.airtable_base_id)
+
+    @property
+    def keeps_outbox(self) -> bool:
+        """Whether the store queues changed rows: when this app publishes, or when told to
+        (``JOBMETRICS_OUTBOX = True``: a dedicated sender in another process drains it)."""
+        return self.airtable_enabled if self.outbox is None else self.outbox
 
 
 def _number(key: str, value: Any, *, minimum: float, exclusive: bool = False) -> float:
@@ -183,6 +200,23 @@ def _secrets(key: str, value: Any) -> dict[str, bytes]:
     return secrets
 
 
+def _field_names(key: str, value: Any, *, table: bool = False) -> dict[str, Any]:
+    """The shape only (one level of per-table mappings); ``airtable.names`` checks the names."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(key, value, "must be a mapping of our field name to the base's (or None)")
+    out: dict[str, Any] = {}
+    for name, target in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(key, name, "each key must be a field name (or a table name)")
+        if isinstance(target, Mapping) and not table:
+            out[name] = _field_names(key, target, table=True)
+        elif target is None or (isinstance(target, str) and target.strip()):
+            out[name] = target.strip() if isinstance(target, str) else None
+        else:
+            raise ConfigurationError(key, f"{name}={target!r}", "each value must be a field name or None")
+    return out
+
+
 _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "AIRTABLE_API_KEY": _optional_text,
     "AIRTABLE_BASE_ID": _optional_text,
@@ -192,10 +226,12 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "AIRTABLE_RATE_LIMIT": _positive,
     "AIRTABLE_TIMEOUT": _timeout,
     "AIRTABLE_RATE_LIMIT_PAUSE": _non_negative,
+    "AIRTABLE_FIELD_NAMES": _field_names,
     "BUFFER_TTL": _positive,
     "FLUSH_INTERVAL": _non_negative,
     "BUFFER_MAXSIZE": _int_at_least_one,
     "PROGRESS_INTERVAL": _non_negative,
+    "OUTBOX": lambda key, value: None if value is None or value == "" else _bool(key, value),
     "UNKNOWN_METRICS": _choice("warn", "error", "keep"),
     "STRICT": _bool,
     "RUN_ID_HEADER": _text,
@@ -225,8 +261,25 @@ def _store_url(key: str, value: Any, instance_path: str) -> str:
     return text
 
 
+_log = logging.getLogger(LOGGER_NAME)
+
+
+def _warn_about(config: Mapping[str, Any], settings: Settings) -> None:
+    """One warning per unknown ``JOBMETRICS_*`` key, and for half of the Airtable settings."""
+    known = [PREFIX + name for name in DEFAULTS]
+    for key in sorted(k for k in config if isinstance(k, str) and k.startswith(PREFIX) and k not in known):
+        _log.warning("unknown config key %s is ignored%s", key, did_you_mean(key, known))
+    if bool(settings.airtable_api_key) != bool(settings.airtable_base_id):
+        present, missing = ("API_KEY", "BASE_ID") if settings.airtable_api_key else ("BASE_ID", "API_KEY")
+        _log.warning(
+            "Airtable publishing is off: JOBMETRICS_AIRTABLE_%s is set but JOBMETRICS_AIRTABLE_%s is not",
+            present,
+            missing,
+        )
+
+
 def read_settings(config: dict[str, Any], instance_path: str) -> Settings:
-    """Set every default in ``config`` and return the validated settings."""
+    """Set every default in ``config`` and return the validated settings (warnings logged)."""
     for name, default in DEFAULTS.items():
         config.setdefault(PREFIX + name, copy.deepcopy(default))
     values: dict[str, Any] = {
@@ -234,4 +287,6 @@ def read_settings(config: dict[str, Any], instance_path: str) -> Settings:
     }
     for name, validate in _VALIDATORS.items():
         values[name.lower()] = validate(PREFIX + name, config[PREFIX + name])
-    return Settings(**values)
+    settings = Settings(**values)
+    _warn_about(config, settings)
+    return settings

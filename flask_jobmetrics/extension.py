@@ -1,4 +1,4 @@
-"""The Flask extension: ``JobMetrics``, and the service operations on ``current_app``.
+"""The Flask extension: ``JobMetrics`` (its module-level twins are in ``operations``).
 
 ``init_app`` builds an app's service complete (store, publisher, rejection reports), keeps
 it in ``app.extensions["jobmetrics"]`` (see ``state``), then wires it into the app: signal
@@ -7,58 +7,32 @@ receivers, request hooks, the dashboard and the ``jobmetrics`` CLI group.
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, cast
 
 from flask import Flask, current_app, has_app_context
 
 from .airtable.app import make_publisher
+from .buffer import BufferStats
+from .cli import jobmetrics_cli
 from .config import read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
-from .log import LogFormat
+from .log import LogFormat, StructuredLogger
+from .models import ClientRun, FlushReport, JobRun, Status
 from .receivers import connect_receivers, rejected_sender
+from .runids import RunIdLike
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
 from .state import EXTENSION_KEY, JobMetricsState, get_state, state_of
 from .stores import load_store
 
-if TYPE_CHECKING:
-    from .buffer import BufferStats
-
-# get_state and JobMetricsState live in ``state``; they are re-exported here for existing imports.
+# get_state and JobMetricsState live in ``state``; re-exported here, where they used to be.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _on_current_app(method: Callable[Concatenate[MetricsService, P], R]) -> Callable[P, R]:
-    """A module-level function calling ``method`` on ``current_app``'s service."""
-
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return method(get_state().service, *args, **kwargs)
-
-    return call
-
-
-def _on_bound_app(
-    method: Callable[Concatenate[MetricsService, P], R],
-) -> Callable[Concatenate[JobMetrics, P], R]:
-    """A ``JobMetrics`` method calling ``method`` on the service of the app in use."""
-
-    def call(self: JobMetrics, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return method(self.state().service, *args, **kwargs)
-
-    call.__name__ = call.__qualname__ = method.__name__
-    call.__doc__ = method.__doc__
-    return call
 
 
 class JobMetrics:
@@ -86,7 +60,8 @@ class JobMetrics:
         with self._lock:
             for spec in self._metric_specs:
                 registry.register(spec)
-        store = load_store(settings.store_url)
+        # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
+        store = load_store(settings.store_url, outbox=settings.keeps_outbox)
         publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,
@@ -108,12 +83,14 @@ class JobMetrics:
         self._connect(app, state)
 
     def _connect(self, app: Flask, state: JobMetricsState) -> None:
-        """Wire the built service into ``app``: signals, request hooks, dashboard."""
+        """Wire the built service into ``app``: signals, request hooks, dashboard, CLI."""
         connect_receivers()
         install_request_hooks(app, state)
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
         register_dashboard(app, state)
+        # Also on app.cli (the entry point serves only the `flask` command): app.test_cli_runner() sees it.
+        app.cli.add_command(jobmetrics_cli)
 
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""
@@ -145,40 +122,79 @@ class JobMetrics:
         """This process's buffer counters for the app in use."""
         return self.state().service.buffer.stats()
 
-    update_client_metrics = _on_bound_app(MetricsService.update_client_metrics)
-    complete_client_metrics = _on_bound_app(MetricsService.complete_client_metrics)
-    update_job_aggregate_metrics = _on_bound_app(MetricsService.update_job_aggregate_metrics)
-    complete_job_metrics = _on_bound_app(MetricsService.complete_job_metrics)
-    start_job = _on_bound_app(MetricsService.start_job)
-    get_client_run = _on_bound_app(MetricsService.get_client_run)
-    get_job_run = _on_bound_app(MetricsService.get_job_run)
-    list_job_runs = _on_bound_app(MetricsService.list_job_runs)
-    flush = _on_bound_app(MetricsService.flush)
+    # -- the service operations, on the app in use
+
+    def update_client_metrics(
+        self,
+        run_id: RunIdLike,
+        client_id: str,
+        metrics: Mapping[str, Any] | None,
+        *,
+        logger: StructuredLogger | None = None,
+        idempotency_key: str | None = None,
+    ) -> ClientRun:
+        """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
+        return self.state().service.update_client_metrics(
+            run_id, client_id, metrics, logger=logger, idempotency_key=idempotency_key
+        )
+
+    def complete_client_metrics(
+        self,
+        run_id: RunIdLike,
+        client_id: str,
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        success: bool = True,
+        totals: bool = False,
+        logger: StructuredLogger | None = None,
+    ) -> ClientRun:
+        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+        return self.state().service.complete_client_metrics(
+            run_id, client_id, metrics, success=success, totals=totals, logger=logger
+        )
+
+    def update_job_aggregate_metrics(
+        self, run_id: RunIdLike, *, logger: StructuredLogger | None = None
+    ) -> JobRun:
+        """Recompute the job row from all of its client runs."""
+        return self.state().service.update_job_aggregate_metrics(run_id, logger=logger)
+
+    def complete_job_metrics(
+        self,
+        run_id: RunIdLike,
+        *,
+        success: bool = True,
+        notes: str = "",
+        logger: StructuredLogger | None = None,
+    ) -> JobRun:
+        """Close still-running clients as Failed, aggregate, and set the job's final status."""
+        return self.state().service.complete_job_metrics(run_id, success=success, notes=notes, logger=logger)
+
+    def start_job(
+        self, run_id: RunIdLike | None = None, *, notes: str = "", logger: StructuredLogger | None = None
+    ) -> JobRun:
+        """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
+        return self.state().service.start_job(run_id, notes=notes, logger=logger)
+
+    def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
+        """The client run as stored plus this process's buffered updates, or None."""
+        return self.state().service.get_client_run(run_id, client_id)
+
+    def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
+        """The job run (live aggregates while it runs), or None."""
+        return self.state().service.get_job_run(run_id)
+
+    def list_job_runs(self, *, limit: int = 50, status: Status | str | None = None) -> list[JobRun]:
+        """Job runs by start time, newest first."""
+        return self.state().service.list_job_runs(limit=limit, status=status)
+
+    def flush(self, timeout: float | None = None) -> FlushReport:
+        """Merge every buffered entry into the store, then publish what waits, until it is sent or
+        ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the store (the
+        entries stay buffered)."""
+        return self.state().service.flush(timeout)
+
     tracked = staticmethod(tracked)
     counts = staticmethod(counts)
     signed = staticmethod(signed)
     bind_run = staticmethod(bind_run)
-
-
-update_client_metrics = _on_current_app(MetricsService.update_client_metrics)
-complete_client_metrics = _on_current_app(MetricsService.complete_client_metrics)
-update_job_aggregate_metrics = _on_current_app(MetricsService.update_job_aggregate_metrics)
-complete_job_metrics = _on_current_app(MetricsService.complete_job_metrics)
-start_job = _on_current_app(MetricsService.start_job)
-get_client_run = _on_current_app(MetricsService.get_client_run)
-get_job_run = _on_current_app(MetricsService.get_job_run)
-list_job_runs = _on_current_app(MetricsService.list_job_runs)
-flush = _on_current_app(MetricsService.flush)
-
-
-def register_metric(spec: MetricSpec) -> None:
-    """Register a metric on ``current_app``."""
-    get_state().service.registry.register(spec)
-
-
-def stats() -> BufferStats:
-    """This process's buffer counters for ``current_app``."""
-    return get_state().service.buffer.stats()
-
-
-del Any

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from .longtext import append_line
 from .models import Status
 from .schema import (
     CLIENTS_PROCESSED,
@@ -48,9 +49,8 @@ def job_status(clients: Iterable[Mapping[str, Any]], *, success: bool) -> str:
 
 
 def add_note(fields: dict[str, Any], note: str) -> None:
-    """Append ``note`` as a line of ``System Notes``."""
-    previous = fields.get(SYSTEM_NOTES)
-    fields[SYSTEM_NOTES] = f"{previous}\n{note}" if previous else note
+    """Append ``note`` as a line of ``System Notes`` (bounded: the oldest lines give way)."""
+    fields[SYSTEM_NOTES] = append_line(fields.get(SYSTEM_NOTES), note)
 
 
 def as_time(value: Any) -> datetime | None:

@@ -23,6 +23,7 @@ from .exceptions import InvalidClientIdError, InvalidRunIdError
 __all__ = [
     "CLIENT_ID_PATTERN",
     "RunId",
+    "RunIdLike",
     "base_run_id",
     "client_id_of",
     "client_run_id",
@@ -145,6 +146,9 @@ class RunId:
     def __str__(self) -> str:
         return self.base if self.client is None else f"{self.base}-{self.client}"
 
+
+#: A run ID as the operations take it: its text (base or client form) or a ``RunId``.
+RunIdLike = str | RunId
 
 # A job's run ID is parsed on every update: remember the last thousand (errors are not cached).
 _parse_text = functools.lru_cache(maxsize=1024)(RunId._parse_text)

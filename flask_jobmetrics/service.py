@@ -15,9 +15,10 @@ from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .log import LogFormat, StructuredLogger
+from .longtext import bound_text
 from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
-from .runids import RunId, validate_client_id
+from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
     START_TIME,
@@ -246,7 +247,9 @@ class MetricsService:
             if problem.metric not in self._warned_unknown:
                 self._warned_unknown.add(problem.metric)
                 self._log(logger, run_id, client_id).warning(
-                    "unknown metric %r is not stored (register it with register_metric)", problem.metric
+                    "unknown metric %r is not stored%s (register it with register_metric)",
+                    problem.metric,
+                    problem.reason.removeprefix("unknown metric"),
                 )
         if rejected:
             self._log(logger, run_id, client_id).warning(
@@ -275,8 +278,8 @@ class MetricsService:
     @guarded
     def update_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None,
         *,
         logger: StructuredLogger | None = None,
@@ -369,8 +372,8 @@ class MetricsService:
     @guarded
     def complete_client_metrics(
         self,
-        run_id: Any,
-        client_id: Any,
+        run_id: RunIdLike,
+        client_id: str,
         metrics: Mapping[str, Any] | None = None,
         *,
         success: bool = True,
@@ -423,7 +426,7 @@ class MetricsService:
         return deferred_client_view(run, client, row.fields, None, completed=row.completed, rejected=rejected)
 
     @guarded
-    def get_client_run(self, run_id: Any, client_id: Any) -> ClientRun | None:
+    def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
         """The client run as stored plus this process's buffered updates, or None."""
         run, client = self._ids(run_id, client_id)
         row = self.store.get_client(run, client)
@@ -438,7 +441,7 @@ class MetricsService:
         )
 
     @guarded
-    def list_client_runs(self, run_id: Any) -> list[ClientRun]:
+    def list_client_runs(self, run_id: RunIdLike) -> list[ClientRun]:
         """Every client run of a job (stored plus this process's buffered ones), by client ID,
         read from the store in one call."""
         run = RunId.parse(run_id).base
@@ -454,14 +457,14 @@ class MetricsService:
 
     @guarded
     def start_job(
-        self, run_id: Any = None, *, notes: str = "", logger: StructuredLogger | None = None
+        self, run_id: RunIdLike | None = None, *, notes: str = "", logger: StructuredLogger | None = None
     ) -> JobRun:
         """Create a job run (``Running``); with no ``run_id`` a unique one is reserved."""
         check_text("notes", notes)
         now = self.clock()
         fields: dict[str, Any] = {STATUS: Status.RUNNING.value, START_TIME: now}
         if notes:
-            fields[SYSTEM_NOTES] = notes
+            fields[SYSTEM_NOTES] = bound_text(notes)
         if run_id is None:
             row, created = self.store.reserve_job(str(RunId.new(now)), fields), True
         else:
@@ -491,7 +494,9 @@ class MetricsService:
             )
 
     @guarded
-    def update_job_aggregate_metrics(self, run_id: Any, *, logger: StructuredLogger | None = None) -> JobRun:
+    def update_job_aggregate_metrics(
+        self, run_id: RunIdLike, *, logger: StructuredLogger | None = None
+    ) -> JobRun:
         """Recompute the job row from all of its client runs."""
         run = RunId.parse(run_id).base
         self._log(logger, run)
@@ -520,7 +525,12 @@ class MetricsService:
 
     @guarded
     def complete_job_metrics(
-        self, run_id: Any, *, success: bool = True, notes: str = "", logger: StructuredLogger | None = None
+        self,
+        run_id: RunIdLike,
+        *,
+        success: bool = True,
+        notes: str = "",
+        logger: StructuredLogger | None = None,
     ) -> JobRun:
         """Close still-running clients as Failed, aggregate, and set the job's final status."""
         run = RunId.parse(run_id).base
@@ -570,7 +580,7 @@ class MetricsService:
             )
 
     @guarded
-    def get_job_run(self, run_id: Any) -> JobRun | None:
+    def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
         """The job run (live aggregates while it runs), or None."""
         run = RunId.parse(run_id).base
         return self._find_job(run)
@@ -602,7 +612,7 @@ class MetricsService:
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
 
     @guarded
-    def list_job_runs(self, *, limit: int = 50, status: Any = None) -> list[JobRun]:
+    def list_job_runs(self, *, limit: int = 50, status: Status | str | None = None) -> list[JobRun]:
         """Job runs by start time, newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, got {limit!r}")
@@ -618,8 +628,9 @@ class MetricsService:
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
         store (the entries stay buffered)."""
         flushed = self.buffer.flush()
-        if self.publisher is None:
-            return FlushReport(flushed=flushed)
+        if self.publisher is None:  # what `flask jobmetrics outbox` shows, e.g. rows queued earlier
+            pending, dead = self.store.outbox_counts()
+            return FlushReport(flushed=flushed, pending=pending, dead=dead)
         result = self.publisher.flush(timeout)
         return FlushReport(
             flushed=flushed, published=result.published, pending=result.pending, dead=result.dead

@@ -64,12 +64,17 @@ metrics_rejected = _signals.signal("metrics-rejected")
 #: Sent after Airtable accepted a batch of records.
 #:
 #: - ``table`` (``str``): the Airtable table name.
-#: - ``records`` (``list[dict[str, Any]]``): the records as Airtable returned them.
+#: - ``records`` (``list[dict[str, Any]]``): the records as sent, each a mapping of field
+#:   name to the value written (the fields of the upsert).
 records_published = _signals.signal("records-published")
 
-#: Sent when a batch could not be published (it stays in the outbox, or is dead-lettered).
+#: Sent when Airtable answered a batch with an error (it stays in the outbox, or a refused row
+#: is dead-lettered). Not sent for the rate limit (429: the base pauses) nor for timeouts and
+#: connection failures (retried with backoff, and logged).
 #:
 #: - ``table`` (``str``): the Airtable table name.
-#: - ``error`` (``BaseException``): what went wrong.
-#: - ``records`` (``list[dict[str, Any]]``): the records that were not accepted.
+#: - ``error`` (``str``): what Airtable answered: ``"HTTP <status> <TYPE>: <message>"``, or
+#:   ``"<TYPE>: <message>"`` for a row it refused (422, dead-lettered).
+#: - ``records`` (``list[dict[str, Any]]``): the records not accepted, as sent (field name to
+#:   value).
 publish_failed = _signals.signal("publish-failed")

@@ -7,6 +7,7 @@ receivers, CLI, dashboard) reads the state from here, so none of them imports th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app, has_app_context
 
@@ -25,7 +26,7 @@ class JobMetricsState:
     """What one app's ``init_app`` built, in ``app.extensions["jobmetrics"]``."""
 
     #: The ``JobMetrics`` object that initialised the app.
-    extension: object
+    extension: Any  # a JobMetrics (this module sits below the extension, so it cannot name it)
     settings: Settings
     service: MetricsService
 

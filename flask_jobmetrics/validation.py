@@ -11,6 +11,7 @@ from typing import Any
 from .exceptions import InvalidMetricError
 from .models import RejectedMetric
 from .schema import MetricRegistry, normalize_number
+from .spelling import did_you_mean
 
 __all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
 
@@ -66,7 +67,8 @@ def sort_update(
     unknown_rejected: list[RejectedMetric] = []
     for name, value in unknown.items():
         if not keep_unknown:
-            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason="unknown metric"))
+            reason = "unknown metric" + did_you_mean(name, (spec.field for spec in registry.specs))
+            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason=reason))
             continue
         try:
             values[name] = _keep_value(value)

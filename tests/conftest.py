@@ -1,4 +1,4 @@
-"""Shared fixtures: an injectable clock, a service on the memory store, and a Flask app."""
+"""Shared fixtures: the clock, a service on the memory store, and Flask apps (``make_app``, ``app``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from flask import Flask
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.memory import MemoryStore
 
-from .support import Clock, jobmetrics_app
+from .support import AppFactory, AppMaker, Clock
 
 
 @pytest.fixture
 def clock() -> Clock:
+    """The tests' one clock, moved by hand (a datetime for services, ``timestamp()`` for stores)."""
     return Clock()
 
 
@@ -28,7 +29,17 @@ def service(clock: Clock) -> Iterator[MetricsService]:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
+def make_app(tmp_path: Path) -> Iterator[AppFactory]:
+    """Build TESTING apps with JobMetrics: ``make_app(**config)`` on the memory store unless
+    ``config`` says otherwise (``clock=`` sets the service's clock); each closed after the test.
+
+    A module with its own defaults overrides this fixture with one that calls it."""
+    maker = AppMaker(tmp_path / "instance")
+    yield maker
+    maker.close()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
     """A TESTING Flask app with JobMetrics on a memory store."""
-    with jobmetrics_app(tmp_path / "instance") as flask_app:
-        yield flask_app
+    return make_app()

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -24,7 +25,7 @@ import requests
 __all__ = ["ROOT", "GunicornServer", "free_port", "gunicorn_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+GUNICORN = Path(sys.executable).with_name("gunicorn")  # the gunicorn of the venv running the tests
 #: gunicorn >= 25.1 opens a control socket at one fixed path per user: concurrent test servers
 #: would take it from each other, so the tests' servers do without.
 NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,12 +11,16 @@ from typing import Any
 from flask import Flask
 
 from flask_jobmetrics import JobMetrics
+from flask_jobmetrics.testing import FakeAirtable
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
 START = datetime(2023, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
 
 
 class Clock:
-    """A clock tests move by hand: ``clock()`` is now, ``clock.advance(seconds)``."""
+    """The tests' one clock, moved by hand: ``clock()`` is now (an aware datetime, for the
+    service), ``clock.timestamp()`` the same instant in epoch seconds (for buffers and stores),
+    ``clock.advance(seconds)`` moves both."""
 
     def __init__(self, now: datetime = START) -> None:
         self.now = now
@@ -24,18 +28,71 @@ class Clock:
     def __call__(self) -> datetime:
         return self.now
 
+    def timestamp(self) -> float:
+        return self.now.timestamp()
+
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
 
 
+#: ``make_app(*, name=None, instance=None, clock=None, **config) -> Flask`` (the conftest fixture).
+AppFactory = Callable[..., Flask]
+
+
+class AppMaker:
+    """Builds TESTING apps with JobMetrics, on the memory store unless ``config`` says otherwise,
+    and closes every service they opened (``close()``)."""
+
+    def __init__(self, instance: Path) -> None:
+        self.instance = instance
+        self.built: list[tuple[JobMetrics, Flask]] = []
+
+    def __call__(
+        self,
+        *,
+        name: str | None = None,
+        instance: Path | None = None,
+        clock: Clock | None = None,
+        **config: Any,
+    ) -> Flask:
+        name = name or ("jobmetrics_test" if not self.built else f"jobmetrics_test_{len(self.built)}")
+        flask_app = Flask(name, instance_path=str(instance or self.instance))
+        flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://")
+        flask_app.config.update(config)
+        ext = JobMetrics(flask_app)
+        self.built.append((ext, flask_app))
+        if clock is not None:
+            ext.state(flask_app).service.clock = clock
+        return flask_app
+
+    def close(self) -> None:
+        for ext, flask_app in self.built:
+            ext.state(flask_app).service.close()
+
+
 @contextmanager
 def jobmetrics_app(instance: Path, name: str = "jobmetrics_test", **config: Any) -> Iterator[Flask]:
-    """A TESTING app with JobMetrics on its own memory store (``config`` overrides); closed after."""
-    flask_app = Flask(name, instance_path=str(instance))
-    flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://", **config)
-    ext = JobMetrics(flask_app)
+    """One app for a ``with`` block, built as ``make_app`` builds them; closed when the block ends."""
+    maker = AppMaker(instance)
     try:
-        yield flask_app
+        yield maker(name=name, **config)
     finally:
-        ext.state(flask_app).service.close()
+        maker.close()
+
+
+def airtable_config(fake: FakeAirtable) -> dict[str, Any]:
+    """The config keys that make an app publish to ``fake``'s jobmetrics base."""
+    return {
+        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+    }
+
+
+def client_rows(fake: FakeAirtable, table: str = "Client Run Results") -> dict[str, dict[str, Any]]:
+    """The client records' fields by Client ID (a duplicate row fails the test)."""
+    rows = [r["fields"] for r in fake.records(BASE_ID, table)]
+    by_key = {f["Client ID"]: f for f in rows}
+    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
+    return by_key

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,47 +19,28 @@ from flask_jobmetrics.cli import jobmetrics_cli
 from flask_jobmetrics.signals import publish_failed, records_published
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, retire_emulator
+
+from .support import AppFactory, client_rows
 
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
 JOBS = "Job Tracking"
 
-AppFactory = Callable[..., Flask]
-
 
 @pytest.fixture
-def make_app(tmp_path: Path, fake_airtable: FakeAirtable) -> Iterator[AppFactory]:
+def make_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) -> AppFactory:
     """Apps on an SQLite file in tmp_path, publishing to ``fake_airtable``."""
-    apps: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask(f"publisher{len(apps)}", instance_path=str(tmp_path / "instance"))
-        app.config.update(
-            TESTING=True,
-            JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-            JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-            JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-            JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
-            JOBMETRICS_PROGRESS_INTERVAL=0,
-            JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
-            JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
-        )
-        app.config.update(config)
-        JobMetrics(app)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        get_state(app).service.close()
-
-
-def client_rows(fake: FakeAirtable) -> dict[str, dict[str, Any]]:
-    rows = [r["fields"] for r in fake.records(BASE_ID, CLIENTS)]
-    by_key = {f["Client ID"]: f for f in rows}
-    assert len(by_key) == len(rows), "duplicate client rows in Airtable"
-    return by_key
+    return functools.partial(
+        make_app,
+        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
+        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
+        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
+        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        JOBMETRICS_PROGRESS_INTERVAL=0,
+        JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
+        JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
+    )
 
 
 def run_job(app: Flask, clients: int, *, leads: Callable[[int], int] = lambda i: i + 1) -> str:
@@ -209,6 +191,7 @@ def test_progress_interval_publishes_running_rows(make_app: AppFactory, fake_air
     assert (row["Status"], row["Leads Processed"]) == ("Completed", 3)
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_rate_limit(tmp_path: Path, fake_airtable: FakeAirtable) -> None:
     """Two processes publishing through one SQLite store never send Airtable more than 5 requests a second."""
     root = Path(__file__).resolve().parent.parent
@@ -271,21 +254,23 @@ def test_memory_store_after_a_restart_adds_to_what_airtable_shows(
     assert fake.request_count(kind="read") == 4  # one read per row (client and job) and life
 
 
-def test_row_formula_matches_exactly_one_row_whatever_the_quotes(
+def test_run_formula_matches_the_runs_rows_whatever_the_quotes(
     fake_airtable_factory: Callable[..., FakeAirtable],
 ) -> None:
-    """IDs with quotes and backslashes cannot change which rows the lookup formula matches."""
+    """Client IDs with quotes and backslashes: the read-back formula matches the run's rows, no others."""
     from pyairtable import Api
 
-    from flask_jobmetrics.airtable.fields import row_formula
+    from flask_jobmetrics.airtable.seed import run_formula
+    from flask_jobmetrics.airtable.targets import Target
 
     fake = fake_airtable_factory(rate_limit=None)
     table = Api(API_KEY, endpoint_url=fake.url, retry_strategy=None).table(BASE_ID, CLIENTS)
     hostile = ["x' OR 1=1 OR '", 'a\\", "b', "c\\", "d'", "e\\'f", "plain"]
-    table.batch_create([{"Run ID": f"{RUN}-{c}", "Client ID": c} for c in hostile])
-    for client in hostile:
-        found = table.all(formula=row_formula("client", RUN, client))
-        assert [r["fields"]["Client ID"] for r in found] == [client]
+    other = "230615-120001"
+    table.batch_create([{"Run ID": f"{run}-{c}", "Client ID": c} for run in (RUN, other) for c in hostile])
+    found = table.all(formula=run_formula(Target("client", CLIENTS, table), RUN))
+    assert sorted(r["fields"]["Client ID"] for r in found) == sorted(hostile)
+    assert {r["fields"]["Run ID"] for r in found} == {f"{RUN}-{c}" for c in hostile}
 
 
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
@@ -341,3 +326,70 @@ def test_a_stopped_publisher_hands_its_lease_on(make_app: AppFactory) -> None:
     assert not service.store.acquire_lease(publisher.lease, "someone-else", 30.0, now)
     publisher.stop()
     assert service.store.acquire_lease(publisher.lease, "someone-else", 30.0, publisher.clock())
+
+
+def test_an_app_left_running_is_quiet_once_its_emulator_is_retired(
+    make_app: AppFactory, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app still pointed at an emulator the plugin retired keeps its rows and logs no connection errors."""
+    fake = fake_airtable_factory()
+    service = get_state(make_app(JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake.url)).service
+    retire_emulator(fake)
+    caplog.set_level(logging.DEBUG)
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 1})
+    assert service.flush(timeout=0.5).pending == 2  # the client row and its job row wait in the outbox
+    assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage().lower()] == []
+
+
+def test_publishing_signals_carry_what_the_docs_say(
+    make_app: AppFactory, fake_airtable: FakeAirtable
+) -> None:
+    """records_published and publish_failed carry the records as sent (fields) and the error as a str."""
+    app = make_app()
+    sent: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    fake_airtable.fail_records(lambda fields: fields.get("Client ID") == "client-01", message="bad value")
+    with (
+        records_published.connected_to(lambda sender, **kw: sent.extend(kw["records"]), app),
+        publish_failed.connected_to(lambda sender, **kw: failed.append(kw), app),
+    ):
+        run_job(app, 2)
+        get_state(app).extension.flush(timeout=30)
+    assert {record["Run ID"] for record in sent} == {RUN, f"{RUN}-client-00"}
+    assert all("fields" not in record and "id" not in record for record in sent)
+    assert [(type(f["error"]), f["records"][0]["Client ID"]) for f in failed] == [(str, "client-01")]
+    assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")
+
+
+def test_a_senders_requests_never_put_six_into_one_second(tmp_path: Path) -> None:
+    """Whatever a request's delays, the sixth starts a second after the reply to the first came back."""
+    from flask_jobmetrics.airtable.publisher import sender_record, wait_for_slot
+    from flask_jobmetrics.config import read_settings
+    from flask_jobmetrics.stores.memory import MemoryStore
+
+    settings = read_settings(
+        {"JOBMETRICS_AIRTABLE_API_KEY": API_KEY, "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID}, str(tmp_path)
+    )
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = MemoryStore(clock=lambda: now[0])
+    recent = sender_record(settings)
+    delays = [0.0, 0.19, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.3] * 3
+    starts, replies = [], []
+    for delay in delays:  # a request starts, takes `delay` to reach Airtable and come back
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=recent)
+        starts.append(now[0])
+        now[0] += delay
+        replies.append(now[0])
+    # A request reached Airtable between its start and its reply: the latest the first of six
+    # can have arrived is its reply, the earliest the sixth can is its start.
+    assert all(starts[j + 5] - replies[j] >= 1.0 - 1e-9 for j in range(len(delays) - 5))
+    # Without delays it paces at the limit, plus the 2 % margin: six starts within 1.02 s.
+    quick, store = sender_record(settings), MemoryStore(clock=lambda: now[0])
+    first = now[0]
+    for _ in range(6):
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=quick)
+    assert now[0] - first <= 1.0 * 1.02 + 1e-9

@@ -17,7 +17,7 @@ from click.testing import Result
 from flask import Flask
 from pyairtable import Api
 
-from flask_jobmetrics import JobMetrics, MetricSpec, register_metric
+from flask_jobmetrics import MetricSpec, register_metric
 from flask_jobmetrics.airtable.fields import field_definitions
 from flask_jobmetrics.airtable.schema import (
     AirtableSchemaError,
@@ -34,6 +34,8 @@ from flask_jobmetrics.models import Status
 from flask_jobmetrics.schema import BUILTIN_METRICS
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+
+from .support import AppFactory, airtable_config
 
 JOB = "Job Tracking"
 CLIENT = "Client Run Results"
@@ -294,36 +296,21 @@ def test_init_failure_keeps_what_was_done(empty: FakeAirtable) -> None:
 # -- the commands -------------------------------------------------------------------------
 
 
-AppFactory = Callable[..., Flask]
-
-
 @pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[AppFactory]:
-    """Apps on the memory store pointed at an emulator; each service closed after the test."""
-    made: list[tuple[JobMetrics, Flask]] = []
+def make_app(make_app: AppFactory) -> AppFactory:
+    """``make_app(emulator, **config)``: apps pointed at an emulator (None: Airtable off)."""
 
     def make(emulator: FakeAirtable | None, **config: Any) -> Flask:
-        flask_app = Flask(f"airtable_cli_{len(made)}", instance_path=str(tmp_path / "instance"))
-        flask_app.config.update(
-            TESTING=True,
-            JOBMETRICS_STORE_URL="memory://",
+        airtable: dict[str, Any] = {}
+        if emulator is not None:
+            airtable.update(airtable_config(emulator))
+        return make_app(
             JOBMETRICS_PROGRESS_INTERVAL=0,
             JOBMETRICS_AIRTABLE_RATE_LIMIT=1000,  # the shared pacing must not slow the tests
+            **{**airtable, **config},
         )
-        if emulator is not None:
-            flask_app.config.update(
-                JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-                JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-                JOBMETRICS_AIRTABLE_ENDPOINT_URL=emulator.url,
-            )
-        flask_app.config.update(config)
-        ext = JobMetrics(flask_app)
-        made.append((ext, flask_app))
-        return flask_app
 
-    yield make
-    for ext, flask_app in made:
-        ext.state(flask_app).service.close()
+    return make
 
 
 def run(flask_app: Flask, *args: str) -> Result:
@@ -432,6 +419,7 @@ def test_make_api_follows_the_settings(tmp_path: Path) -> None:
     assert type(api.session) is requests.Session  # pyairtable's retrying session is not used
 
 
+@pytest.mark.slow
 def test_airtable_cli_module_imports_first() -> None:
     """Importing flask_jobmetrics.airtable.cli before flask_jobmetrics.cli works (no import cycle)."""
     code = (

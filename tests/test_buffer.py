@@ -19,18 +19,10 @@ from flask_jobmetrics import buffer as buffer_module
 from flask_jobmetrics.buffer import BufferStats, MetricsBuffer
 from flask_jobmetrics.deltas import ClientDelta, apply_ops
 
+from .support import Clock
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "240101-120000"
-
-
-class Clock:
-    """An injected clock: advance ``now`` by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Sink:
@@ -61,18 +53,13 @@ def leads(n: int, client: str = "acme", run: str = RUN) -> ClientDelta:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def sink() -> Sink:
     return Sink()
 
 
 @pytest.fixture
 def buf(sink: Sink, clock: Clock) -> Iterator[MetricsBuffer]:
-    b = MetricsBuffer(sink, ttl=30, max_age=5, maxsize=100, clock=clock, autostart=False)
+    b = MetricsBuffer(sink, ttl=30, max_age=5, maxsize=100, clock=clock.timestamp, autostart=False)
     yield b
     b.stop(drain=False)
 
@@ -139,14 +126,14 @@ def test_pending_includes_in_flight(buf: MetricsBuffer, sink: Sink) -> None:
 
 def test_idle_ttl_expiry_goes_to_sink(sink: Sink, clock: Clock) -> None:
     """An entry idle for longer than the TTL is sent by sweep(), never dropped."""
-    buf2 = MetricsBuffer(sink, ttl=10, max_age=60, clock=clock, autostart=False)
+    buf2 = MetricsBuffer(sink, ttl=10, max_age=60, clock=clock.timestamp, autostart=False)
     buf2.add(leads(3))
-    clock.now += 9
+    clock.advance(9)
     assert buf2.sweep() == 0
     buf2.add(leads(1))  # a write resets the idle timeout
-    clock.now += 9
+    clock.advance(9)
     assert buf2.sweep() == 0
-    clock.now += 1
+    clock.advance(1)
     assert buf2.sweep() == 1
     assert sink.total("acme") == 4
     assert len(buf2) == 0
@@ -156,21 +143,21 @@ def test_max_age_sends_entry_that_keeps_being_written(buf: MetricsBuffer, sink: 
     """An entry written every second still reaches the sink once it is max_age old."""
     for _ in range(4):
         buf.add(leads(1))
-        clock.now += 1
+        clock.advance(1)
         assert buf.sweep() == 0
     buf.add(leads(1))
-    clock.now += 1
+    clock.advance(1)
     assert buf.sweep() == 1
     assert sink.total("acme") == 5
     buf.add(leads(1))  # a fresh entry with a fresh creation time
-    clock.now += 4
+    clock.advance(4)
     assert buf.sweep() == 0
     assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 1)}
 
 
 def test_write_through_when_max_age_zero(sink: Sink, clock: Clock) -> None:
     """max_age == 0 calls the sink inside add(); its error propagates and nothing stays buffered."""
-    b = MetricsBuffer(sink, max_age=0, clock=clock)
+    b = MetricsBuffer(sink, max_age=0, clock=clock.timestamp)
     b.add(leads(2))
     assert sink.total("acme") == 2
     assert len(b) == 0
@@ -185,7 +172,7 @@ def test_write_through_when_max_age_zero(sink: Sink, clock: Clock) -> None:
 
 def test_capacity_eviction_never_drops(sink: Sink, clock: Clock) -> None:
     """A buffer of 10 entries fed 1,000 clients hands every evicted entry to the sink."""
-    b = MetricsBuffer(sink, maxsize=10, clock=clock, autostart=False)
+    b = MetricsBuffer(sink, maxsize=10, clock=clock.timestamp, autostart=False)
     for round_ in range(3):
         for i in range(1000):
             b.add(leads(round_ + 1, client=f"c{i}"))
@@ -199,16 +186,16 @@ def test_capacity_eviction_never_drops(sink: Sink, clock: Clock) -> None:
 
 def test_expiry_inside_cachetools_is_not_lost(sink: Sink, clock: Clock) -> None:
     """Entries that cachetools expires on its own (in add, len, lookups) still reach the sink."""
-    b = MetricsBuffer(sink, ttl=10, max_age=60, maxsize=10, clock=clock, autostart=False)
+    b = MetricsBuffer(sink, ttl=10, max_age=60, maxsize=10, clock=clock.timestamp, autostart=False)
     for i in range(10):
         b.add(leads(1, client=f"c{i}"))
-    clock.now += 11
+    clock.advance(11)
     assert b.pending(RUN, "c3") == {"Leads Processed": ("sum", 1)}  # expired but still pending
     b.add(leads(1, client="c3"))  # cachetools expires all ten inside __setitem__
     assert {k[1] for k in sink.rows} == {f"c{i}" for i in range(10)}
     assert sink.total("c3") == 1
     assert b.pending(RUN, "c3") == {"Leads Processed": ("sum", 1)}
-    clock.now += 11
+    clock.advance(11)
     cache, key = b._cache, (RUN, "c3")
     with b._lock:  # poke cachetools directly, as the buffer would under its lock
         assert key not in cache
@@ -265,7 +252,7 @@ def test_background_failures_keep_entries_and_report(sink: Sink, clock: Clock) -
     b = MetricsBuffer(
         sink,
         maxsize=10,
-        clock=clock,
+        clock=clock.timestamp,
         autostart=False,
         on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
     )
@@ -382,6 +369,7 @@ def run_child(code: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_atexit_drains_on_normal_exit(tmp_path: Path) -> None:
     """A process that exits without flushing still hands every update to its sink (atexit)."""
     out = tmp_path / "sink.jsonl"
@@ -394,6 +382,7 @@ def test_atexit_drains_on_normal_exit(tmp_path: Path) -> None:
     ("previous", "status"),
     [("", 128 + signal.SIGTERM), ("signal.signal(signal.SIGTERM, lambda s, f: sys.exit(7))", 7)],
 )
+@pytest.mark.slow
 def test_sigterm_drains_before_exit(tmp_path: Path, previous: str, status: int) -> None:
     """On SIGTERM the handler drains, then chains the previous handler or exits with 128 + 15."""
     out = tmp_path / "sink.jsonl"
@@ -487,13 +476,13 @@ def test_add_returns_the_keys_pending_ops(buf: MetricsBuffer) -> None:
 def test_frequent_writes_keep_the_idle_timeout_within_a_tenth_of_the_ttl(sink: Sink, clock: Clock) -> None:
     """Writes closer together than ttl/10 reset the idle timeout lazily: the entry leaves
     between 0.9 and 1.0 ttl after its last write, with every op."""
-    b = MetricsBuffer(sink, ttl=10, max_age=600, clock=clock, autostart=False)
+    b = MetricsBuffer(sink, ttl=10, max_age=600, clock=clock.timestamp, autostart=False)
     for _ in range(50):  # every 0.5 s for 25 s: never idle for 9 s
         b.add(leads(1))
-        clock.now += 0.5
+        clock.advance(0.5)
         assert b.sweep() == 0
-    clock.now += 8.4  # 8.9 s after the last write
+    clock.advance(8.4)  # 8.9 s after the last write
     assert b.sweep() == 0
-    clock.now += 1.1  # 10 s after the last write
+    clock.advance(1.1)  # 10 s after the last write
     assert b.sweep() == 1
     assert sink.total("acme") == 50

@@ -358,7 +358,8 @@ def test_sweep_needs_a_valid_duration(app: Flask) -> None:
 
 
 def make_dead_letter(svc: MetricsService) -> None:
-    """One job row pending and its client row dead-lettered after a 422."""
+    """One job row pending and its client row dead-lettered after a 422 (queued as with publishing on)."""
+    svc.store.outbox = True
     svc.update_client_metrics(OLD, "acme", {"Leads Processed": 1})
     svc.flush()
     item = next(i for i in svc.store.outbox_due(time.time(), 10) if i.kind == "client")
@@ -381,6 +382,26 @@ def test_outbox_shows_counts_and_dead_entries(app: Flask, svc: MetricsService) -
         REFUSED,
     ]
     assert svc.store.outbox_counts() == (1, 1)
+
+
+def test_flush_and_outbox_report_the_same_pending_count(app: Flask, svc: MetricsService) -> None:
+    """With publishing off, `flush` reports the entries `outbox` shows (queued earlier), not 0."""
+    make_dead_letter(svc)
+    flushed, shown = invoke(app, "flush"), invoke(app, "outbox")
+    assert "Pending:    1 rows still waiting in the outbox" in flushed.output
+    assert "Dead:       1 rows in the dead letters" in flushed.output
+    assert shown.output.splitlines()[:2] == ["Pending:       1", "Dead letters:  1"]
+
+
+def test_with_publishing_off_nothing_is_queued(app: Flask, svc: MetricsService) -> None:
+    """Airtable publishing off: updates, completions and jobs leave the outbox empty."""
+    assert svc.store.outbox is False
+    svc.start_job(OLD)
+    svc.update_client_metrics(OLD, "acme", {"Leads Processed": 1})
+    svc.complete_client_metrics(OLD, "acme")
+    svc.complete_job_metrics(OLD)
+    assert svc.store.outbox_counts() == (0, 0)
+    assert "Pending:       0" in invoke(app, "outbox").output
 
 
 def test_outbox_retry_dead_revives_them(app: Flask, svc: MetricsService) -> None:
@@ -451,6 +472,7 @@ def run_flask(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Path, clock: Clock) -> None:
     """The installed `flask` executable runs `jobmetrics runs` against an SQLite file."""
     url = f"sqlite:///{tmp_path / 'jobmetrics.sqlite3'}"
@@ -465,6 +487,7 @@ def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Pa
     assert "Completed with Errors" in row_of(proc.stdout, OLD)
 
 
+@pytest.mark.slow
 def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_path: Path) -> None:
     """`flask ... jobmetrics runs` with an unusable SQLite path exits 1 with one error line."""
     (tmp_path / "a-file").write_text("")
@@ -474,3 +497,13 @@ def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_pat
     assert proc.stderr.startswith("Error: store unreachable: sqlite store ")
     assert len(proc.stderr.splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_the_group_is_on_app_cli_for_the_apps_own_tests(
+    app: Flask, svc: MetricsService, clock: Clock
+) -> None:
+    """`app.test_cli_runner().invoke(args=["jobmetrics", "runs"])` finds the group on `app.cli`."""
+    seed(svc, clock)
+    result = app.test_cli_runner().invoke(args=["jobmetrics", "runs"])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[2:]] == [NEW, OLD]

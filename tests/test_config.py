@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,47 @@ def test_bad_values_raise_configuration_error_naming_the_key(tmp_path: Path, key
     assert f"JOBMETRICS_{key}" in str(info.value)
     assert isinstance(info.value, ValueError)
     assert "jobmetrics" not in app.extensions
+
+
+def test_an_api_key_without_a_base_id_logs_one_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half of the Airtable settings: one warning naming the missing key, publishing off."""
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        settings = read_settings({"JOBMETRICS_AIRTABLE_API_KEY": "patX"}, str(tmp_path))
+        read_settings({"JOBMETRICS_AIRTABLE_BASE_ID": "appX"}, str(tmp_path))
+    assert settings.airtable_enabled is False
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "JOBMETRICS_AIRTABLE_API_KEY is set but JOBMETRICS_AIRTABLE_BASE_ID is not" in messages[0]
+    assert "JOBMETRICS_AIRTABLE_BASE_ID is set but JOBMETRICS_AIRTABLE_API_KEY is not" in messages[1]
+
+
+def test_an_unknown_jobmetrics_key_logs_a_warning_with_the_closest_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JOBMETRICS_STOR_URL is reported with "did you mean JOBMETRICS_STORE_URL"; other keys are not."""
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        read_settings({"JOBMETRICS_STOR_URL": "memory://", "SECRET_KEY": "x"}, str(tmp_path))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert (
+        message == 'unknown config key JOBMETRICS_STOR_URL is ignored (did you mean "JOBMETRICS_STORE_URL"?)'
+    )
+
+
+def test_a_complete_configuration_logs_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Both Airtable keys and only known keys: no warning at all."""
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        read_settings(
+            {"JOBMETRICS_AIRTABLE_API_KEY": "patX", "JOBMETRICS_AIRTABLE_BASE_ID": "appX"}, str(tmp_path)
+        )
+    assert caplog.records == []
+
+
+def test_the_outbox_is_kept_when_publishing_or_when_told(tmp_path: Path) -> None:
+    """keeps_outbox: off without Airtable, on with it, and on for JOBMETRICS_OUTBOX=true workers."""
+    airtable = {"JOBMETRICS_AIRTABLE_API_KEY": "patX", "JOBMETRICS_AIRTABLE_BASE_ID": "appX"}
+    assert read_settings({}, str(tmp_path)).keeps_outbox is False
+    assert read_settings(dict(airtable), str(tmp_path)).keeps_outbox is True
+    assert read_settings({"JOBMETRICS_OUTBOX": "true"}, str(tmp_path)).keeps_outbox is True
+    assert read_settings({**airtable, "JOBMETRICS_OUTBOX": False}, str(tmp_path)).keeps_outbox is False

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_jobmetrics import JobMetrics, StoreError
+from flask_jobmetrics import StoreError
 from flask_jobmetrics.dashboard import views
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 
-from .support import Clock
-
-AppFactory = Callable[..., Flask]
+from .support import AppFactory, Clock
 
 ACME = {
     "Leads Processed": 1200,
@@ -34,22 +31,9 @@ GLOBEX = {"Leads Processed": 7, "Profiles Examined": 7, "Profiles Scored": 5, "T
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, clock: Clock) -> Iterator[AppFactory]:
-    """Build apps with the dashboard on (unless overridden), on the memory store and the test clock."""
-    built: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        flask_app = Flask(f"dashboard_test_{len(built)}", instance_path=str(tmp_path / "instance"))
-        flask_app.config.update(TESTING=True, JOBMETRICS_STORE_URL="memory://", JOBMETRICS_DASHBOARD=True)
-        flask_app.config.update(config)
-        JobMetrics(flask_app)
-        get_state(flask_app).service.clock = clock
-        built.append(flask_app)
-        return flask_app
-
-    yield make
-    for flask_app in built:
-        get_state(flask_app).service.close()
+def make_app(make_app: AppFactory, clock: Clock) -> AppFactory:
+    """Apps with the dashboard on (unless overridden), on the test clock."""
+    return functools.partial(make_app, clock=clock, JOBMETRICS_DASHBOARD=True)
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ from example_app.scoring import CLIENTS  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
 from flask_jobmetrics.state import get_state  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real browser
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",

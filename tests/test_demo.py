@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from example_app.scoring import CLIENTS
+
+pytestmark = pytest.mark.slow  # the demo in subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = Path(sys.executable).with_name("flask")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+import pydoc
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
 import flask_jobmetrics as fjm
-from flask_jobmetrics import JobMetrics, MetricSpec, NotInitializedError, StoreError
+from flask_jobmetrics import JobMetrics, MetricSpec, NotInitializedError, StoreError, operations
+from flask_jobmetrics.service import MetricsService
 
 
 def make_app(tmp_path: Path, name: str, **config: object) -> Flask:
@@ -109,3 +112,27 @@ def test_stats_counts_buffered_updates(app: Flask) -> None:
         fjm.update_client_metrics("230615-120000", "acme", {"Leads Processed": 1})
         stats = fjm.stats()
     assert stats.added == 2 and stats.buffered == 1
+
+
+#: The service operations (operations.__all__ also has register_metric and stats, which are not).
+OPERATIONS = [name for name in operations.__all__ if hasattr(MetricsService, name)]
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_operations_show_the_services_parameters(name: str) -> None:
+    """help() and inspect show a JobMetrics method and module function with the service's parameters."""
+    service = list(inspect.signature(getattr(MetricsService, name)).parameters.values())
+    assert list(inspect.signature(getattr(JobMetrics, name)).parameters.values()) == service
+    assert list(inspect.signature(getattr(fjm, name)).parameters.values()) == service[1:]
+    assert "**kwargs" not in pydoc.render_doc(getattr(JobMetrics, name))
+
+
+def test_a_bare_import_loads_no_optional_backend() -> None:
+    """A bare import loads none of pyairtable, requests, redis, prometheus_client or the dashboard."""
+    import subprocess
+    import sys
+
+    lazy = ["pyairtable", "requests", "redis", "prometheus_client", "flask_jobmetrics.dashboard.views"]
+    probe = f"import sys, flask_jobmetrics; print([m for m in {lazy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -71,7 +71,11 @@ def test_create_table_and_field_through_pyairtable(fake: FakeAirtable) -> None:
     """Base.create_table and Table.create_field work and the new table takes records."""
     base = client(fake).base(BASE_ID)
     table = base.create_table(
-        "Extra", [{"name": "Key", "type": "singleLineText"}, {"name": "On", "type": "checkbox"}]
+        "Extra",
+        [
+            {"name": "Key", "type": "singleLineText"},
+            {"name": "On", "type": "checkbox", "options": {"color": "greenBright", "icon": "check"}},
+        ],
     )
     field = table.create_field("Score", "number", options={"precision": 1})
     assert field.id.startswith("fld")
@@ -151,12 +155,35 @@ def test_fail_next_answers_503_without_applying(fake: FakeAirtable) -> None:
     assert table.create({"Run ID": "y"})["fields"] == {"Run ID": "y"}
 
 
-def test_fail_next_skips_metadata_requests(fake: FakeAirtable) -> None:
-    """Only record requests consume fail_next; schema reads go through."""
+def test_fail_next_reaches_metadata_requests(fake: FakeAirtable) -> None:
+    """Without a kind, fail_next fails the next request whatever it is, a schema read included."""
     fake.fail_next(1, status=500, body={"error": {"type": "SERVER_ERROR", "message": "boom"}})
     api = client(fake)
-    assert api.base(BASE_ID).schema().table(RUNS).name == RUNS
-    assert status_of(api.table(BASE_ID, RUNS).all) == 500
+    assert status_of(lambda: api.base(BASE_ID).schema()) == 500
+    assert status_of(api.table(BASE_ID, RUNS).all) == 200
+
+
+@pytest.mark.parametrize("kind", ["read", "write", "meta"])
+def test_faults_with_a_kind_wait_for_a_request_of_that_kind(fake: FakeAirtable, kind: str) -> None:
+    """fail_next, drop_next and delay_next with kind= pass other requests and take the next of it."""
+    api = client(fake, timeout=(1, 0.2))
+    table = api.table(BASE_ID, RUNS)
+    calls: dict[str, Callable[[], object]] = {
+        "read": table.all,
+        "write": lambda: table.create({"Run ID": "k"}),
+        "meta": lambda: api.base(BASE_ID).schema(force=True),
+    }
+    fake.fail_next(1, status=502, kind=kind)  # type: ignore[arg-type]
+    fake.drop_next(1, kind=kind)  # type: ignore[arg-type]
+    fake.delay_next(1, 0.4, kind=kind)  # type: ignore[arg-type]
+    for other in calls.keys() - {kind}:
+        assert status_of(calls[other]) == 200
+    with pytest.raises(requests.ConnectionError):
+        calls[kind]()
+    with pytest.raises(requests.ReadTimeout):
+        calls[kind]()
+    assert status_of(calls[kind]) == 502
+    assert status_of(calls[kind]) == 200
 
 
 def test_dropped_connection_raises_connection_error(fake: FakeAirtable) -> None:
@@ -258,4 +285,3 @@ def test_context_manager_stops_server() -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/v0/meta/bases", timeout=1)
     assert [r["fields"] for r in fake.records(BASE_ID, "T")] == [{"Name": "n"}]
-

@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections import Counter
@@ -40,6 +41,8 @@ from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, add_jobmetrics_tables
 
 from .gunicorn_support import ROOT, gunicorn_server
+
+pytestmark = pytest.mark.slow  # gunicorn workers
 
 REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENTS = ("acme", "globex", "umbrella", "wayne")
@@ -219,6 +222,7 @@ def server_env(store_url: str, instance: Path, **settings: object) -> dict[str, 
     which is how ``example_app/config.py`` reads numbers and mappings.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBMETRICS_")}
+    env["JOBMETRICS_OUTBOX"] = "true"  # the workers leave publishing to a sender of their own
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env["EXAMPLE_APP_INSTANCE"] = str(instance)
     env["JOBMETRICS_STORE_URL"] = store_url
@@ -236,7 +240,7 @@ def airtable_settings(fake: FakeAirtable) -> dict[str, object]:
 def local_app(store_url: str, instance: Path, **config: object) -> Iterator[JobMetrics]:
     """A JobMetrics app in this process on the same store (``config``: JOBMETRICS_ keys)."""
     app = Flask(f"multiworker_{uuid.uuid4().hex[:8]}", instance_path=str(instance))
-    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=store_url)
+    app.config.update(TESTING=True, JOBMETRICS_STORE_URL=store_url, JOBMETRICS_OUTBOX=True)
     app.config.update({f"JOBMETRICS_{k}": v for k, v in config.items()})
     ext = JobMetrics(app)
     try:
@@ -275,7 +279,7 @@ def outbox_cli(env: Mapping[str, str]) -> str:
     """``flask --app example_app jobmetrics outbox`` on the server's store (no Airtable keys)."""
     quiet = {k: v for k, v in env.items() if not k.startswith("JOBMETRICS_AIRTABLE_")}
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "flask"), "--app", "example_app", "jobmetrics", "outbox"],
+        [str(Path(sys.executable).with_name("flask")), "--app", "example_app", "jobmetrics", "outbox"],
         cwd=ROOT,
         env=quiet,
         capture_output=True,

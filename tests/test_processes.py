@@ -26,6 +26,8 @@ from flask_jobmetrics import JobMetrics, Status
 
 from .proc_worker import CHAINED_EXIT, LEADS, make_app
 
+pytestmark = pytest.mark.slow  # worker processes
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = "240501-120000"
 TIMEOUT = 30.0

@@ -160,6 +160,7 @@ def test_unreachable_server_fails_fast_naming_host_and_port() -> None:
 # -- failures ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_server_going_away_raises_store_error_and_recovers(tmp_path: Path) -> None:
     """Calls fail with StoreError while the server is down and work again once it is back."""
     port = _free_port()
@@ -181,6 +182,7 @@ def test_server_going_away_raises_store_error_and_recovers(tmp_path: Path) -> No
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_updates_are_buffered_while_redis_is_down(tmp_path: Path) -> None:
     """With Redis down, updates are still accepted into the buffer and land once it is back."""
     port = _free_port()
@@ -229,6 +231,7 @@ def _merge_with_inherited(store: RedisStore, count: int) -> None:
         store.merge_client(leads(1))
 
 
+@pytest.mark.slow
 def test_four_processes_merge_exactly(make: MakeStore) -> None:
     """4 processes x 500 merges of ("sum", 1) into one row give exactly 2,000."""
     store = make()

@@ -157,6 +157,20 @@ def test_unknown_metrics_warn_once_and_are_not_stored(
     assert sum("unknown metric 'Errors'" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_a_misspelt_metric_is_rejected_with_did_you_mean(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "Leeds Processed" is rejected with 'did you mean "Leads Processed"', in the rejection and the log."""
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        run = service.update_client_metrics(RUN, "acme", {"Leeds Processed": 3})
+    (problem,) = run.rejected
+    assert (problem.metric, problem.reason) == (
+        "Leeds Processed",
+        'unknown metric (did you mean "Leads Processed"?)',
+    )
+    assert any('did you mean "Leads Processed"' in r.getMessage() for r in caplog.records)
+
+
 def test_unknown_metrics_error_mode_raises(clock: Clock) -> None:
     """With UNKNOWN_METRICS="error" an unknown metric raises and nothing is merged."""
     svc = make_service(clock, unknown_metrics="error")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from flask_jobmetrics import RejectedMetric, Status, signals
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 
-from .support import jobmetrics_app
+from .support import AppFactory
 
 RUN = "230615-120000"
 ONE_LEAD = {"Leads Processed": 1}
@@ -26,10 +25,9 @@ def service_of(app: Flask) -> MetricsService:
 
 
 @pytest.fixture
-def other_app(tmp_path: Path) -> Iterator[Flask]:
+def other_app(make_app: AppFactory, tmp_path: Path) -> Flask:
     """A second app with its own JobMetrics state on its own memory store."""
-    with jobmetrics_app(tmp_path / "other", "jobmetrics_other") as flask_app:
-        yield flask_app
+    return make_app(name="jobmetrics_other", instance=tmp_path / "other")
 
 
 def errors_of(caplog: pytest.LogCaptureFixture) -> list[str]:

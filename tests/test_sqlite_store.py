@@ -486,6 +486,7 @@ def test_fork_child_uses_its_own_connection(store: SQLiteStore) -> None:
 # -- several processes -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_processes_merging_one_row_get_exact_total(store: SQLiteStore, db: Path) -> None:
     """4 processes x 500 merges into the same (run, client) give exactly 2,000."""
     assert _workers(_url(db), [("merge", "acme", 500)] * 4) == ["done"] * 4
@@ -495,6 +496,7 @@ def test_processes_merging_one_row_get_exact_total(store: SQLiteStore, db: Path)
     assert row.version == 2000
 
 
+@pytest.mark.slow
 def test_processes_merging_own_rows_share_one_job(store: SQLiteStore, db: Path) -> None:
     """4 processes x 500 merges, each on its own client, give 500 each and one job row."""
     clients = ["c0", "c1", "c2", "c3"]
@@ -506,6 +508,7 @@ def test_processes_merging_own_rows_share_one_job(store: SQLiteStore, db: Path) 
     assert jobs[0].version == 1
 
 
+@pytest.mark.slow
 def test_processes_reserving_the_same_id_get_distinct_ids(store: SQLiteStore, db: Path) -> None:
     """Two processes reserving from the same candidate at once never get the same run ID."""
     lines = _workers(_url(db), [("reserve", "240501-120000", 40)] * 2)
@@ -515,6 +518,7 @@ def test_processes_reserving_the_same_id_get_distinct_ids(store: SQLiteStore, db
     assert len(store.list_jobs(limit=1000)) == 80
 
 
+@pytest.mark.slow
 def test_merge_survives_sigkill(db: Path) -> None:
     """A merge that returned is in the file after its process is killed with SIGKILL."""
     SQLiteStore(_url(db)).close()

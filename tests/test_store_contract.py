@@ -20,21 +20,13 @@ from flask_jobmetrics.stores.base import ClientRow, OutboxItem, Store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
+from .support import Clock
+
 LEADS = "Leads Processed"
 START = "Start Time"
 END = "End Time"
 STATUS = "Status"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    """A settable clock for idempotency expiry."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _memory(tmp_path: Path, **options: Any) -> Store:
@@ -104,13 +96,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def store(make_store: MakeStore, clock: Clock) -> Store:
-    return make_store(clock=clock)
+    return make_store(clock=clock.timestamp)
 
 
 def delta(client: str = "acme", run: str = "run-1", **ops: Any) -> ClientDelta:
@@ -309,15 +296,15 @@ def test_seen_key_for_a_missing_row_creates_nothing(store: Store) -> None:
 
 def test_idempotency_key_expires_after_ttl(make_store: MakeStore, clock: Clock) -> None:
     """After the TTL (by the store's clock) the same key is applied again."""
-    store = make_store(clock=clock, idempotency_ttl=60.0)
+    store = make_store(clock=clock.timestamp, idempotency_ttl=60.0)
     store.merge_client(leads(1, key="k"))
-    clock.now += 59.0
+    clock.advance(59.0)
     assert store.merge_client(leads(1, key="k"))[1] is False
-    clock.now += 1.0
+    clock.advance(1.0)
     row, applied = store.merge_client(leads(1, key="k"))
     assert applied is True
     assert row.fields[LEADS] == 2
-    clock.now += 30.0
+    clock.advance(30.0)
     assert store.merge_client(leads(1, key="k"))[1] is False
 
 
@@ -638,6 +625,18 @@ def test_outbox_dead_letters_and_revive(store: Store) -> None:
     revived = next(i for i in store.outbox_due(now=0.0, limit=10) if i.client_id == "b")
     assert revived.dead is False
     assert revived.attempts == 1
+
+
+def test_a_store_without_outbox_queues_no_change(make_store: MakeStore, clock: Clock) -> None:
+    """outbox=False (publishing off): merges, job updates and completions queue nothing."""
+    store = make_store(clock=clock.timestamp, outbox=False)
+    assert store.outbox is False
+    store.merge_clients([leads(1), leads(2, client="beta")])
+    store.merge_client(ClientDelta("run-1", "acme", {LEADS: ("sum", 1)}, complete=True))
+    store.ensure_job("run-2", {})
+    store.update_job("run-1", lambda fields, clients: None, complete=True)
+    assert store.outbox_counts() == (0, 0)
+    assert store.outbox_due(float("inf"), 100) == []
 
 
 def test_outbox_counts_empty(store: Store) -> None:

@@ -10,6 +10,7 @@ from ..config import Settings
 from ..schema import MetricRegistry
 from ..signals import publish_failed, records_published
 from ..stores.base import Store
+from .names import table_field_names
 
 if TYPE_CHECKING:
     from .publisher import Publisher
@@ -22,9 +23,11 @@ def make_publisher(
 ) -> Publisher | None:
     """The publisher of ``app``'s store, for its service; None when publishing is off.
 
-    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender.
+    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender. The
+    field-name mapping is checked either way: a typo in it fails at start-up.
     """
     if not settings.airtable_enabled:
+        table_field_names(settings, registry.specs)
         return None
     # Imported only when publishing is on: pyairtable and requests take a while to load.
     from .publisher import Publisher

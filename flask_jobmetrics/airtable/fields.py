@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from pyairtable.formulas import match
-
 from ..models import Status
 from ..schema import (
     CLIENTS_PROCESSED,
@@ -35,7 +33,6 @@ __all__ = [
     "field_definitions",
     "job_record",
     "load_record",
-    "row_formula",
 ]
 
 RUN_ID = "Run ID"
@@ -107,14 +104,6 @@ def field_definitions(specs: Iterable[MetricSpec], *, job: bool) -> dict[str, di
         out[CLIENTS_PROCESSED] = {"type": "number", "options": {"precision": 0}}
         out[CLIENTS_WITH_ERRORS] = {"type": "number", "options": {"precision": 0}}
     return out
-
-
-def row_formula(kind: str, run_id: str, client_id: str = "") -> str:
-    """The ``filterByFormula`` matching exactly one row's key, built with ``pyairtable.formulas``
-    (values are quoted and escaped there, never pasted into the formula)."""
-    if kind == "job":
-        return str(match({RUN_ID: run_id}))
-    return str(match({RUN_ID: f"{run_id}-{client_id}", CLIENT_ID: client_id}))
 
 
 def load_record(store: Store, item: OutboxItem) -> tuple[dict[str, Any], bool, int] | None:

@@ -5,7 +5,13 @@ store). Rows are coalesced by the outbox itself (one entry per row); records are
 with ``batch_upsert``, at most 10 a request, paced by a limiter shared through the store.
 429 pauses the base; 5xx, timeouts and dropped connections back off with jitter; a 422
 is narrowed down by splitting the batch, and only the offending rows go to the
-dead-letter list. The full merged row is sent every time, so a retry never double-counts.
+dead-letter list. Rows of a failed request back off together (one due time for the
+batch), so they are retried together, 10 a request. The full merged row is sent every
+time, so a retry never double-counts.
+
+``flush()`` in a process that does not hold the lease asks the holder, through the store
+(a short-lived ``airtable-flush`` lease the holder looks for on every pass), to publish
+everything pending now, and returns as soon as the outbox is empty.
 """
 
 from __future__ import annotations
@@ -19,37 +25,42 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
 
+from ..airtable_limits import MAX_RECORDS_PER_REQUEST
 from ..config import Settings
 from ..log import StructuredLogger
 from ..schema import MetricRegistry
 from ..stores.base import OutboxItem, Store
-from .fields import CLIENT_KEY_FIELDS, JOB_KEY_FIELDS, load_record, row_formula
+from .fields import load_record
+from .names import Kind, table_field_names
 from .schema import AirtableSchemaError, make_api, read_tables
-from .seed import seed_client, seed_job
+from .seed import ReadBack
+from .targets import MAX_REQUEST_BYTES, Target, request_bytes
 
-__all__ = ["PublishResult", "Publisher", "wait_for_slot"]
+__all__ = ["PublishResult", "Publisher", "sender_record", "wait_for_slot"]
 
 Published = Callable[[str, list[dict[str, Any]]], None]
 Failed = Callable[[str, str, list[dict[str, Any]]], None]
 
-BATCH = 10
+BATCH = MAX_RECORDS_PER_REQUEST
 LEASE_TTL = 30.0
 LINGER = 0.5  # a partial batch waits until no row became due for this long...
 MAX_LINGER = 5.0  # ...but never longer than this
 FAR_FUTURE = 10 * 365 * 24 * 3600.0
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 60.0
 BLOCKED_BACKOFF = 60.0
-#: Requests are paced 5 % further apart than ``1 / rate``. Slots are evenly spaced (no burst)
-#: and taken by one sender at a time (the lease holder), so six requests reach Airtable within
-#: one second only if a request's way from its slot to Airtable is 50 ms longer than that of
-#: the fifth after it (5 x 0.21 s = 1.05 s); see docs/airtable.md for why that is enough.
-PACING_MARGIN = 1.05
+#: The shared pacing spaces requests 2 % further apart than ``1 / rate`` (evenly, no burst),
+#: for requests of different senders; a sender's own requests are also kept in step with
+#: their replies (``wait_for_slot``), so no delay on the way can put more than the limit
+#: into one second. docs/airtable.md says why this is safe; benchmarks/bench_pacing.py
+#: measures it against an emulator enforcing the limit on a sliding second.
+PACING_MARGIN = 1.02
 _UNKNOWN_FIELD = re.compile(r'Unknown field name: "(?P<name>.+)"')
 
 
@@ -102,25 +113,35 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        self._recent = sender_record(settings)
         self.on_published = on_published
         self.on_failed = on_failed
         self.log = logger or StructuredLogger("SYSTEM", process="airtable")
+        self.registry = registry if registry is not None else MetricRegistry()
         api = make_api(settings)
         base = self.base_id
         self.api = api
-        self.table_names = {"job": settings.airtable_job_table, "client": settings.airtable_client_table}
-        self.tables = {kind: api.table(base, name) for kind, name in self.table_names.items()}
-        self.keys = {"job": JOB_KEY_FIELDS, "client": CLIENT_KEY_FIELDS}
+        names = table_field_names(settings, self.registry.specs)
+        tables: dict[Kind, str] = {
+            "job": settings.airtable_job_table,
+            "client": settings.airtable_client_table,
+        }
+        self.targets: dict[Kind, Target] = {
+            kind: Target(kind, name, api.table(base, name), names[kind]) for kind, name in tables.items()
+        }
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = f"airtable-publisher:{base}"
-        self.fields: dict[str, set[str] | None] = {"job": None, "client": None}
-        self.missing: dict[str, set[str]] = {"job": set(), "client": set()}
+        #: Held by a process whose flush() waits on the lease holder: "publish everything now".
+        self.flush_lease = f"airtable-flush:{base}"
         self.blocked: str | None = None
-        self.registry = registry if registry is not None else MetricRegistry()
-        #: A memory store starts empty after a restart: read each row once before its first publish.
-        self.seeding = not store.durable
-        self._seeded: set[tuple[str, str, str]] = set()
+        #: A memory store starts empty after a restart: read each run's rows once before publishing.
+        self.read_back = (
+            ReadBack(store, self.registry, self.targets, pace=self._wait_for_slot, log=self.log)
+            if not store.durable
+            else None
+        )
         self._schema_read = False
+        self._leading = False
         self._paused_until = 0.0
         self._last_sent: dict[tuple[str, str, str], float] = {}
         self._first_due: dict[tuple[str, str, str], float] = {}
@@ -160,6 +181,12 @@ class Publisher:
         except Exception as exc:
             self.log.info("could not release the Airtable sender lease (it expires by itself): %r", exc)
 
+    def retire(self) -> None:
+        """Stop for good, as when the Airtable it sends to is gone (a test's emulator): the
+        sender thread ends and later passes send nothing; the rows stay in the outbox."""
+        self._paused_until = math.inf
+        self.stop()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=LINGER / 2)
@@ -177,14 +204,15 @@ class Publisher:
         with self._lock:
             now = self.clock()
             # Renewed while paused too: another process must not send into Airtable's 429 lock.
-            if (
-                not self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, now)
-                or now < self._paused_until
-            ):
+            self._leading = self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, now)
+            if not self._leading or now < self._paused_until:
                 return 0
+            # A flush waiting in another process: publish as it would here. (Taking the lease
+            # for no time succeeds, and changes nothing, only when no one holds it.)
+            force = force or not self.store.acquire_lease(self.flush_lease, self.owner, 0.0, now)
             self._read_schema()
             due = self.store.outbox_due(math.inf if force else now, 1000)
-            ready: dict[str, list[tuple[OutboxItem, dict[str, Any]]]] = {"client": [], "job": []}
+            ready: dict[Kind, list[tuple[OutboxItem, dict[str, Any]]]] = {"client": [], "job": []}
             for item in due:
                 if force and item.due_at > now and item.attempts > 0:
                     continue  # backing off after an error: not even flush hammers Airtable
@@ -212,7 +240,7 @@ class Publisher:
 
     def _pick(self, item: OutboxItem, now: float, force: bool) -> tuple[OutboxItem, dict[str, Any]] | None:
         """The entry (at the version of the row as read) and its record, or None: not now."""
-        if self.seeding and _key(item) not in self._seeded and not self._seed(item):
+        if self.read_back is not None and not self.read_back.ready(item):
             return None  # unseeded, sending would later add Airtable's (our own) counts again
         loaded = load_record(self.store, item)
         if loaded is None:
@@ -235,16 +263,18 @@ class Publisher:
         # Acknowledge what is sent: the row as read, not the older version the entry was due at.
         return replace(item, version=version), record
 
-    def _send(self, kind: str, pairs: Sequence[tuple[OutboxItem, dict[str, Any]]]) -> int:
-        name = self.table_names[kind]
-        allowed = self.fields[kind]
-        records = [self._writable(kind, record, allowed) for _, record in pairs]
+    def _send(self, kind: Kind, pairs: Sequence[tuple[OutboxItem, dict[str, Any]]]) -> int:
+        target = self.targets[kind]
+        records = [self._writable(target, record) for _, record in pairs]
+        if len(pairs) > 1 and request_bytes(records) > MAX_REQUEST_BYTES:
+            middle = len(pairs) // 2  # too large for one request body: two smaller ones
+            return self._send(kind, pairs[:middle]) + self._send(kind, pairs[middle:])
         items = [item for item, _ in pairs]
         self._wait_for_slot()
         try:
-            self.tables[kind].batch_upsert([{"fields": r} for r in records], key_fields=self.keys[kind])
+            target.table.batch_upsert([{"fields": r} for r in records], key_fields=target.keys)
         except requests.HTTPError as exc:
-            return self._http_error(kind, pairs, exc)
+            return self._http_error(target, pairs, records, exc)
         except (requests.Timeout, requests.ConnectionError) as exc:
             self._back_off(items, f"{type(exc).__name__}: {exc}")
             return 0
@@ -255,26 +285,31 @@ class Publisher:
             self._first_due.pop(_key(item), None)
         self.blocked = None
         if self.on_published is not None:
-            self.on_published(name, records)
+            self.on_published(target.name, records)
         return len(items)
 
     def _http_error(
-        self, kind: str, pairs: Sequence[tuple[OutboxItem, dict[str, Any]]], exc: requests.HTTPError
+        self,
+        target: Target,
+        pairs: Sequence[tuple[OutboxItem, dict[str, Any]]],
+        records: Sequence[dict[str, Any]],
+        exc: requests.HTTPError,
     ) -> int:
         status = exc.response.status_code if exc.response is not None else 0
         error_type, message = _airtable_error(exc.response)
         items = [item for item, _ in pairs]
-        name = self.table_names[kind]
+        kind, name = target.kind, target.name
         if status == 422 and error_type == "UNKNOWN_FIELD_NAME":
             match = _UNKNOWN_FIELD.search(message)
-            if match is not None and match["name"] not in self.missing[kind]:
-                self._field_missing(kind, match["name"])
+            if match is not None and match["name"] not in target.missing:
+                target.missing.add(match["name"])
+                self._field_missing(target, match["name"])
                 return self._send(kind, pairs)
-        if status == 422 and len(pairs) > 1:
+        if status in (413, 422) and len(pairs) > 1:
             middle = len(pairs) // 2
             return self._send(kind, pairs[:middle]) + self._send(kind, pairs[middle:])
-        if status == 422:
-            ((item, record),) = pairs
+        if status in (413, 422):
+            (item,), (record,) = items, records
             error = f"{error_type}: {message}"
             self.store.outbox_retry(item, due_at=self.clock(), error=error, dead=True)
             self.log.error("Airtable refused a %s row %s (dead-lettered): %s", name, _key(item)[1:], error)
@@ -298,38 +333,20 @@ class Publisher:
         else:
             self._back_off(items, error)
         if self.on_failed is not None:
-            self.on_failed(name, error, [record for _, record in pairs])
+            self.on_failed(name, error, list(records))
         return 0
 
     def _back_off(self, items: Sequence[OutboxItem], error: str, fixed: float | None = None) -> None:
-        now = self.clock()
+        """Postpone the rows of one failed request together: one jittered due time for all,
+        so they come due, and go out, together again."""
+        attempts = max((item.attempts for item in items), default=0)
+        delay = fixed if fixed is not None else min(BACKOFF_CAP, BACKOFF_BASE * 2**attempts)
+        due_at = self.clock() + delay * random.uniform(0.5, 1.0)
         for item in items:
-            delay = fixed if fixed is not None else min(BACKOFF_CAP, BACKOFF_BASE * 2**item.attempts)
-            self.store.outbox_retry(item, due_at=now + delay * random.uniform(0.5, 1.0), error=error)
+            self.store.outbox_retry(item, due_at=due_at, error=error)
 
     def _wait_for_slot(self) -> None:
-        wait_for_slot(self.store, self.settings, clock=self.clock, sleep=self.sleep)
-
-    def _seed(self, item: OutboxItem) -> bool:
-        """Merge Airtable's copy of the row into the (memory) store, once per row and process;
-        False when Airtable could not be read (try again on the next pass)."""
-        self._wait_for_slot()
-        formula = row_formula(item.kind, item.run_id, item.client_id)
-        try:
-            found = self.tables[item.kind].all(formula=formula, max_records=1)
-        except (requests.RequestException, ValueError) as exc:
-            self.log.warning(
-                "could not read %s %s from Airtable before publishing: %s", item.kind, _key(item)[1:], exc
-            )
-            return False
-        self._seeded.add(_key(item))
-        if found:
-            remote = found[0]["fields"]
-            if item.kind == "client":
-                seed_client(self.store, self.registry, item.run_id, item.client_id, remote)
-            else:
-                seed_job(self.store, self.registry, item.run_id, remote)
-        return True
+        wait_for_slot(self.store, self.settings, clock=self.clock, sleep=self.sleep, recent=self._recent)
 
     # -- schema ---------------------------------------------------------------------
 
@@ -344,46 +361,64 @@ class Publisher:
         except AirtableSchemaError as exc:  # a token without schema scope: learn from 422s instead
             self.log.info("Airtable schema not readable (%s); unknown fields are learned from errors", exc)
             return
-        for kind, name in self.table_names.items():
-            if name not in tables:
-                self.log.warning("Airtable base has no table %r: run `flask jobmetrics airtable init`", name)
+        for target in self.targets.values():
+            if target.name not in tables:
+                self.log.warning(
+                    "Airtable base has no table %r: run `flask jobmetrics airtable init`", target.name
+                )
                 continue
-            self.fields[kind] = tables[name]
+            target.fields = tables[target.name]
 
-    def _field_missing(self, kind: str, field: str) -> None:
-        self.missing[kind].add(field)
+    def _field_missing(self, target: Target, field: str) -> None:
         self.log.warning(
             "Airtable table %r has no field %r: it is left out of writes"
-            " (`flask jobmetrics airtable init` adds it)",
-            self.table_names[kind],
+            " (`flask jobmetrics airtable init` adds it, JOBMETRICS_AIRTABLE_FIELD_NAMES maps it)",
+            target.name,
             field,
         )
 
-    def _writable(self, kind: str, record: Mapping[str, Any], allowed: set[str] | None) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field, value in record.items():
-            if field in self.missing[kind]:
-                continue
-            if allowed is not None and field not in allowed:
-                self._field_missing(kind, field)
-                continue
-            out[field] = value
+    def _writable(self, target: Target, record: Mapping[str, Any]) -> dict[str, Any]:
+        out, newly_missing = target.writable(record)
+        for field in newly_missing:
+            self._field_missing(target, field)
         return out
 
     # -- flush ----------------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> PublishResult:
-        """Send everything now; wait until the outbox is empty, blocked, or ``timeout`` passed."""
+        """Send everything now; wait until the outbox is empty, blocked, or ``timeout`` passed.
+
+        When another process holds the sender lease, ask it (through the store) to publish
+        everything now, and wait for the outbox to empty all the same.
+        """
         deadline = None if timeout is None else self.clock() + timeout
         published = 0
-        while True:
-            published += self.run_once(force=True)
-            pending, dead = self.store.outbox_counts()
-            if pending == 0 or (self.blocked is not None and timeout is None):
-                return PublishResult(published, pending, dead)
-            if deadline is not None and self.clock() >= deadline:
-                return PublishResult(published, pending, dead)
-            self.sleep(0.05)
+        asking = False
+        try:
+            while True:
+                published += self.run_once(force=True)
+                pending, dead = self.store.outbox_counts()
+                if pending == 0 or (self.blocked is not None and timeout is None):
+                    return PublishResult(published, pending, dead)
+                now = self.clock()
+                if deadline is not None and now >= deadline:
+                    return PublishResult(published, pending, dead)
+                if not self._leading:  # renewed while waiting; the holder looks on every pass
+                    ttl = LEASE_TTL if deadline is None else min(LEASE_TTL, deadline - now)
+                    asking = self.store.acquire_lease(self.flush_lease, self.owner, ttl, now) or asking
+                self.sleep(0.05)
+        finally:
+            if asking:  # hand the request back: the holder need not force any longer
+                try:
+                    self.store.acquire_lease(self.flush_lease, self.owner, 0.0, self.clock())
+                except Exception as exc:
+                    self.log.info("could not withdraw the flush request (it expires by itself): %r", exc)
+
+
+def sender_record(settings: Settings) -> deque[float]:
+    """A sender's record for ``wait_for_slot(recent=)``: when its last ``limit + 1`` waits
+    began (``limit``: whole requests per second of ``JOBMETRICS_AIRTABLE_RATE_LIMIT``, >= 1)."""
+    return deque(maxlen=max(1, int(settings.airtable_rate_limit)) + 1)
 
 
 def wait_for_slot(
@@ -392,14 +427,34 @@ def wait_for_slot(
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    recent: deque[float] | None = None,
 ) -> None:
-    """Wait for the next request slot of the base, shared by every process using ``store``."""
+    """Wait for the next request slot of the base, shared by every process using ``store``.
+
+    ``recent`` is the sender's own record (``sender_record``; one per sender, which sends one
+    request at a time). A request starts at least one second after the wait for the request
+    ``limit - 1`` before it began; that wait began once the reply to the request ``limit``
+    before had come back, so that request had reached Airtable: whatever the delays on the
+    way, no second ever holds more than ``limit`` of this sender's requests.
+    """
+    if recent is not None:
+        began = clock()
+        recent.append(began)
+        if len(recent) == recent.maxlen:  # recent[1]: the wait that began after the reply to recent[0]'s
+            wait = min(1.0, recent[1] + 1.0 - began)  # never more than a second (a clock set back)
+            if wait > 0:
+                sleep(wait)
     rate = settings.airtable_rate_limit / PACING_MARGIN
     while (wait := store.take_token(f"airtable-rate:{settings.airtable_base_id}", rate, clock())) > 0:
         sleep(wait)
 
 
 _PUBLISHERS: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+def publishers_to(endpoint_url: str) -> list[Publisher]:
+    """The live publishers of this process that send to ``endpoint_url``."""
+    return [p for p in list(_PUBLISHERS) if p.settings.airtable_endpoint_url == endpoint_url]
 
 
 def _after_fork_in_child() -> None:

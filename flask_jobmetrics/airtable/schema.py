@@ -25,6 +25,7 @@ from ..config import AIRTABLE_OFF, Settings
 from ..exceptions import JobMetricsError
 from ..schema import STATUS, MetricSpec
 from .fields import field_definitions
+from .names import table_field_names
 
 __all__ = [
     "AirtableSchemaError",
@@ -77,12 +78,14 @@ def make_api(settings: Settings) -> Api:
     )
 
 
-def tables_for(settings: Settings, specs: Iterable[MetricSpec]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The configured table names -> the fields we write to each."""
+def tables_for(settings: Settings, specs: Iterable[MetricSpec]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """The configured table names -> the fields we write to each, in the base's names
+    (``JOBMETRICS_AIRTABLE_FIELD_NAMES``: renamed, and those not published left out)."""
     specs = tuple(specs)
+    names = table_field_names(settings, specs)
     return {
-        settings.airtable_job_table: field_definitions(specs, job=True),
-        settings.airtable_client_table: field_definitions(specs, job=False),
+        settings.airtable_job_table: names["job"].definitions(field_definitions(specs, job=True)),
+        settings.airtable_client_table: names["client"].definitions(field_definitions(specs, job=False)),
     }
 
 

@@ -196,6 +196,7 @@ local function reply(r)
   return {r.v, r.c and 1 or 0, flat}
 end
 local function queue(member, v, completed)
+  if ARGV[7] == '0' then return end  -- the store keeps no outbox (Airtable publishing is off)
   local meta = redis.call('HGET', K_META, member)
   local attempts, err = '0', ''
   if meta then attempts, err = string.match(meta, '^%d+:(%d+):(.*)$') end

@@ -123,6 +123,8 @@ class Store(Protocol):
     durable: bool
     #: Whether other processes see the same rows (False: each process has its own).
     shared: bool
+    #: Whether changed rows are queued in the outbox (False when no one publishes them).
+    outbox: bool
 
     # -- client rows
     def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:

@@ -50,8 +50,10 @@ class MemoryStore:
         *,
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         clock: Callable[[], float] = time.time,
+        outbox: bool = True,
     ) -> None:
         self.url = url
+        self.outbox = outbox
         self._ttl = idempotency_ttl
         self._clock = clock
         self._lock = threading.RLock()
@@ -94,6 +96,8 @@ class MemoryStore:
 
     # -- helpers (lock held)
     def _queue(self, kind: str, run_id: str, client_id: str, version: int, completed: bool) -> None:
+        if not self.outbox:
+            return
         key = (kind, run_id, client_id)
         old = self._outbox.get(key)
         if old is None:

@@ -71,8 +71,10 @@ class RedisStore(TransactionHolder):
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         clock: Callable[[], float] = time.time,
         retention: float = DEFAULT_RETENTION,
+        outbox: bool = True,
     ) -> None:
         self.url = url
+        self.outbox = outbox
         redis_url, self.prefix, self.retention = parse_url(url, retention)
         self._ttl = idempotency_ttl
         self._clock = clock
@@ -131,7 +133,8 @@ class RedisStore(TransactionHolder):
         retention = "0" if self.retention == 0 else str(_ms(self.retention))
         payload = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
         expires = repr(float(now + self._ttl))
-        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload]
+        outbox = "1" if self.outbox else "0"
+        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload, outbox]
 
     def _merge(self, items: list[dict[str, Any]]) -> list[Any]:
         with self._errors("merge"):

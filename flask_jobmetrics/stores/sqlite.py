@@ -60,8 +60,10 @@ class SQLiteStore:
         idempotency_ttl: float = IDEMPOTENCY_TTL,
         clock: Callable[[], float] = time.time,
         timeout: float = 10.0,
+        outbox: bool = True,
     ) -> None:
         self.url = url
+        self.outbox = outbox
         self.path = sqlite_path(url)
         self._ttl = idempotency_ttl
         self._clock = clock
@@ -165,6 +167,8 @@ class SQLiteStore:
     ) -> None:
         # A completed row is due at once, unless it is backing off after an error; a dead one
         # that changed since Airtable refused it is tried again.
+        if not self.outbox:
+            return
         conn.execute(
             "INSERT INTO outbox (kind, run_id, client_id, version) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (kind, run_id, client_id) DO UPDATE SET version = excluded.version, "

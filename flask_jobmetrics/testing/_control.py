@@ -118,6 +118,8 @@ class TransportFault:
 @dataclass
 class _Pending:
     count: int
+    #: The kind of request it applies to; None: any.
+    kind: RequestKind | None = None
     status: int = 503
     body: dict[str, Any] | None = None
     delay: float = 0.0
@@ -126,49 +128,55 @@ class _Pending:
 
 @dataclass
 class Faults:
-    """Queued faults; each call of ``take_*`` consumes one request's worth."""
+    """Queued faults; each call of ``take_*`` consumes one request's worth.
 
-    _drops: int = 0
+    A fault queued for one kind of request (``"read"``, ``"write"``, ``"meta"``) waits for
+    the next request of that kind; one queued without a kind takes the next request.
+    """
+
+    _drops: list[_Pending] = field(default_factory=list)
     _delays: list[_Pending] = field(default_factory=list)
     _failures: list[_Pending] = field(default_factory=list)
 
-    def add_drop(self, count: int) -> None:
-        self._drops += count
+    def add_drop(self, count: int, kind: RequestKind | None = None) -> None:
+        self._drops.append(_Pending(count, kind))
 
-    def add_delay(self, count: int, seconds: float, apply: bool) -> None:
-        self._delays.append(_Pending(count, delay=seconds, apply=apply))
+    def add_delay(self, count: int, seconds: float, apply: bool, kind: RequestKind | None = None) -> None:
+        self._delays.append(_Pending(count, kind, delay=seconds, apply=apply))
 
-    def add_failure(self, count: int, status: int, body: dict[str, Any] | None) -> None:
-        self._failures.append(_Pending(count, status=status, body=body))
+    def add_failure(
+        self, count: int, status: int, body: dict[str, Any] | None, kind: RequestKind | None = None
+    ) -> None:
+        self._failures.append(_Pending(count, kind, status=status, body=body))
 
     def clear(self) -> None:
-        self._drops = 0
+        self._drops.clear()
         self._delays.clear()
         self._failures.clear()
 
     @staticmethod
-    def _consume(queue: list[_Pending]) -> _Pending | None:
-        if not queue:
-            return None
-        head = queue[0]
-        head.count -= 1
-        if head.count <= 0:
-            queue.pop(0)
-        return head
+    def _consume(queue: list[_Pending], kind: RequestKind) -> _Pending | None:
+        """The first fault queued for ``kind`` (or for any kind), one count of it used."""
+        for index, pending in enumerate(queue):
+            if pending.kind is None or pending.kind == kind:
+                pending.count -= 1
+                if pending.count <= 0:
+                    del queue[index]
+                return pending
+        return None
 
-    def take_transport(self) -> TransportFault | None:
-        """The drop or delay for the next request, if one is queued."""
-        if self._drops > 0:
-            self._drops -= 1
+    def take_transport(self, kind: RequestKind) -> TransportFault | None:
+        """The drop or delay for the next request of ``kind``, if one is queued."""
+        if self._consume(self._drops, kind) is not None:
             return TransportFault(drop=True)
-        pending = self._consume(self._delays)
+        pending = self._consume(self._delays, kind)
         if pending is None:
             return None
         return TransportFault(drop=False, delay=pending.delay, apply=pending.apply)
 
-    def take_failure(self) -> AirtableError | None:
-        """The error for the next record request, if one is queued."""
-        pending = self._consume(self._failures)
+    def take_failure(self, kind: RequestKind) -> AirtableError | None:
+        """The error for the next request of ``kind``, if one is queued."""
+        pending = self._consume(self._failures, kind)
         if pending is None:
             return None
         return AirtableError(pending.status, pending.body or default_body(pending.status))

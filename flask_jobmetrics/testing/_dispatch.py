@@ -13,7 +13,11 @@ from ._errors import AirtableError, invalid_request, model_not_found, not_found_
 from ._listing import Lister, ListParams, get_record
 from ._model import Base, IdFactory, Table
 
-__all__ = ["Route", "Store", "classify", "dispatch"]
+__all__ = ["ALL_SCOPES", "Route", "Store", "classify", "dispatch", "required_scope"]
+
+#: The token scopes the emulator knows (Airtable's "Scopes" reference); a token has all of
+#: them unless it is given fewer.
+ALL_SCOPES = frozenset({"data.records:read", "data.records:write", "schema.bases:read", "schema.bases:write"})
 
 
 @dataclass
@@ -25,6 +29,9 @@ class Store:
     bases: dict[str, Base] = field(default_factory=dict)
     fail_rules: list[records.FailRule] = field(default_factory=list)
     lister: Lister = field(init=False)
+
+    #: The user every token belongs to (``GET /v0/meta/whoami``).
+    user_id: str = "usrFakeAirtable00"
 
     def __post_init__(self) -> None:
         self.lister = Lister(self.ids)
@@ -64,7 +71,20 @@ def classify(method: str, segments: list[str]) -> Route:
     return Route(segments, base_id, "read" if reading else "write")
 
 
+def required_scope(method: str, route: Route) -> str | None:
+    """The scope a token needs for the request (None: any valid token may ask)."""
+    if route.kind == "read":
+        return "data.records:read"
+    if route.kind == "write":
+        return "data.records:write"
+    if route.segments[1:] == ["whoami"]:
+        return None
+    return "schema.bases:read" if method == "GET" else "schema.bases:write"
+
+
 def _meta(store: Store, method: str, parts: list[str], body: Any) -> Any:
+    if parts == ["whoami"] and method == "GET":  # a personal access token: no "scopes" in the answer
+        return {"id": store.user_id}
     if parts == ["bases"] and method == "GET":
         return {
             "bases": [{"id": b.id, "name": b.name, "permissionLevel": "create"} for b in store.bases.values()]
@@ -79,7 +99,7 @@ def _meta(store: Store, method: str, parts: list[str], body: Any) -> Any:
             name = payload.get("name")
             if not isinstance(fields, list) or not isinstance(name, str):
                 raise invalid_request('Invalid request: a table needs "name" and a list of "fields"')
-            return base.add_table(name, fields, store.ids, payload.get("description")).schema()
+            return base.add_table(name, fields, store.ids, payload.get("description"), strict=True).schema()
     if (
         len(parts) == 5
         and parts[0] == "bases"
@@ -88,7 +108,7 @@ def _meta(store: Store, method: str, parts: list[str], body: Any) -> Any:
         and method == "POST"
     ):
         table = store.table(parts[1], parts[3])
-        return table.add_field(_object(body), store.ids).schema()
+        return table.add_field(_object(body), store.ids, strict=True).schema()
     raise not_found_route()
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "not_found_route",
     "rate_limited",
     "record_not_found",
+    "request_too_large",
     "unknown_field",
 ]
 
@@ -77,7 +78,7 @@ def auth_required() -> AirtableError:
 
 
 def model_not_found() -> AirtableError:
-    """Unknown base or table: Airtable will not say which (403)."""
+    """Unknown base or table, or a token without the scope: Airtable will not say which (403)."""
     return AirtableError(403, default_body(403))
 
 
@@ -88,6 +89,11 @@ def not_found_route() -> AirtableError:
 
 def record_not_found() -> AirtableError:
     return AirtableError.of(404, "MODEL_ID_NOT_FOUND", "Record not found")
+
+
+def request_too_large() -> AirtableError:
+    """A body over the size limit: 413 ``REQUEST_TOO_LARGE`` (the type airtable.js gives it)."""
+    return AirtableError(413, default_body(413))
 
 
 def rate_limited() -> AirtableError:

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
+from ..airtable_limits import MAX_CELL_TEXT_LENGTH, text_length
 from ._errors import AirtableError
 
 __all__ = [
+    "MERGEABLE_TYPES",
     "FieldDef",
+    "check_create_options",
     "coerce_value",
     "format_datetime",
     "is_empty",
@@ -23,6 +26,39 @@ __all__ = [
 TEXT_TYPES = frozenset({"singleLineText", "multilineText", "email", "url", "phoneNumber", "richText"})
 NUMBER_TYPES = frozenset({"number", "currency", "percent", "rating", "duration"})
 SELECT_TYPES = frozenset({"singleSelect", "multipleSelects"})
+#: Text types whose cells hold at most ``MAX_CELL_TEXT_LENGTH`` characters.
+LIMITED_TEXT_TYPES = frozenset({"singleLineText", "multilineText", "richText"})
+#: Types a ``performUpsert.fieldsToMergeOn`` field may have (Airtable's "Update multiple
+#: records": number, text, long text, single select, multiple select, date; never computed).
+MERGEABLE_TYPES = frozenset(
+    {
+        "singleLineText",
+        "multilineText",
+        "email",
+        "url",
+        "phoneNumber",
+        "number",
+        "currency",
+        "percent",
+        "singleSelect",
+        "multipleSelects",
+        "date",
+        "dateTime",
+    }
+)
+#: Options the metadata API requires when it creates a field of the type.
+_REQUIRED_CREATE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "number": ("precision",),
+    "percent": ("precision",),
+    "currency": ("precision", "symbol"),
+    "rating": ("color", "icon", "max"),
+    "duration": ("durationFormat",),
+    "checkbox": ("color", "icon"),
+    "date": ("dateFormat",),
+    "dateTime": ("dateFormat", "timeFormat", "timeZone"),
+    "singleSelect": ("choices",),
+    "multipleSelects": ("choices",),
+}
 _TRUE_WORDS = frozenset({"true", "yes", "checked", "1", "on", "x"})
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -83,6 +119,25 @@ def normalize_options(
             for choice in merged.get("choices", [])
         ]
     return merged
+
+
+def check_create_options(name: str, field_type: str, options: Any) -> None:
+    """Refuse a field the metadata API would not create: 422 ``INVALID_FIELD_TYPE_OPTIONS_FOR_CREATE``
+    when a type that needs options (number's ``precision``, dateTime's formats and zone, ...)
+    comes without them."""
+    required = _REQUIRED_CREATE_OPTIONS.get(field_type, ())
+    if not required:
+        return
+    if not isinstance(options, dict):
+        missing = f"{name}.options"
+    else:
+        absent = [key for key in required if key not in options]
+        if not absent:
+            return
+        missing = f"{name}.options.{absent[0]}"
+    raise AirtableError.of(
+        422, "INVALID_FIELD_TYPE_OPTIONS_FOR_CREATE", f"Failed schema validation: {missing} is missing"
+    )
 
 
 def is_empty(value: Any) -> bool:
@@ -188,7 +243,10 @@ def coerce_value(fdef: FieldDef, value: Any, typecast: bool, new_id: Callable[[s
         return None
     kind = fdef.type
     if kind in TEXT_TYPES:
-        return _as_text(fdef, value, typecast)
+        text = _as_text(fdef, value, typecast)
+        if kind in LIMITED_TEXT_TYPES and text_length(text) > MAX_CELL_TEXT_LENGTH:
+            raise _cannot_accept(fdef)
+        return text
     if kind in NUMBER_TYPES:
         return _as_number(fdef, value, typecast)
     if kind == "checkbox":

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..airtable_limits import MAX_PAGE_SIZE
 from ._errors import AirtableError, invalid_request, record_not_found
 from ._formula import FormulaSyntaxError, Node, field_names, parse_formula
 from ._formula_eval import EvalContext, matches
@@ -14,7 +15,6 @@ from ._model import IdFactory, Record, Table
 
 __all__ = ["ListParams", "Lister", "get_record"]
 
-MAX_PAGE_SIZE = 100
 MAX_OPEN_ITERATORS = 1000
 _SORT_KEY = re.compile(r"sort\[(\d+)\]\[(field|direction)\]")
 _BAD_FORMULA = "The formula for filtering records is invalid: "

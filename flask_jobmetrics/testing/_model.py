@@ -10,7 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from ._errors import AirtableError, unknown_field
-from ._fields import FieldDef, coerce_value, format_datetime, is_empty, normalize_options, parse_datetime
+from ._fields import (
+    FieldDef,
+    check_create_options,
+    coerce_value,
+    format_datetime,
+    is_empty,
+    normalize_options,
+    parse_datetime,
+)
 
 __all__ = ["Base", "FieldSpec", "FieldSpecs", "IdFactory", "Record", "Table", "build_field"]
 
@@ -45,14 +53,20 @@ class Record:
     cells: dict[str, Any] = field(default_factory=dict)
 
 
-def build_field(spec: FieldSpec, ids: IdFactory) -> FieldDef:
-    """A ``FieldDef`` from a field spec as the metadata API takes it."""
+def build_field(spec: FieldSpec, ids: IdFactory, strict: bool = False) -> FieldDef:
+    """A ``FieldDef`` from a field spec as the metadata API takes it.
+
+    ``strict`` (the metadata API) refuses a type created without the options it needs;
+    otherwise (the data helpers) Airtable's defaults fill them in.
+    """
     name = spec.get("name")
     field_type = spec.get("type")
     if not isinstance(name, str) or not name.strip():
         raise AirtableError.of(422, "INVALID_REQUEST_UNKNOWN", "A field needs a non-empty name")
     if not isinstance(field_type, str):
         raise AirtableError.of(422, "INVALID_FIELD_TYPE", f"Field {name!r} needs a type")
+    if strict:
+        check_create_options(name, field_type, spec.get("options"))
     options = normalize_options(field_type, spec.get("options"), ids.new)
     return FieldDef(ids.new("fld"), name, field_type, options, spec.get("description"))
 
@@ -86,9 +100,11 @@ class Table:
             raise unknown_field(key)
         return fdef
 
-    def add_field(self, spec: FieldSpec, ids: IdFactory) -> FieldDef:
-        new = build_field(spec, ids)
-        if self.get_field(new.name) is not None:
+    def add_field(self, spec: FieldSpec, ids: IdFactory, strict: bool = False) -> FieldDef:
+        """Add a field; names are unique regardless of case, as in Airtable."""
+        new = build_field(spec, ids, strict)
+        folded = new.name.casefold()
+        if any(fdef.name.casefold() == folded for fdef in self.fields):
             raise AirtableError.of(
                 422, "DUPLICATE_OR_EMPTY_FIELD_NAME", f'Field name "{new.name}" is already used'
             )
@@ -162,7 +178,12 @@ class Base:
         return None
 
     def add_table(
-        self, name: str, fields: FieldSpecs, ids: IdFactory, description: str | None = None
+        self,
+        name: str,
+        fields: FieldSpecs,
+        ids: IdFactory,
+        description: str | None = None,
+        strict: bool = False,
     ) -> Table:
         if not name.strip():
             raise AirtableError.of(422, "INVALID_REQUEST_UNKNOWN", "A table needs a non-empty name")
@@ -173,6 +194,6 @@ class Base:
             raise AirtableError.of(422, "INVALID_REQUEST_UNKNOWN", "A table needs at least one field")
         table = Table(ids.new("tbl"), name, [], ids.new("viw"), description)
         for spec in specs:
-            table.add_field(spec, ids)
+            table.add_field(spec, ids, strict)
         self.tables.append(table)
         return table

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..airtable_limits import MAX_MERGE_FIELDS, MAX_RECORDS_PER_REQUEST
 from ._errors import AirtableError, invalid_request, record_not_found
-from ._fields import FieldDef
+from ._fields import MERGEABLE_TYPES, FieldDef
 from ._model import IdFactory, Record, Table
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "update_one",
 ]
 
-MAX_RECORDS_PER_REQUEST = 10
 _BATCH_SHAPE = (
     'You must provide an array of up to 10 record objects, each with an "id" ID field and a '
     '"fields" object for cell values.'
@@ -161,7 +161,13 @@ def update_one(
 
 
 def update_many(table: Table, body: Mapping[str, Any], replace: bool, ctx: WriteContext) -> dict[str, Any]:
-    """``PATCH``/``PUT /v0/{base}/{table}``: a batch update, or an upsert with ``performUpsert``."""
+    """``PATCH``/``PUT /v0/{base}/{table}``: a batch update, or an upsert with ``performUpsert``.
+
+    Which record each upserted record updates is decided against the table as it was before
+    the request: a record never matches one created earlier in the same request, so two
+    records that would create the same key are refused, and a blank merge value matches
+    nothing (not even another blank).
+    """
     ctx = _options(ctx, body)
     items = _records_list(body, "updated")
     upsert = body.get("performUpsert")
@@ -173,12 +179,9 @@ def update_many(table: Table, body: Mapping[str, Any], replace: bool, ctx: Write
     created: list[str] = []
     updated: list[str] = []
     with atomic(table):
-        for item in items:
-            cells = table.convert_cells(item["fields"], ctx.typecast, ctx.ids)
-            if "id" in item or merge_on is None:
-                target: Record | None = _existing(table, item.get("id"))
-            else:
-                target = _match(table, merge_on, cells)
+        converted = [table.convert_cells(item["fields"], ctx.typecast, ctx.ids) for item in items]
+        targets = _targets(table, items, converted, merge_on)
+        for cells, target in zip(converted, targets, strict=True):
             if target is None:
                 target = _new_record(table, cells, ctx)
                 created.append(target.id)
@@ -194,23 +197,73 @@ def update_many(table: Table, body: Mapping[str, Any], replace: bool, ctx: Write
     return result
 
 
+def _targets(
+    table: Table,
+    items: list[dict[str, Any]],
+    converted: list[dict[str, Any]],
+    merge_on: list[FieldDef] | None,
+) -> list[Record | None]:
+    """The existing record each item updates (None: it creates one), before anything is applied."""
+    targets: list[Record | None] = []
+    creating: dict[tuple[Any, ...], int] = {}
+    for index, (item, cells) in enumerate(zip(items, converted, strict=True)):
+        if "id" in item or merge_on is None:
+            targets.append(_existing(table, item.get("id")))
+            continue
+        key = _merge_key(merge_on, cells)
+        found = _match(table, merge_on, key) if key is not None else None
+        if found is None and key is not None:
+            if key in creating:
+                names = ", ".join(f.name for f in merge_on)
+                raise invalid_request(
+                    f"Cannot upsert: records {creating[key] + 1} and {index + 1} of the request have "
+                    f"the same fieldsToMergeOn values ({names}) and would create two records"
+                )
+            creating[key] = index
+        targets.append(found)
+    return targets
+
+
 def _merge_fields(table: Table, upsert: Any) -> list[FieldDef]:
     names = upsert.get("fieldsToMergeOn") if isinstance(upsert, dict) else None
-    if not isinstance(names, list) or not 1 <= len(names) <= 3 or not all(isinstance(n, str) for n in names):
+    if (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= MAX_MERGE_FIELDS
+        or not all(isinstance(n, str) for n in names)
+    ):
         raise invalid_request(
-            'Invalid request: "performUpsert.fieldsToMergeOn" must list 1 to 3 field names or ids'
+            f'Invalid request: "performUpsert.fieldsToMergeOn" must list 1 to {MAX_MERGE_FIELDS} '
+            "field names or ids"
         )
-    return [table.require_field(name) for name in names]
+    fields = [table.require_field(name) for name in names]
+    for fdef in fields:
+        if fdef.type not in MERGEABLE_TYPES:
+            raise invalid_request(
+                f'Invalid request: field "{fdef.name}" of type {fdef.type} cannot be used in '
+                "fieldsToMergeOn (use a number, text, long text, select or date field)"
+            )
+    return fields
 
 
-def _match(table: Table, merge_on: list[FieldDef], cells: dict[str, Any]) -> Record | None:
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _merge_key(merge_on: list[FieldDef], cells: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The record's merge values; None when one of them is blank (a blank matches nothing)."""
     missing = [f.name for f in merge_on if f.id not in cells]
     if missing:
         raise invalid_request(
             f"Invalid request: record is missing fieldsToMergeOn value(s) for {', '.join(missing)}"
         )
-    key = [cells[f.id] for f in merge_on]
-    found = [r for r in table.records.values() if [r.cells.get(f.id) for f in merge_on] == key]
+    key = tuple(_hashable(cells[f.id]) for f in merge_on)
+    return None if any(value is None for value in key) else key
+
+
+def _match(table: Table, merge_on: list[FieldDef], key: tuple[Any, ...]) -> Record | None:
+    found = [
+        r for r in table.records.values() if tuple(_hashable(r.cells.get(f.id)) for f in merge_on) == key
+    ]
     if len(found) > 1:
         names = ", ".join(f.name for f in merge_on)
         raise invalid_request(

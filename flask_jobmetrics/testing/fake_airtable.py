@@ -1,9 +1,9 @@
 """``FakeAirtable``: Airtable's REST API, emulated over real HTTP for tests.
 
 Point ``pyairtable.Api(api_key, endpoint_url=fake.url)`` at a started emulator: the
-records API, the metadata API, ``filterByFormula``, the per-base rate limit and
-Airtable's error bodies behave as Airtable's do. Faults (errors, delays, dropped
-connections) can be queued, and every request is logged.
+records API, the metadata API, ``filterByFormula``, token scopes, the per-base rate limit,
+Airtable's size limits and its error bodies behave as Airtable's do. Faults (errors,
+delays, dropped connections) can be queued, and every request is logged.
 """
 
 from __future__ import annotations
@@ -13,20 +13,29 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable
+from contextlib import suppress
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from ..airtable_limits import MAX_REQUEST_BODY_BYTES, REQUESTS_PER_SECOND
 from . import _records as recops
 from ._control import Faults, LoggedRequest, RateLimiter, RequestKind, max_in_any_second
-from ._dispatch import Route, Store, classify, dispatch
-from ._errors import AirtableError, auth_required, error_body, not_found_route, rate_limited
-from ._fields import normalize_options
-from ._model import Base, FieldSpecs, IdFactory, Table
+from ._dispatch import ALL_SCOPES, Route, Store, classify, dispatch, required_scope
+from ._errors import (
+    AirtableError,
+    auth_required,
+    error_body,
+    model_not_found,
+    not_found_route,
+    rate_limited,
+    request_too_large,
+)
+from ._helpers import DataHelpers
+from ._model import IdFactory
 
 __all__ = ["FakeAirtable", "LoggedRequest"]
 
@@ -40,30 +49,41 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class FakeAirtable:
+class FakeAirtable(DataHelpers):
     """An Airtable API emulator served on ``127.0.0.1`` at an ephemeral port.
 
     Args:
-        api_key: The only bearer token accepted; any other gets 401.
+        api_key: A bearer token accepted (more with ``add_token``); any other gets 401.
+        scopes: The scopes of ``api_key`` (default: all of ``ALL_SCOPES``). A request its
+            token has no scope for gets 403, as from Airtable.
         rate_limit: Requests per second per base (sliding one-second window); the
             request over it gets 429 and locks the base. ``None`` disables the limit.
         rate_limit_lock_seconds: How long a base answers 429 after going over the limit.
+        max_request_bytes: A request body over this many bytes gets 413.
         clock: Monotonic seconds, for the rate limit and the request log.
         seed: Seed of the generated ids (``rec...``, ``fld...``), for repeatable runs.
     """
+
+    #: Every scope the emulator checks: ``data.records:read``/``:write``, ``schema.bases:read``/``:write``.
+    ALL_SCOPES = ALL_SCOPES
 
     def __init__(
         self,
         api_key: str = "keyTEST",
         *,
-        rate_limit: float | None = 5.0,
+        scopes: Iterable[str] | None = None,
+        rate_limit: float | None = REQUESTS_PER_SECOND,
         rate_limit_lock_seconds: float = 30.0,
+        max_request_bytes: int = MAX_REQUEST_BODY_BYTES,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = 0,
     ) -> None:
         self.api_key = api_key
-        self._clock = clock
+        self.max_request_bytes = max_request_bytes
         self._lock = threading.RLock()
+        self._tokens: dict[str, frozenset[str]] = {}
+        self.add_token(api_key, ALL_SCOPES if scopes is None else scopes)
+        self._clock = clock
         self._store = Store(IdFactory(seed), lambda: datetime.now(timezone.utc))
         self._limiter = RateLimiter(rate_limit, rate_limit_lock_seconds)
         self._faults = Faults()
@@ -112,131 +132,49 @@ class FakeAirtable:
             raise RuntimeError("FakeAirtable is not started")
         return f"http://127.0.0.1:{self._server.port}"
 
-    # -- data helpers (no HTTP, no rate limit, not logged) -------------------------------
-
-    @contextmanager
-    def _data(self) -> Iterator[None]:
-        """Hold the lock; report Airtable errors as ``ValueError``."""
+    def add_token(self, token: str, scopes: Iterable[str] = ALL_SCOPES) -> None:
+        """Accept ``token`` too, with only ``scopes`` (replacing its scopes if it is known)."""
+        granted = frozenset(scopes)
+        unknown = sorted(granted - ALL_SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {sorted(ALL_SCOPES)}")
         with self._lock:
-            try:
-                yield
-            except AirtableError as exc:
-                raise ValueError(f"{exc.status}: {exc.body}") from None
-
-    def _table(self, base_id: str, table: str) -> Table:
-        base = self._store.bases.get(base_id)
-        found = base.table(table) if base is not None else None
-        if found is None:
-            raise KeyError(f"no table {table!r} in base {base_id!r}")
-        return found
-
-    def add_base(self, base_id: str, name: str = "Test") -> str:
-        """Create an empty base; returns its id."""
-        with self._data():
-            if base_id in self._store.bases:
-                raise ValueError(f"base {base_id!r} already exists")
-            self._store.bases[base_id] = Base(base_id, name)
-        return base_id
-
-    def add_table(
-        self, base_id: str, table_name: str, fields: FieldSpecs, description: str | None = None
-    ) -> str:
-        """Create a table; returns its ``tbl...`` id. The first field is the primary field.
-
-        ``fields`` is ``{"Name": "singleLineText", ...}`` or a list of field specs as the
-        metadata API takes them: ``{"name", "type", "options"?, "description"?}``.
-        """
-        with self._data():
-            base = self._store.bases.get(base_id)
-            if base is None:
-                raise KeyError(f"no base {base_id!r}")
-            return base.add_table(table_name, fields, self._store.ids, description).id
-
-    def table_id(self, base_id: str, table: str) -> str:
-        """The ``tbl...`` id of a table given by name (or id)."""
-        with self._data():
-            return self._table(base_id, table).id
-
-    def add_field(
-        self, base_id: str, table: str, name: str, field_type: str, options: Mapping[str, Any] | None = None
-    ) -> str:
-        """Add a field to a table; returns its ``fld...`` id."""
-        spec: dict[str, Any] = {"name": name, "type": field_type}
-        if options is not None:
-            spec["options"] = dict(options)
-        with self._data():
-            return self._table(base_id, table).add_field(spec, self._store.ids).id
-
-    def set_field_type(
-        self, base_id: str, table: str, field: str, field_type: str, options: Mapping[str, Any] | None = None
-    ) -> None:
-        """Change a field's type (and options); stored values are kept as they are."""
-        with self._data():
-            fdef = self._table(base_id, table).require_field(field)
-            fdef.type = field_type
-            fdef.options = normalize_options(
-                field_type, dict(options) if options else None, self._store.ids.new
-            )
-
-    def remove_field(self, base_id: str, table: str, field: str) -> None:
-        """Delete a field and its values, as if someone deleted the column in Airtable."""
-        with self._data():
-            target = self._table(base_id, table)
-            fdef = target.require_field(field)
-            if fdef is target.fields[0]:
-                raise ValueError("the primary field cannot be removed")
-            target.fields.remove(fdef)
-            for record in target.records.values():
-                record.cells.pop(fdef.id, None)
-
-    def add_records(
-        self, base_id: str, table: str, rows: Iterable[Mapping[str, Any]], typecast: bool = False
-    ) -> list[dict[str, Any]]:
-        """Insert records directly (validated like the API, but any number at once)."""
-        with self._data():
-            target = self._table(base_id, table)
-            created: list[dict[str, Any]] = []
-            for chunk in _chunks([dict(row) for row in rows], recops.MAX_RECORDS_PER_REQUEST):
-                body = {"records": [{"fields": row} for row in chunk], "typecast": typecast}
-                context = recops.WriteContext(self._store.ids, self._store.now, [])
-                created += recops.create(target, body, context)["records"]
-            return created
-
-    def records(self, base_id: str, table: str) -> list[dict[str, Any]]:
-        """Every record of a table as the API returns it (``id``, ``createdTime``, ``fields``)."""
-        with self._data():
-            target = self._table(base_id, table)
-            return [target.record_json(record) for record in target.records.values()]
-
-    def schema(self, base_id: str) -> dict[str, Any]:
-        """What ``GET /v0/meta/bases/{base_id}/tables`` returns."""
-        with self._data():
-            base = self._store.bases.get(base_id)
-            if base is None:
-                raise KeyError(f"no base {base_id!r}")
-            return {"tables": [table.schema() for table in base.tables]}
+            self._tokens[token] = granted
 
     # -- faults ---------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, status: int = 503, body: dict[str, Any] | None = None) -> None:
-        """The next ``n`` record requests get ``status`` (Airtable's body for it unless ``body``)."""
-        with self._lock:
-            self._faults.add_failure(n, status, body)
+    def fail_next(
+        self,
+        n: int = 1,
+        status: int = 503,
+        body: dict[str, Any] | None = None,
+        *,
+        kind: RequestKind | None = None,
+    ) -> None:
+        """The next ``n`` requests get ``status`` (Airtable's body for it unless ``body``).
 
-    def delay_next(self, n: int, seconds: float, *, apply: bool = False) -> None:
-        """Hold each of the next ``n`` requests ``seconds`` (real time) before answering.
+        ``kind`` (``"read"``, ``"write"`` or ``"meta"``) keeps the failures for requests of
+        that kind; without it the next requests of any kind fail, metadata ones included.
+        """
+        with self._lock:
+            self._faults.add_failure(n, status, body, kind)
+
+    def delay_next(
+        self, n: int, seconds: float, *, apply: bool = False, kind: RequestKind | None = None
+    ) -> None:
+        """Hold each of the next ``n`` requests (of ``kind``, if given) ``seconds`` (real time).
 
         With ``apply=False`` (the default) the request is then dropped without being
         applied, as if it never reached Airtable: the client sees its read timeout and
         nothing changed. With ``apply=True`` it is handled normally after the delay.
         """
         with self._lock:
-            self._faults.add_delay(n, seconds, apply)
+            self._faults.add_delay(n, seconds, apply, kind)
 
-    def drop_next(self, n: int = 1) -> None:
-        """Close the connection of each of the next ``n`` requests without answering."""
+    def drop_next(self, n: int = 1, *, kind: RequestKind | None = None) -> None:
+        """Close the connection of each of the next ``n`` requests (of ``kind``, if given) unanswered."""
         with self._lock:
-            self._faults.add_drop(n)
+            self._faults.add_drop(n, kind)
 
     def fail_records(
         self,
@@ -310,7 +248,8 @@ class FakeAirtable:
         segments = [urllib.parse.unquote(s) for s in path.split("/")[2:]] if path.startswith("/v0/") else None
         route = classify(method, segments) if segments is not None else Route([], None, "meta")
         query = request.args.to_dict(flat=False)
-        body, body_error = _parse_json(raw)
+        too_large = len(raw) > self.max_request_bytes
+        body, body_error = (None, False) if too_large else _parse_json(raw)
 
         def log(status: int | None, moment: float) -> None:
             decoded = urllib.parse.unquote(path)
@@ -318,10 +257,16 @@ class FakeAirtable:
                 LoggedRequest(method, decoded, query, body, status, moment, route.base_id, route.kind)
             )
 
-        authorized = request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        header = request.headers.get("Authorization", "")
         with self._lock:
+            scopes = self._tokens.get(header[7:]) if header.startswith("Bearer ") else None
+            authorized = scopes is not None
             arrival = self._clock()
-            fault = self._faults.take_transport()
+            if too_large:  # refused before it reaches the API: not rate-limit counted, no fault
+                refusal = request_too_large()
+                log(refusal.status, arrival)
+                return _json_response(refusal.body, refusal.status)(environ, start_response)
+            fault = self._faults.take_transport(route.kind)
             # Airtable counts a request when it arrives, however long it then takes.
             allowed = not (
                 authorized
@@ -339,15 +284,13 @@ class FakeAirtable:
                 log(None, arrival)
             _drop_connection(environ)
         with self._lock:
-            status, payload = self._respond(
-                authorized, allowed, method, route, segments, query, body, body_error
-            )
+            status, payload = self._respond(scopes, allowed, method, route, segments, query, body, body_error)
             log(status, arrival)
-        return Response(json.dumps(payload), status, mimetype="application/json")(environ, start_response)
+        return _json_response(payload, status)(environ, start_response)
 
     def _respond(
         self,
-        authorized: bool,
+        scopes: frozenset[str] | None,
         allowed: bool,
         method: str,
         route: Route,
@@ -357,14 +300,17 @@ class FakeAirtable:
         body_error: bool,
     ) -> tuple[int, Any]:
         try:
-            if not authorized:
+            if scopes is None:
                 raise auth_required()
             if segments is None:
                 raise not_found_route()
             if not allowed:
                 raise rate_limited()
-            if route.kind != "meta" and (failure := self._faults.take_failure()) is not None:
+            if (failure := self._faults.take_failure(route.kind)) is not None:
                 raise failure
+            needed = required_scope(method, route)
+            if needed is not None and needed not in scopes:
+                raise model_not_found()
             if body_error:
                 raise AirtableError(
                     400, error_body("INVALID_REQUEST_UNKNOWN", "Could not parse request body")
@@ -372,6 +318,10 @@ class FakeAirtable:
             return 200, dispatch(self._store, method, route, query, body)
         except AirtableError as exc:
             return exc.status, exc.body
+
+
+def _json_response(payload: Any, status: int) -> Response:
+    return Response(json.dumps(payload), status, mimetype="application/json")
 
 
 def _parse_json(raw: bytes) -> tuple[Any, bool]:
@@ -391,8 +341,3 @@ def _drop_connection(environ: dict[str, Any]) -> NoReturn:
         with suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
     raise ConnectionAbortedError("connection dropped by FakeAirtable")
-
-
-def _chunks(items: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -4,7 +4,9 @@ Fixtures:
 
 ``fake_airtable``
     A started emulator holding base ``BASE_ID`` with the tables "Job Tracking" and
-    "Client Run Results" (fields below); stopped after the test.
+    "Client Run Results" (fields below); stopped after the test, and with it the Airtable
+    publishers of the apps that sent to it (``retire_emulator``), so an app the test left
+    running logs no connection errors into later tests.
 ``fake_airtable_factory``
     Builds more emulators with the same base: ``fake_airtable_factory(rate_limit=None,
     clock=ManualClock())`` takes ``FakeAirtable``'s keyword arguments; each is
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..airtable.fields import field_definitions
+from ..airtable.publisher import publishers_to
 from ..schema import BUILTIN_METRICS
 from .fake_airtable import FakeAirtable
 
@@ -34,6 +37,7 @@ __all__ = [
     "CLIENT_RUN_RESULTS_FIELDS",
     "JOB_TRACKING_FIELDS",
     "add_jobmetrics_tables",
+    "retire_emulator",
     "fake_airtable",
     "fake_airtable_api",
     "fake_airtable_factory",
@@ -61,6 +65,18 @@ def add_jobmetrics_tables(fake: FakeAirtable, base_id: str = BASE_ID) -> None:
     fake.add_table(base_id, "Client Run Results", CLIENT_RUN_RESULTS_FIELDS)
 
 
+def retire_emulator(fake: FakeAirtable) -> None:
+    """Stop ``fake`` and, first, the publishers sending to it: with nothing listening they
+    would only retry into "Connection refused" (their rows stay in their outbox)."""
+    try:
+        url = fake.url
+    except RuntimeError:  # not started, or already stopped
+        return
+    for publisher in publishers_to(url):
+        publisher.retire()
+    fake.stop()
+
+
 @pytest.fixture
 def fake_airtable_factory() -> Iterator[Callable[..., FakeAirtable]]:
     """Make started FakeAirtables with the flask_jobmetrics base; all stopped after the test."""
@@ -75,7 +91,7 @@ def fake_airtable_factory() -> Iterator[Callable[..., FakeAirtable]]:
 
     yield make
     for fake in started:
-        fake.stop()
+        retire_emulator(fake)
 
 
 @pytest.fixture
