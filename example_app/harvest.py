@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask_jobmetrics.decorators import SIGNATURE_HEADER, sign
+from flask_jobmetrics.decorators import SIGNATURE_HEADER, sign_timestamped
 from flask_jobmetrics.exceptions import InvalidRunIdError
 from flask_jobmetrics.runids import RunId
 
@@ -73,12 +73,12 @@ def harvest_delivery(
     *,
     run_id_header: str = "X-Run-ID",
 ) -> SignedDelivery:
-    """A signed webhook delivery of ``posts`` for ``client_id`` in run ``run_id``."""
+    """A signed (timestamped) webhook delivery of ``posts`` for ``client_id`` in run ``run_id``."""
     body = json.dumps({"event_id": event_id, "run_id": run_id, "posts": list(posts)}).encode()
     headers = {
         "Content-Type": "application/json",
         run_id_header: run_id,
-        SIGNATURE_HEADER: sign(body, secret),
+        SIGNATURE_HEADER: sign_timestamped(body, secret),  # t=<now>,v1=...: cannot be replayed later
     }
     return SignedDelivery(f"/webhooks/harvest/{client_id}", body, headers)
 

@@ -11,17 +11,19 @@ from .exceptions import (
     JobMetricsError,
     NotInitializedError,
     StoreError,
+    StoreUnavailableError,
     UnknownRunError,
 )
 from .extension import JobMetrics
 from .log import StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .operations import (
     complete_client_metrics,
     complete_job_metrics,
     flush,
     get_client_run,
     get_job_run,
+    health,
     list_job_runs,
     register_metric,
     start_job,
@@ -39,6 +41,7 @@ __all__ = [
     "ClientRun",
     "ConfigurationError",
     "FlushReport",
+    "Health",
     "InvalidClientIdError",
     "InvalidMetricError",
     "InvalidRunIdError",
@@ -51,6 +54,7 @@ __all__ = [
     "RunId",
     "Status",
     "StoreError",
+    "StoreUnavailableError",
     "StructuredLogger",
     "UnknownRunError",
     "__version__",
@@ -65,6 +69,7 @@ __all__ = [
     "generate_run_id",
     "get_client_run",
     "get_job_run",
+    "health",
     "idempotency_key",
     "list_job_runs",
     "register_metric",

@@ -12,9 +12,11 @@ service wraps the store's ``merge_clients``); nothing is dropped:
   mutex), so a key's ops always reach the sink in order. An add() that must evict while
   another thread is in the sink leaves the pairs in the spill list; that thread sends
   them after its own call.
-* A failed sink call puts its entries back at the FRONT of the spill list (before
-  anything added meanwhile: old ops, then new) for the next sweep. The spill list is
-  not bounded by ``maxsize``: while the sink fails, the buffer may exceed it.
+* Every sink call carries a delivery *token* that the store records with the merge. A
+  failed call's outcome is unknown (the store may have applied it and lost the reply), so
+  its batch is kept *sealed*: the next delivery re-sends it first, unchanged and with the
+  same token (a store that applied it changes nothing), before anything added meanwhile.
+  While the sink fails, the buffer may exceed ``maxsize``.
 * An ``atexit`` handler drains every live buffer; ``shutdown.install_sigterm_handler`` does
   the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
   buffers are tracked weakly: the owner (the service) must keep its buffer alive.
@@ -29,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +45,8 @@ __all__ = ["BufferStats", "MetricsBuffer", "drain_all"]
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
-Sink = Callable[[list[ClientDelta]], object]
+#: Called with a batch and its delivery token (the same token when the batch is re-sent).
+Sink = Callable[[list[ClientDelta], str], object]
 OnError = Callable[[BaseException, list[ClientDelta]], None]
 Pick = Callable[[Key, "_Entry", float], bool]
 _BUFFERS: weakref.WeakSet[MetricsBuffer] = weakref.WeakSet()
@@ -66,6 +70,15 @@ class _Entry:
     created: float
     #: When the idle TTL was last reset (an add resets it at most every ``_refresh_after`` s).
     refreshed: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A batch whose delivery failed with an unknown outcome: re-sent as it is."""
+
+    token: str
+    deltas: list[ClientDelta]
+    first_sent: float
 
 
 class _SpillingCache(TTLCache[Key, _Entry]):
@@ -120,6 +133,7 @@ class MetricsBuffer:
         on_error: OnError | None = None,
         on_delivered: Callable[[Any], None] | None = None,
         autostart: bool = True,
+        token_ttl: float | None = None,
     ) -> None:
         if ttl < 0 or max_age < 0 or maxsize < 1:
             raise ValueError("ttl and max_age must be >= 0 and maxsize >= 1")
@@ -128,6 +142,8 @@ class MetricsBuffer:
         #: work after a merge goes here, so that nothing it raises can look like a failed merge.
         self._on_delivered = on_delivered
         self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
+        #: How long the store keeps delivery tokens: a batch re-sent later may count twice.
+        self.token_ttl = token_ttl
         self.interval = max(0.05, min(ttl, max_age, 1.0) / 2)
         #: An add resets the entry's idle TTL only when the last reset is this old, so the
         #: idle timeout is between 0.9 and 1.0 times ``ttl`` (never longer): the hot path
@@ -143,6 +159,7 @@ class MetricsBuffer:
         self._sink_lock = threading.Lock()  # serializes sink calls; lock order: _sink_lock, then _lock
         self._cache = _SpillingCache(self.maxsize, self.ttl, self._clock)
         self._in_flight: list[ClientDelta] = []
+        self._sealed: _Sealed | None = None
         self._added = self._merged = self._flushed = self._failed = 0
         self._retry_at = float("-inf")
         self._thread: threading.Thread | None = None
@@ -185,7 +202,8 @@ class MetricsBuffer:
                     entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(delta.ops)), now, now)
                     cache[key] = entry
             self._added += 1
-            pending = self._pending_of(key) if self._in_flight or cache.spill else dict(entry.delta.ops)
+            behind = self._in_flight or self._sealed is not None or cache.spill
+            pending = self._pending_of(key) if behind else dict(entry.delta.ops)
             spilled = bool(cache.spill) and now >= self._retry_at
         if spilled:
             self._hand_off()
@@ -193,14 +211,20 @@ class MetricsBuffer:
 
     def pending(self, run_id: str, client_id: str) -> Ops | None:
         """A copy of the ops of this key not yet in the store, in-flight ones included."""
+        key = (run_id, client_id)
         with self._lock:
-            return self._pending_of((run_id, client_id))
+            if self._in_flight or self._sealed is not None or self._cache.spill:
+                return self._pending_of(key)
+            entry = self._cache.peek(key)  # the usual case: only the cached entry
+            return dict(entry.delta.ops) if entry is not None else None
 
     def _pending_of(self, key: Key) -> Ops | None:
-        """Under the lock: the ops of ``key`` in flight, spilled and buffered, merged."""
+        """Under the lock: the ops of ``key`` in flight, sealed, spilled and buffered, merged."""
         found = False
         ops: Ops = {}
         parts = [d for d in self._in_flight if (d.run_id, d.client_id) == key]
+        if self._sealed is not None:
+            parts += [d for d in self._sealed.deltas if (d.run_id, d.client_id) == key]
         parts += [e.delta for k, e in self._cache.spill if k == key]
         entry = self._cache.peek(key)
         parts += [entry.delta] if entry is not None else []
@@ -212,7 +236,9 @@ class MetricsBuffer:
     def clients_of(self, run_id: str) -> set[str]:
         """The client IDs of ``run_id`` with ops not yet in the store (in flight included)."""
         with self._lock:
-            keys = [(d.run_id, d.client_id) for d in self._in_flight] + [k for k, _ in self._cache.spill]
+            sealed = self._sealed.deltas if self._sealed is not None else []
+            keys = [(d.run_id, d.client_id) for d in self._in_flight + sealed]
+            keys += [k for k, _ in self._cache.spill]
             keys += list(Cache.__iter__(self._cache))
         return {client for run, client in keys if run == run_id}
 
@@ -269,7 +295,8 @@ class MetricsBuffer:
 
     # -- internals
     def _count(self) -> int:
-        return Cache.__len__(self._cache) + len(self._cache.spill)
+        sealed = len(self._sealed.deltas) if self._sealed is not None else 0
+        return Cache.__len__(self._cache) + len(self._cache.spill) + sealed
 
     def _join(self, timeout: float | None) -> None:
         t, self._thread = self._thread, None
@@ -290,7 +317,7 @@ class MetricsBuffer:
                 self._added += 1
                 self._in_flight = batch
             try:
-                result = self._sink(batch)
+                result = self._sink(batch, uuid.uuid4().hex)
             except BaseException:
                 with self._lock:
                     self._in_flight, self._failed = [], self._failed + 1
@@ -302,56 +329,82 @@ class MetricsBuffer:
 
     def _hand_off(self) -> None:
         """Send spilled pairs left by adders that found the sink busy (no-op in back-off)."""
-        while self._cache.spill and self._clock() >= self._retry_at:
+        while (self._cache.spill or self._sealed is not None) and self._clock() >= self._retry_at:
             if not self._deliver(None, timeout=0):
                 return
 
     def _deliver(self, pick: Pick | None, *, raise_errors: bool = False, timeout: float = -1) -> int:
-        """Send the spill plus the picked entries (``pick`` None: the spill only) in one
-        sink call; put the batch back at the front of the spill when the sink raises.
+        """Re-send the sealed batch, if any, then send the spill plus the picked entries
+        (``pick`` None: the spill only) in one sink call; a batch whose call raised is kept
+        sealed for the next delivery. Returns how many entries were delivered.
 
         ``timeout``: how long to wait for the locks (-1 forever, 0 not at all); when they
         cannot be had nothing is sent (a signal handler may have interrupted their holder).
         """
-        if not self._sink_lock.acquire(True, timeout):
-            return 0
-        error: Exception | None = None
-        result: Any = None
+        results: list[Any] = []
         try:
-            if not self._lock.acquire(True, timeout):
+            if not self._sink_lock.acquire(True, timeout):
                 return 0
             try:
-                batch = self._take(pick)
-                self._in_flight = deltas = [entry.delta for entry in batch]
+                sent, error = self._send(pick, raise_errors, timeout, results)
+            finally:
+                self._sink_lock.release()
+        finally:
+            # Delivered: whatever happens from here on (even an exception) cannot undo that.
+            if self._on_delivered is not None:
+                for result in results:
+                    self._on_delivered(result)
+        if error is not None:
+            self._report(*error)  # outside the locks: on_error may use the buffer
+        return sent
+
+    def _send(
+        self, pick: Pick | None, raise_errors: bool, timeout: float, results: list[Any]
+    ) -> tuple[int, tuple[Exception, list[ClientDelta]] | None]:
+        """Under the sink lock: the sink calls of one ``_deliver``; appends their results."""
+        sent = 0
+        while True:
+            if not self._lock.acquire(True, timeout):
+                return sent, None
+            try:
+                batch, resend = self._sealed, self._sealed is not None
+                if batch is None:
+                    entries = self._take(pick)
+                    if not entries:
+                        return sent, None
+                    batch = _Sealed(uuid.uuid4().hex, [entry.delta for entry in entries], self._clock())
+                self._sealed, self._in_flight = None, batch.deltas
             finally:
                 self._lock.release()
-            if not batch:
-                return 0
+            if resend:
+                self._warn_if_old(batch)
             try:
-                result = self._sink(list(deltas))
+                results.append(self._sink(list(batch.deltas), batch.token))
             except BaseException as exc:
                 with self._lock:
-                    self._cache.spill[:0] = [
-                        ((d.run_id, d.client_id), e) for d, e in zip(deltas, batch, strict=True)
-                    ]
+                    self._sealed = batch  # outcome unknown: re-sent as it is, with its token
                     self._in_flight, self._failed = [], self._failed + 1
                     self._retry_at = self._clock() + self.interval
                 if raise_errors or not isinstance(exc, Exception):
                     raise
-                error = exc
-            else:
-                with self._lock:
-                    self._in_flight, self._flushed = [], self._flushed + len(batch)
-                    self._retry_at = float("-inf")
-        finally:
-            self._sink_lock.release()
-        if error is None:
-            # Delivered: whatever happens from here on (even an exception) cannot undo that.
-            if self._on_delivered is not None:
-                self._on_delivered(result)
-            return len(batch)
-        self._report(error, deltas)  # outside the locks: on_error may use the buffer
-        return 0
+                return sent, (exc, batch.deltas)
+            with self._lock:
+                self._in_flight, self._flushed = [], self._flushed + len(batch.deltas)
+                self._retry_at = float("-inf")
+            sent += len(batch.deltas)
+            if not resend:
+                return sent, None
+
+    def _warn_if_old(self, batch: _Sealed) -> None:
+        age = self._clock() - batch.first_sent
+        if self.token_ttl is not None and age > self.token_ttl:
+            log.error(
+                "jobmetrics: re-sending %d buffered entries first sent %.0f s ago, longer than the "
+                "store keeps delivery tokens (%.0f s): if that first delivery was applied, they count twice",
+                len(batch.deltas),
+                age,
+                self.token_ttl,
+            )
 
     def _take(self, pick: Pick | None) -> list[_Entry]:
         """Under the lock: pop the spill and the picked entries, merged per key in order."""

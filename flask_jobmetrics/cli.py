@@ -18,6 +18,7 @@ import click
 from . import formatting
 from .airtable.cli import airtable_cli
 from .cli_group import ServiceGroup, one_line
+from .cli_progress import client_lines_held, publish_with_progress
 from .config import AIRTABLE_OFF
 from .exceptions import UnknownRunError
 from .models import ClientRun, JobRun, Status
@@ -173,23 +174,33 @@ def show(service: MetricsService, run_id: str) -> None:
 
 @jobmetrics_cli.service_command("flush")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds to wait for publishing.")
-def flush(service: MetricsService, timeout: float | None) -> None:
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar while publishing (default: only when stderr is a terminal).",
+)
+def flush(service: MetricsService, timeout: float | None, progress: bool | None) -> None:
     """Merge buffered updates into the store and wait for publishing."""
-    report = service.flush(timeout=timeout)
+    airtable = get_state().settings.airtable_enabled
+    if airtable and (sys.stderr.isatty() if progress is None else progress):
+        report = publish_with_progress(service, timeout, sys.stderr)
+    else:
+        report = service.flush(timeout=timeout)
     click.echo(
         f"Flushed:    {report.flushed:,} buffered entries reached the store\n"
         f"Published:  {report.published:,} rows\n"
         f"Pending:    {report.pending:,} rows still waiting in the outbox\n"
         f"Dead:       {report.dead:,} rows in the dead letters"
     )
-    if not get_state().settings.airtable_enabled:
+    if not airtable:
         click.echo(f"{AIRTABLE_OFF}.")
 
 
 @jobmetrics_cli.service_command("sweep")
 @click.option("--older-than", required=True, help="Age of a Running job to close: 90s, 30m, 6h, 2d.")
 @click.option("--dry-run", is_flag=True, help="List the jobs that would be closed; change nothing.")
-def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Log each client run closed (one line per client).")
+def sweep(service: MetricsService, older_than: str, dry_run: bool, verbose: bool) -> None:
     """Close abandoned Running jobs started longer ago than --older-than as Failed."""
     now = service.clock()
     cutoff = now - parse_duration(older_than)
@@ -211,21 +222,31 @@ def sweep(service: MetricsService, older_than: str, dry_run: bool) -> None:
         click.echo(f"Would close {len(stale)} job run(s) as Failed (dry run, nothing changed):\n{table}")
         return
     note = f"Closed by sweep: still running after {older_than.strip()}"
-    closed: list[str] = []
+    closed: dict[str, int] = {}  # run -> its client runs closed as Failed
 
     def close_one(run: str) -> None:
         current = service.get_job_run(run)
         if current is not None and current.status is Status.RUNNING:  # not finished meanwhile
+            running = sum(1 for c in service.list_client_runs(run) if c.status is Status.RUNNING)
             service.complete_job_metrics(run, success=False, notes=note)
-            closed.append(run)
+            closed[run] = running
 
-    if len(stale) > 1:
-        with click.progressbar(list(stale), label="Closing", file=sys.stderr) as bar:
-            for run in bar:
-                close_one(run)
-    else:
-        close_one(next(iter(stale)))
-    click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{_table(headers, [rows[r] for r in closed])}")
+    with client_lines_held(not verbose) as held:
+        if len(stale) > 1:
+            with click.progressbar(
+                list(stale), label="Closing", file=sys.stderr, item_show_func=lambda run: run, show_pos=True
+            ) as bar:
+                for run in bar:
+                    close_one(run)
+        else:
+            close_one(next(iter(stale)))
+    table = _table([*headers, "CLIENTS CLOSED"], [[*rows[r], f"{n:,}"] for r, n in closed.items()])
+    click.echo(f"Closed {len(closed)} job run(s) as Failed:\n{table}")
+    if held.count:
+        click.echo(
+            f"Client runs still running were closed as Failed ({held.count:,} log lines held back;"
+            " -v shows them)."
+        )
 
 
 @jobmetrics_cli.service_command("outbox")

@@ -52,8 +52,11 @@ DEFAULTS: dict[str, Any] = {
     "RUN_ID_HEADER": "X-Run-ID",
     "CLIENT_ID_HEADER": "X-Client-ID",
     "WEBHOOK_SECRETS": {},
+    "WEBHOOK_TOLERANCE": 300,
+    "WEBHOOK_REQUIRE_TIMESTAMP": False,
     "DASHBOARD": False,
     "DASHBOARD_TOKEN": None,
+    "DASHBOARD_LOOPBACK": False,
     "LOG_FORMAT": "text",
 }
 
@@ -84,8 +87,11 @@ class Settings:
     run_id_header: str
     client_id_header: str
     webhook_secrets: Mapping[str, bytes]
+    webhook_tolerance: float
+    webhook_require_timestamp: bool
     dashboard: bool
     dashboard_token: str | None
+    dashboard_loopback: bool
     log_format: str
 
     @property
@@ -237,8 +243,11 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "RUN_ID_HEADER": _text,
     "CLIENT_ID_HEADER": _text,
     "WEBHOOK_SECRETS": _secrets,
+    "WEBHOOK_TOLERANCE": _positive,
+    "WEBHOOK_REQUIRE_TIMESTAMP": _bool,
     "DASHBOARD": _bool,
     "DASHBOARD_TOKEN": _optional_text,
+    "DASHBOARD_LOOPBACK": _bool,
     "LOG_FORMAT": _choice("text", "json"),
 }
 

@@ -23,11 +23,12 @@ from flask import Flask, Request, Response, after_this_request, has_request_cont
 from werkzeug.local import LocalProxy
 
 from .deltas import Ops, merge_ops
-from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError
+from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError, StoreError
 from .log import StructuredLogger
 from .models import ClientRun
 from .runids import RunId, validate_client_id
 from .state import JobMetricsState, get_state
+from .unavailable import STORE_FAILED, store_unavailable
 
 __all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
 
@@ -140,8 +141,17 @@ class RunContext:
         run, client = self.ids()  # normalized by add(): merged as they are
         return self.state.service.merge_client_ops(run, client, ops, complete=completion, logger=self.logger)
 
-    def name_response(self, response: Response) -> Response:
-        """Add the run ID header to ``response`` (unless the view set it) and return it."""
+    def answer(self, response: Response) -> Response:
+        """After the view of this request's context answered: merge what was added (nothing
+        when the view answered 503 because the store failed: the sender retries), answer
+        503 if the store fails now, and name the run in the response (``X-Run-ID``, unless
+        the view set it). The teardown then has nothing left to merge."""
+        if request.environ.get(STORE_FAILED):
+            self.discard()
+        try:  # merged now, while the answer can still say the store failed
+            self.finish()
+        except StoreError as exc:
+            response = store_unavailable(exc)
         if self.run_id is not None:
             response.headers.setdefault(self.state.settings.run_id_header, self.run_id)
         return response
@@ -174,8 +184,9 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
     """Merge the metrics of a request once it ended, if it used its run context.
 
     Nothing is read before a request: its run context is read from the request the first
-    time a route, a decorator or a caller asks for it (``request_run``), and a request that
-    never did costs one dictionary look-up at its end.
+    time a route, a decorator or a caller asks for it (``request_run``), which also has it
+    merged once the view answered (``RunContext.answer``). The teardown merges what is left
+    when the view raised; a request that never asked costs one dictionary look-up there.
     """
 
     @app.teardown_request
@@ -189,13 +200,12 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
             ctx.logger.exception("could not merge the metrics of this request")
 
 
-def request_run(*, names_response: bool = False) -> RunContext:
+def request_run() -> RunContext:
     """The current request's run context, read from the request on first use (one pass
     over its headers, query parameters and view arguments).
 
-    The response of a request whose context was read carries its run ID (``X-Run-ID``):
-    added after the request, or by the caller, with ``names_response=True``, which then
-    calls ``name_response`` on the response it makes.
+    Once the view answered, what was added is merged (``answer``, while the response can
+    still say the store failed) and the response carries the run ID (``X-Run-ID``).
     """
     environ = request.environ
     ctx: RunContext | None = environ.get(_ENVIRON_KEY)
@@ -203,8 +213,7 @@ def request_run(*, names_response: bool = False) -> RunContext:
         return ctx
     ctx = _read_request(get_state(), request._get_current_object())  # type: ignore[attr-defined]
     environ[_ENVIRON_KEY] = ctx
-    if ctx.run_id is not None and not names_response:
-        after_this_request(ctx.name_response)
+    after_this_request(ctx.answer)
     return ctx
 
 

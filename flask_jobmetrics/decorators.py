@@ -19,19 +19,21 @@ import functools
 import hashlib
 import hmac
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Response, after_this_request, current_app, jsonify, make_response, request
+from flask import Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
 from .context import RunContext, request_run
 
-__all__ = ["SIGNATURE_HEADER", "counts", "sign", "signed", "tracked"]
+__all__ = ["SIGNATURE_HEADER", "counts", "sign", "sign_timestamped", "signed", "tracked"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-#: The request header carrying ``sha256=<hex>`` of the body.
+#: The request header carrying the signature: ``t=<unix>,v1=<hex>`` (timestamped, see
+#: ``sign_timestamped``) or ``sha256=<hex>`` of the body alone (see ``sign``).
 SIGNATURE_HEADER = "X-Signature"
 _SIGNATURE_PREFIX = "sha256="
 
@@ -76,25 +78,22 @@ def tracked(
 
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            ctx = request_run(names_response=True)
+            ctx = request_run()
             if ctx.problem is not None:
-                return ctx.name_response(_error(400, "invalid_run_context", ctx.problem))
+                return _error(400, "invalid_run_context", ctx.problem)
             ctx.set_process(process)
+            if not complete:
+                return _call(view, is_async, *args, **kwargs)
             try:
                 response = _call(view, is_async, *args, **kwargs)
             except HTTPException as exc:
-                if complete:
-                    _complete_for_status(ctx, exc.code or 500)
-                after_this_request(ctx.name_response)  # on the error's response
+                _complete_for_status(ctx, exc.code or 500)
                 raise
             except BaseException:
-                if complete:
-                    ctx.complete(success=False)
-                after_this_request(ctx.name_response)  # on an error handler's response
+                ctx.complete(success=False)
                 raise
-            if complete:
-                _complete_for_status(ctx, response.status_code)
-            return ctx.name_response(response)
+            _complete_for_status(ctx, response.status_code)
+            return response
 
         return wrapper
 
@@ -147,19 +146,39 @@ def counts(
 # -- signed -------------------------------------------------------------------------------
 
 
-def sign(body: bytes, secret: str | bytes) -> str:
-    """The ``X-Signature`` header value for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+def _hmac(secret: str | bytes, message: bytes) -> str:
     key = secret.encode() if isinstance(secret, str) else secret
-    return _SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def sign(body: bytes, secret: str | bytes) -> str:
+    """The plain ``X-Signature`` value for ``body``: ``sha256=<hex HMAC-SHA256 of the body>``.
+
+    It does not expire: a captured request can be replayed. Prefer ``sign_timestamped``.
+    """
+    return _SIGNATURE_PREFIX + _hmac(secret, body)
+
+
+def sign_timestamped(body: bytes, secret: str | bytes, timestamp: int | None = None) -> str:
+    """The timestamped ``X-Signature`` value: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of
+    "<t>.<body>">`` (``timestamp`` defaults to now). Accepted within
+    ``JOBMETRICS_WEBHOOK_TOLERANCE`` seconds of the receiver's clock."""
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={t},v1={_hmac(secret, str(t).encode() + b'.' + body)}"
 
 
 def signed(view: Callable[P, R]) -> Callable[P, Response]:
-    """The body must be signed with the secret of the request's client, else 401.
+    """The request must be signed with the secret of the request's client, else 401.
 
-    The secret is the one ``JOBMETRICS_WEBHOOK_SECRETS`` holds for the client ID of the
-    request context, so a body signed with client A's secret never records for client B.
-    A refused request records nothing: the view does not run and the request's run
-    context is discarded. The 401 body does not say which check failed (the log does).
+    ``X-Signature`` is either timestamped, ``t=<unix>,v1=<hex>`` over ``"<t>.<body>"``
+    (refused more than ``JOBMETRICS_WEBHOOK_TOLERANCE`` seconds from now, so a captured
+    request cannot be replayed later; several ``v1=`` are allowed while a secret rotates),
+    or plain, ``sha256=<hex>`` of the body alone (refused with
+    ``JOBMETRICS_WEBHOOK_REQUIRE_TIMESTAMP``). The secret is the one
+    ``JOBMETRICS_WEBHOOK_SECRETS`` holds for the client ID of the request context, so a body
+    signed with client A's secret never records for client B. A refused request records
+    nothing: the view does not run and the request's run context is discarded. The 401
+    body does not say which check failed (the log does).
     """
 
     is_async = inspect.iscoroutinefunction(view)
@@ -180,16 +199,41 @@ def signed(view: Callable[P, R]) -> Callable[P, Response]:
 def _signature_problem(ctx: RunContext) -> str | None:
     if ctx.client_id is None:
         return str(ctx.client_error or "no client ID")
-    secret = ctx.state.settings.webhook_secrets.get(ctx.client_id)
+    settings = ctx.state.settings
+    secret = settings.webhook_secrets.get(ctx.client_id)
     if secret is None:
         return f"no webhook secret for client {ctx.client_id!r}"
     given = request.headers.get(SIGNATURE_HEADER, "").strip()
     if not given:
         return f"no {SIGNATURE_HEADER} header"
-    if not given.lower().startswith(_SIGNATURE_PREFIX):
-        return f"{SIGNATURE_HEADER} must be {_SIGNATURE_PREFIX}<hex>"
-    expected = sign(request.get_data(cache=True), secret)
-    normalized = _SIGNATURE_PREFIX + given[len(_SIGNATURE_PREFIX) :].lower()
-    if not hmac.compare_digest(expected.encode(), normalized.encode()):
-        return f"{SIGNATURE_HEADER} does not match the body for client {ctx.client_id!r}"
+    body = request.get_data(cache=True)
+    if given.lower().startswith(_SIGNATURE_PREFIX):
+        if settings.webhook_require_timestamp:
+            return f"{SIGNATURE_HEADER} must be timestamped (t=<unix>,v1=<hex>) with REQUIRE_TIMESTAMP on"
+        expected = sign(body, secret)
+        normalized = _SIGNATURE_PREFIX + given[len(_SIGNATURE_PREFIX) :].lower()
+        if not hmac.compare_digest(expected.encode(), normalized.encode()):
+            return f"{SIGNATURE_HEADER} does not match the body for client {ctx.client_id!r}"
+        return None
+    return _timestamped_problem(given, body, secret, settings.webhook_tolerance, ctx.client_id)
+
+
+def _timestamped_problem(given: str, body: bytes, secret: bytes, tolerance: float, client: str) -> str | None:
+    """What is wrong with a ``t=<unix>,v1=<hex>[,v1=<hex>...]`` signature, or None."""
+    stamps: list[str] = []
+    signatures: list[str] = []
+    for part in given.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t":
+            stamps.append(value.strip())
+        elif name == "v1":
+            signatures.append(value.strip().lower())
+    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
+        return f"{SIGNATURE_HEADER} must be {_SIGNATURE_PREFIX}<hex> or t=<unix seconds>,v1=<hex>"
+    age = time.time() - int(stamps[0])
+    if abs(age) > tolerance:
+        return f"{SIGNATURE_HEADER} timestamp is {age:.0f} s off (tolerance {tolerance:g} s): replayed?"
+    expected = _hmac(secret, stamps[0].encode() + b"." + body).encode()
+    if not any(hmac.compare_digest(expected, signature.encode()) for signature in signatures):
+        return f"{SIGNATURE_HEADER} does not match the timestamp and body for client {client!r}"
     return None

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .models import Status
-from .schema import STATUS, combine
+from .schema import MAX_EXACT, STATUS, combine
 
 __all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merge_ops"]
 
 Op = tuple[str, Any]
+_NUMBERS = (int, float)
 Ops = dict[str, Op]
 
 
@@ -32,20 +33,34 @@ def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
             into[name] = (old_agg, combine(agg, old_value, value))
 
 
-def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> None:
-    """Merge ``ops`` into a row's ``fields`` in place."""
+def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, Any]]:
+    """Merge ``ops`` into a row's ``fields`` in place; returns the (field, value) of sums
+    refused because they would pass 2**53 (those fields keep their value)."""
+    refused: list[tuple[str, Any]] = []
     for name, (agg, value) in ops.items():
         if agg == "set":
             fields[name] = value
+            continue
+        merged = combine(agg, fields.get(name), value)
+        if agg == "sum" and type(merged) in _NUMBERS and not -MAX_EXACT <= merged <= MAX_EXACT:
+            refused.append((name, value))
         else:
-            fields[name] = combine(agg, fields.get(name), value)
+            fields[name] = merged
+    return refused
 
 
-def client_fields_after(current: Mapping[str, Any] | None, ops: Mapping[str, Op] | None) -> dict[str, Any]:
-    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``)."""
+def client_fields_after(
+    current: Mapping[str, Any] | None,
+    ops: Mapping[str, Op] | None,
+    refused: list[tuple[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A client row's fields with ``ops`` merged in (a row not stored yet starts ``Running``);
+    sums refused by ``apply_ops`` are appended to ``refused``."""
     fields = dict(current) if current is not None else {STATUS: Status.RUNNING.value}
     if ops:
-        apply_ops(fields, ops)
+        refused_now = apply_ops(fields, ops)
+        if refused is not None:
+            refused.extend(refused_now)
     return fields
 
 

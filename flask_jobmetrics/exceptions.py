@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .formatting import shorten
+
 __all__ = [
     "ConfigurationError",
     "InvalidClientIdError",
@@ -19,6 +21,7 @@ __all__ = [
     "JobMetricsError",
     "NotInitializedError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownRunError",
 ]
 
@@ -58,12 +61,17 @@ class InvalidMetricError(JobMetricsError, ValueError):
 
     def __init__(self, problems: Sequence[Any]) -> None:
         self.problems = list(problems)
-        detail = "; ".join(f"{p.metric}={p.value!r}: {p.reason}" for p in self.problems)
+        detail = "; ".join(f"{p.metric}={shorten(p.value)}: {p.reason}" for p in self.problems)
         super().__init__(f"invalid metrics: {detail}")
 
 
 class StoreError(JobMetricsError):
     """The store failed; the update was not applied (it stays buffered where it was)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now (its server is down, its file read-only or locked);
+    the same call may work later. Other ``StoreError``s are mistakes to fix (a bad URL)."""
 
 
 class UnknownRunError(JobMetricsError, LookupError):

@@ -22,14 +22,15 @@ from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
 from .log import LogFormat, StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, Status
+from .models import ClientRun, FlushReport, Health, JobRun, Status
 from .receivers import connect_receivers, rejected_sender
 from .runids import RunIdLike
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
 from .state import EXTENSION_KEY, JobMetricsState, get_state, state_of
-from .stores import load_store
+from .stores import open_store
+from .unavailable import install_store_error_handler
 
 # get_state and JobMetricsState live in ``state``; re-exported here, where they used to be.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]
@@ -61,7 +62,8 @@ class JobMetrics:
             for spec in self._metric_specs:
                 registry.register(spec)
         # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
-        store = load_store(settings.store_url, outbox=settings.keeps_outbox)
+        # Unreachable now: the app starts anyway, and the store is retried.
+        store = open_store(settings.store_url, outbox=settings.keeps_outbox)
         publisher = make_publisher(app, settings, store, registry)
         service = MetricsService(
             store,
@@ -86,6 +88,7 @@ class JobMetrics:
         """Wire the built service into ``app``: signals, request hooks, dashboard, CLI."""
         connect_receivers()
         install_request_hooks(app, state)
+        install_store_error_handler(app)
         if threading.current_thread() is threading.main_thread():
             install_sigterm_handler()  # drain the buffers on SIGTERM; a no-op the second time
         register_dashboard(app, state)
@@ -193,6 +196,10 @@ class JobMetrics:
         ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the store (the
         entries stay buffered)."""
         return self.state().service.flush(timeout)
+
+    def health(self) -> Health:
+        """Whether the store answers, as this process last saw it (no store call is made)."""
+        return self.state().service.health()
 
     tracked = staticmethod(tracked)
     counts = staticmethod(counts)

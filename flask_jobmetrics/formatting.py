@@ -7,7 +7,10 @@ from typing import Any
 
 from .models import Status
 
-__all__ = ["CLIENT_COLUMNS", "duration", "number", "span", "when"]
+__all__ = ["CLIENT_COLUMNS", "duration", "number", "shorten", "span", "when"]
+
+#: Longest text of a value shown in a rejection's reason or a log line.
+SHOWN_LENGTH = 80
 
 #: The per-client numbers shown in tables (heading, Airtable field), CLI and dashboard alike.
 CLIENT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -67,3 +70,12 @@ def number(value: Any, empty: str = "-") -> str:
     if isinstance(value, float) and not value.is_integer():
         return f"{value:,.2f}"
     return f"{int(value):,}"
+
+
+def shorten(value: Any, limit: int = SHOWN_LENGTH, *, quote: bool = True) -> str:
+    """``repr(value)`` (``str`` with ``quote=False``) cut to ``limit`` characters, for messages."""
+    try:
+        text = repr(value) if quote else str(value)
+    except Exception:  # a broken __repr__ must not turn a rejection into a crash
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

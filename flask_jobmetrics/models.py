@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ClientRun", "FlushReport", "JobRun", "RejectedMetric", "Status"]
+__all__ = ["ClientRun", "FlushReport", "Health", "JobRun", "RejectedMetric", "Status"]
 
 
 class Status(str, Enum):
@@ -91,3 +91,16 @@ class FlushReport(BaseModel):
     def done(self) -> bool:
         """True when nothing is left waiting (dead letters aside)."""
         return self.pending == 0
+
+
+class Health(BaseModel):
+    """Whether this process can reach the store, as far as it knows without asking it."""
+
+    model_config = _FROZEN
+
+    #: False from a failed store call (or a store not reachable at start-up) until a merge works.
+    store_available: bool
+    #: The last store error while unavailable.
+    store_error: str | None = None
+    #: Entries waiting in this process's buffer.
+    buffered: int = 0

@@ -12,7 +12,7 @@ from typing import Any
 
 from .buffer import BufferStats
 from .log import StructuredLogger
-from .models import ClientRun, FlushReport, JobRun, Status
+from .models import ClientRun, FlushReport, Health, JobRun, Status
 from .runids import RunIdLike
 from .schema import MetricSpec
 from .state import get_state
@@ -27,6 +27,7 @@ __all__ = [
     "get_job_run",
     "list_job_runs",
     "flush",
+    "health",
     "register_metric",
     "stats",
 ]
@@ -100,6 +101,11 @@ def flush(timeout: float | None = None) -> FlushReport:
     ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the store (the
     entries stay buffered)."""
     return get_state().service.flush(timeout)
+
+
+def health() -> Health:
+    """Whether ``current_app``'s store answers, as this process last saw it (no store call)."""
+    return get_state().service.health()
 
 
 def register_metric(spec: MetricSpec) -> None:

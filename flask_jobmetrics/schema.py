@@ -20,6 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, NamedTuple
 
+from .formatting import shorten
 from .models import RejectedMetric, Status
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "normalize_datetime",
     "normalize_number",
     "normalize_status",
+    "beyond_exact",
     "snake_case",
 ]
 
@@ -65,6 +67,16 @@ def snake_case(name: str) -> str:
 
 #: Numbers beyond 2**53 are not exact in Airtable (JavaScript numbers) nor in floats.
 MAX_EXACT = 2**53
+#: The reason given when a sum would pass ``MAX_EXACT`` (the value is not added).
+SUM_TOO_LARGE = "the sum would pass 2**53, which Airtable cannot hold exactly (not added)"
+
+
+def beyond_exact(value: Any) -> bool:
+    """Whether an int or float is beyond ``MAX_EXACT`` in size (False for anything else)."""
+    kind = type(value)  # type(), not isinstance: a bool is no number here, and this is the hot path
+    return (kind is int or kind is float) and not -MAX_EXACT <= value <= MAX_EXACT
+
+
 _GROUPED = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
@@ -72,7 +84,7 @@ def _parse_number_text(text: str) -> int | float:
     cleaned = text.strip()
     if "," in cleaned:  # thousands separators only: "1,234" yes, "12,5" or "1,,2" no
         if _GROUPED.fullmatch(cleaned) is None:
-            raise InvalidValue(f"{text!r} is not a number (commas only as thousands separators)")
+            raise InvalidValue(f"{shorten(text)} is not a number (commas only as thousands separators)")
         cleaned = cleaned.replace(",", "")
     if not cleaned:
         raise InvalidValue("empty string is not a number")
@@ -83,7 +95,7 @@ def _parse_number_text(text: str) -> int | float:
     try:
         return float(cleaned)
     except ValueError:
-        raise InvalidValue(f"{text!r} is not a number") from None
+        raise InvalidValue(f"{shorten(text)} is not a number") from None
 
 
 def normalize_number(value: Any) -> int | float:
@@ -91,8 +103,7 @@ def normalize_number(value: Any) -> int | float:
     ``2**53`` in size (beyond it Airtable cannot hold the value exactly)."""
     number = _normalize_number(value)
     if abs(number) > MAX_EXACT:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise InvalidValue(f"{shown} is beyond 2**53, which Airtable cannot hold exactly")
+        raise InvalidValue(f"{shorten(value, 40)} is beyond 2**53, which Airtable cannot hold exactly")
     return number
 
 
@@ -103,7 +114,10 @@ def _normalize_number(value: Any) -> int | float:
     if kind is bool:
         raise InvalidValue("a bool is not a number")
     if kind is float or isinstance(value, (float, Decimal, Fraction)):
-        number: int | float = float(value)
+        try:
+            number: int | float = float(value)
+        except (OverflowError, ValueError):  # Fraction(10**400), Decimal("sNaN")
+            raise InvalidValue(f"{shorten(value)} is not a finite number a float can hold") from None
     elif isinstance(value, int):
         return int(value)
     elif isinstance(value, str):
@@ -113,7 +127,7 @@ def _normalize_number(value: Any) -> int | float:
     else:
         raise InvalidValue(f"a {kind.__name__} is not a number")
     if not math.isfinite(number):
-        raise InvalidValue(f"{value!r} is not a finite number")
+        raise InvalidValue(f"{shorten(value)} is not a finite number")
     return int(number) if float(number).is_integer() else number
 
 
@@ -123,22 +137,25 @@ def _from_epoch(seconds: float) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
-        raise InvalidValue(f"{seconds!r} is out of the range of datetimes") from None
+        raise InvalidValue(f"{shorten(seconds)} is out of the range of datetimes") from None
 
 
 def normalize_datetime(value: Any) -> datetime:
     """A datetime (naive = UTC), date, ISO-8601 string or epoch s/ms -> aware UTC datetime."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
+        if value.utcoffset() is None:
             return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before the first UTC datetime
+            raise InvalidValue(f"{shorten(value)} is out of the range of datetimes in UTC") from None
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     if isinstance(value, bool):
         raise InvalidValue("a bool is not a datetime")
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
-            raise InvalidValue(f"{value!r} is not a finite epoch time")
+            raise InvalidValue(f"{shorten(value)} is not a finite epoch time")
         return _from_epoch(float(value))
     if isinstance(value, str):
         text = value.strip()
@@ -151,7 +168,7 @@ def normalize_datetime(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise InvalidValue(f"{value!r} is not an ISO-8601 datetime") from None
+            raise InvalidValue(f"{shorten(value)} is not an ISO-8601 datetime") from None
         return normalize_datetime(parsed)
     raise InvalidValue(f"a {type(value).__name__} is not a datetime")
 
@@ -178,7 +195,7 @@ def normalize_status(value: Any) -> str:
         raise InvalidValue(f"a {type(value).__name__} is not a status")
     found = _STATUS_ALIASES.get(" ".join(value.split()).casefold())
     if found is None:
-        raise InvalidValue(f"{value!r} is not a known status")
+        raise InvalidValue(f"{shorten(value)} is not a known status")
     return found
 
 
@@ -245,7 +262,7 @@ class MetricSpec:
         """Normalize ``value`` or raise ``ValueError`` with the reason."""
         result = self._normalizer(value)
         if self.non_negative and result < 0:
-            raise InvalidValue(f"{value!r} is negative")
+            raise InvalidValue(f"{shorten(value)} is negative")
         return result
 
 
@@ -287,14 +304,6 @@ class Normalized(NamedTuple):
     rejected: list[RejectedMetric]
     #: Unknown metric name -> value as given (the caller applies UNKNOWN_METRICS).
     unknown: dict[str, Any]
-
-
-def _safe_value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return repr(value)
 
 
 class MetricRegistry:
@@ -359,7 +368,7 @@ class MetricRegistry:
                 if not isinstance(name, str):
                     rejected.append(
                         RejectedMetric(
-                            metric=repr(name), value=_safe_value(value), reason="metric name must be a string"
+                            metric=shorten(name), value=value, reason="metric name must be a string"
                         )
                     )
                 else:
@@ -367,8 +376,17 @@ class MetricRegistry:
                 continue
             try:
                 coerced = spec.coerce(value)
-            except (ValueError, TypeError) as exc:
-                rejected.append(RejectedMetric(metric=spec.field, value=_safe_value(value), reason=str(exc)))
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                rejected.append(
+                    RejectedMetric(metric=spec.field, value=value, reason=shorten(exc, 300, quote=False))
+                )
+                continue
+            if (
+                spec.aggregate == "sum"
+                and spec.field in values
+                and beyond_exact(values[spec.field] + coerced)
+            ):
+                rejected.append(RejectedMetric(metric=spec.field, value=value, reason=SUM_TOO_LARGE))
                 continue
             if spec.field in values:
                 coerced = combine(spec.aggregate, values[spec.field], coerced)

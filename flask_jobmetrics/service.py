@@ -14,21 +14,25 @@ from typing import Any, Protocol
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .formatting import shorten
 from .log import LogFormat, StructuredLogger
 from .longtext import bound_text
-from .models import ClientRun, FlushReport, JobRun, RejectedMetric, Status
+from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
+    MAX_EXACT,
     START_TIME,
     STATUS,
+    SUM_TOO_LARGE,
     SYSTEM_NOTES,
     MetricRegistry,
     normalize_status,
 )
 from .shutdown import guarded
-from .stores.base import ClientRow, JobRow, JobUpdate, Store
+from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
+from .stores.deferred import DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, deferred_client_view, job_view, with_pending
 
@@ -72,6 +76,11 @@ _ABSENT = object()
 def _check_logger(logger: object) -> None:
     if not isinstance(logger, StructuredLogger):
         raise TypeError(f"logger must be a StructuredLogger, got {type(logger).__name__}")
+
+
+def _described(rejected: list[RejectedMetric]) -> str:
+    """Rejections for a log line, each value cut to a sane length."""
+    return "; ".join(f"{p.metric}={shorten(p.value)} ({p.reason})" for p in rejected)
 
 
 def utcnow() -> datetime:
@@ -118,6 +127,7 @@ class MetricsService:
             maxsize=buffer_maxsize,
             on_error=self._sink_failed,
             on_delivered=lambda rows: self._merged(*rows),
+            token_ttl=IDEMPOTENCY_TTL,
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
         # A plain dict (oldest entry dropped past the bound; a completed job's rows are
@@ -126,6 +136,8 @@ class MetricsService:
         self._rows_max = max(buffer_maxsize, 1024)
         self._aggregates: dict[str, str] = {}  # field -> aggregation, for registered fields
         self._rows_lock = threading.Lock()
+        #: The last store error of a buffer delivery, None once a merge went through.
+        self._store_error: str | None = None
         self._warned_unknown: set[str] = set()
         self._drift_warned = 0
         self._checked_ids: dict[tuple[str, str], tuple[str, str]] = {}
@@ -134,14 +146,23 @@ class MetricsService:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _sink(self, deltas: list[ClientDelta]) -> list[ClientRow]:
-        return self.store.merge_clients(deltas)  # only the merge: see MetricsBuffer(on_delivered=)
+    def _sink(self, deltas: list[ClientDelta], token: str) -> list[ClientRow]:
+        # Only the merge (see MetricsBuffer(on_delivered=)); the token makes a re-sent batch a no-op.
+        try:
+            return self.store.merge_clients(deltas, token=token)
+        except StoreError as exc:
+            self._store_error = str(exc)  # health() says so until a merge goes through
+            raise
 
     def _merged(self, *rows: ClientRow) -> None:
         """After client rows were merged: remember them, bring the totals of a job that
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
+        self._store_error = None
         self._remember(*rows)
+        for row in rows:
+            if row.refused:
+                self._report_refused(row)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
                 self.store.update_job(run, self._refresh_finished)
@@ -151,6 +172,36 @@ class MetricsService:
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()
+
+    def _report_refused(self, row: ClientRow) -> None:
+        """Sums the store did not add (the total would pass 2**53): logged and reported."""
+        rejected = [
+            RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE) for name, value in row.refused
+        ]
+        self._log(None, row.run_id, row.client_id).error("not stored: %s", _described(rejected))
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(row.run_id, row.client_id, rejected)
+            except Exception as exc:  # what was merged stays merged
+                self.logger.warning("could not report refused sums: %r", exc)
+
+    @staticmethod
+    def _refuse_large_sums(ops: Ops, known: ClientRow | None, pending: Ops) -> list[RejectedMetric]:
+        """Take out of ``ops`` the sums that would pass 2**53 with the row as this process
+        knows it (stored, plus ``pending`` in its buffer); returns them as rejections."""
+        stored = known.fields if known is not None else {}
+        too_large = None
+        for name, (agg, value) in ops.items():  # the hot path: plain comparisons
+            if agg == "sum":
+                buffered = pending.get(name)
+                total = value + (stored.get(name) or 0) + (buffered[1] if buffered is not None else 0)
+                if total > MAX_EXACT or total < -MAX_EXACT:
+                    too_large = [*(too_large or ()), name]
+        if too_large is None:
+            return []
+        return [
+            RejectedMetric(metric=name, value=ops.pop(name)[1], reason=SUM_TOO_LARGE) for name in too_large
+        ]
 
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
@@ -252,13 +303,18 @@ class MetricsService:
                     problem.reason.removeprefix("unknown metric"),
                 )
         if rejected:
-            self._log(logger, run_id, client_id).warning(
-                "rejected %s", "; ".join(f"{p.metric}={p.value!r} ({p.reason})" for p in rejected)
-            )
+            self._log(logger, run_id, client_id).warning("rejected %s", _described(rejected))
         rejected += unknown_rejected
         if rejected and self.on_rejected is not None:
             self.on_rejected(run_id, client_id, rejected)
         return values, rejected
+
+    def _report_rejected(
+        self, logger: StructuredLogger | None, run: str, client: str, rejected: list[RejectedMetric]
+    ) -> None:
+        self._log(logger, run, client).warning("rejected %s", _described(rejected))
+        if self.on_rejected is not None:
+            self.on_rejected(run, client, rejected)
 
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
@@ -339,6 +395,11 @@ class MetricsService:
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
+        pending = self.buffer.pending(run, client) or {}
+        too_large = self._refuse_large_sums(ops, known, pending)
+        if too_large:
+            self._report_rejected(logger, run, client, too_large)
+            rejected = [*(rejected or ()), *too_large]
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s",
@@ -357,14 +418,14 @@ class MetricsService:
                 )
             completed = row.completed
             return deferred_client_view(run, client, row.fields, None, completed=completed, rejected=rejected)
-        pending = self.buffer.add(ClientDelta(run, client, ops))
-        if pending is None:  # written through: the store's row is the view
+        buffered = self.buffer.add(ClientDelta(run, client, ops))
+        if buffered is None:  # written through: the store's row is the view
             known = self._known(run, client)
         return deferred_client_view(
             run,
             client,
             known.fields if known is not None else None,
-            pending,
+            buffered,
             completed=known is not None and known.completed,
             rejected=rejected,
         )
@@ -621,6 +682,13 @@ class MetricsService:
         return [job for job in (self._find_job(row.run_id, row) for row in rows) if job is not None]
 
     # -- flushing ---------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """Whether the store answers, as this process last saw it (no store call is made)."""
+        error = self._store_error
+        if error is None and isinstance(self.store, DeferredStore) and self.store.error is not None:
+            error = str(self.store.error)
+        return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
     @guarded
     def flush(self, timeout: float | None = None) -> FlushReport:

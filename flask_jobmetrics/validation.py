@@ -9,8 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from .exceptions import InvalidMetricError
+from .formatting import shorten
 from .models import RejectedMetric
-from .schema import MetricRegistry, normalize_number
+from .schema import MetricRegistry, normalize_datetime, normalize_number
 from .spelling import did_you_mean
 
 __all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
@@ -40,13 +41,11 @@ def check_text(name: str, value: Any) -> str:
 
 def _keep_value(value: Any) -> Any:
     """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
-    if isinstance(value, (str, bool, datetime)):
+    if isinstance(value, (str, bool)):
         return value
+    if isinstance(value, datetime):
+        return normalize_datetime(value)  # aware UTC, as every stored time
     return normalize_number(value)
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else repr(value)
 
 
 def sort_update(
@@ -59,19 +58,17 @@ def sort_update(
     if metrics is None:
         metrics = {}
     if type(metrics) is not dict and not isinstance(metrics, Mapping):
-        problem = RejectedMetric(
-            metric="metrics", value=repr(metrics), reason="must be a mapping of name to value"
-        )
+        problem = RejectedMetric(metric="metrics", value=metrics, reason="must be a mapping of name to value")
         raise InvalidMetricError([problem])
     values, rejected, unknown = registry.normalize(metrics)
     unknown_rejected: list[RejectedMetric] = []
     for name, value in unknown.items():
         if not keep_unknown:
             reason = "unknown metric" + did_you_mean(name, (spec.field for spec in registry.specs))
-            unknown_rejected.append(RejectedMetric(metric=name, value=_plain(value), reason=reason))
+            unknown_rejected.append(RejectedMetric(metric=name, value=value, reason=reason))
             continue
         try:
             values[name] = _keep_value(value)
-        except ValueError as exc:
-            rejected.append(RejectedMetric(metric=name, value=repr(value), reason=str(exc)))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            rejected.append(RejectedMetric(metric=name, value=value, reason=shorten(exc, 300, quote=False)))
     return values, rejected, unknown_rejected

@@ -31,11 +31,14 @@ class Sink:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[list[ClientDelta]] = []
+        self.tokens: list[str] = []
         self.fail: BaseException | None = None
         self.lock = threading.Lock()
         self.delivered = threading.Event()
 
-    def __call__(self, deltas: list[ClientDelta]) -> None:
+    def __call__(self, deltas: list[ClientDelta], token: str = "") -> None:
+        with self.lock:
+            self.tokens.append(token)
         if self.fail is not None:
             raise self.fail
         with self.lock:
@@ -102,7 +105,7 @@ def test_pending_includes_in_flight(buf: MetricsBuffer, sink: Sink) -> None:
     """While the sink call runs, pending() still shows the popped ops (plus newer ones): no dip."""
     entered, release = threading.Event(), threading.Event()
 
-    def blocking(deltas: list[ClientDelta]) -> None:
+    def blocking(deltas: list[ClientDelta], token: str) -> None:
         entered.set()
         assert release.wait(5)
         sink(deltas)
@@ -230,8 +233,9 @@ def test_flush_one_run_or_one_key(buf: MetricsBuffer, sink: Sink) -> None:
     assert len(buf) == 0
 
 
-def test_sink_failure_puts_back_in_order(buf: MetricsBuffer, sink: Sink) -> None:
-    """A failing flush re-raises and keeps the entries, merged before newer ops (old, then new)."""
+def test_sink_failure_keeps_the_batch_sealed(buf: MetricsBuffer, sink: Sink) -> None:
+    """A failing flush re-raises and keeps its batch as it was; the next delivery re-sends it,
+    unchanged and with the same token, before the ops added meanwhile."""
     buf.add(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 5), "Status": ("last", "old")}))
     sink.fail = RuntimeError("store down")
     with pytest.raises(RuntimeError, match="store down"):
@@ -239,11 +243,40 @@ def test_sink_failure_puts_back_in_order(buf: MetricsBuffer, sink: Sink) -> None
     assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 5), "Status": ("last", "old")}
     buf.add(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 2), "Status": ("last", "new")}))
     assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 7), "Status": ("last", "new")}
+    assert len(buf) == 2
     sink.fail = None
-    assert buf.flush() == 1
+    assert buf.flush() == 2
+    first, resent, new = sink.tokens
+    assert resent == first and new != first
+    assert [d.ops["Leads Processed"] for d in sink.calls[0] + sink.calls[1]] == [("sum", 5), ("sum", 2)]
     assert sink.rows[(RUN, "acme")] == {"Leads Processed": 7, "Status": "new"}
     assert buf.stats().failed == 1
     assert len(buf) == 0
+
+
+def test_each_delivery_has_its_own_token(buf: MetricsBuffer, sink: Sink) -> None:
+    """Deliveries that succeed carry distinct tokens (write-through ones too)."""
+    for n in range(3):
+        buf.add(leads(n))
+        buf.flush()
+    assert len(set(sink.tokens)) == 3
+    through = MetricsBuffer(sink, max_age=0, autostart=False)
+    through.add(leads(1))
+    through.add(leads(1))
+    assert len(set(sink.tokens)) == 5
+
+
+def test_a_late_resend_is_logged(sink: Sink, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    """Re-sending a batch first sent longer ago than the store keeps tokens logs an error."""
+    b = MetricsBuffer(sink, clock=clock.timestamp, autostart=False, token_ttl=100)
+    b.add(leads(1))
+    sink.fail = RuntimeError("store down")
+    with pytest.raises(RuntimeError):
+        b.flush()
+    sink.fail = None
+    clock.advance(101)
+    assert b.flush() == 1
+    assert "count twice" in caplog.text
 
 
 def test_background_failures_keep_entries_and_report(sink: Sink, clock: Clock) -> None:
@@ -341,7 +374,7 @@ from flask_jobmetrics.buffer import MetricsBuffer
 from flask_jobmetrics.shutdown import install_sigterm_handler
 from flask_jobmetrics.deltas import ClientDelta
 
-def sink(deltas):
+def sink(deltas, token):
     with open(sys.argv[1], "a") as fh:
         for d in deltas:
             fh.write(json.dumps([d.client_id, d.ops["Leads Processed"][1]]) + "\\n")
@@ -410,7 +443,7 @@ def test_fork_child_starts_empty_and_parent_flushes_once(tmp_path: Path) -> None
     """After fork the child's buffer is empty and independent; the parent's entries go out once."""
     out = tmp_path / "sink.jsonl"
 
-    def sink(deltas: list[ClientDelta]) -> None:
+    def sink(deltas: list[ClientDelta], token: str) -> None:
         with out.open("a") as fh:
             for d in deltas:
                 fh.write(json.dumps([d.client_id, d.ops["Leads Processed"][1]]) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import sqlite3
@@ -18,12 +19,15 @@ from flask.cli import ScriptInfo
 
 from flask_jobmetrics import JobMetrics, Status
 from flask_jobmetrics.cli import _table, jobmetrics_cli, parse_duration
+from flask_jobmetrics.cli_progress import publish_with_progress
 from flask_jobmetrics.formatting import span
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.stores.sqlite import SQLiteStore
+from flask_jobmetrics.testing import FakeAirtable
+from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import START, Clock
+from .support import START, AppFactory, Clock
 
 OLD = "230615-120000"
 NEW = "230616-120000"
@@ -301,7 +305,12 @@ def test_sweep_closes_only_old_running_jobs_as_failed(app: Flask, svc: MetricsSe
     result = invoke(app, "sweep", "--older-than", "6h")
     assert result.exit_code == 0, result.output
     assert "Closed 2 job run(s) as Failed:" in result.output
-    assert row_of(result.output, "230615-120000") == ["230615-120000", "2023-06-15 12:00:00", "7h 00m 00s"]
+    assert row_of(result.output, "230615-120000") == [
+        "230615-120000",
+        "2023-06-15 12:00:00",
+        "7h 00m 00s",
+        "0",
+    ]
     assert row_of(result.output, "230615-120001")[0] == "230615-120001"
     for run in ("230615-120000", "230615-120001"):
         job = svc.get_job_run(run)
@@ -316,6 +325,32 @@ def test_sweep_closes_only_old_running_jobs_as_failed(app: Flask, svc: MetricsSe
     assert young is not None
     assert young.status is Status.RUNNING
     assert "230615-180000" not in result.output
+
+
+def test_sweep_counts_the_clients_it_closes_instead_of_logging_each(
+    app: Flask, svc: MetricsService, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`sweep` reports the client runs it closed per job and holds back their log lines; -v keeps them."""
+    svc.start_job(OLD)
+    for client in ("acme", "beta", "gamma"):
+        svc.update_client_metrics(OLD, client, {"Leads Processed": 1})
+    svc.flush()
+    clock.advance(7 * 3600)
+    caplog.set_level("WARNING", logger="flask_jobmetrics")
+    result = invoke(app, "sweep", "--older-than", "6h")
+    assert result.exit_code == 0, result.output
+    assert row_of(result.output, OLD)[-1] == "3"
+    assert "3 log lines held back; -v shows them" in result.output
+    assert not [r for r in caplog.records if "closed as Failed" in r.getMessage()]
+
+    svc.start_job(NEW)
+    svc.update_client_metrics(NEW, "acme", {"Leads Processed": 1})
+    svc.flush()
+    clock.advance(7 * 3600)
+    result = invoke(app, "sweep", "--older-than", "6h", "-v")
+    assert row_of(result.output, NEW)[-1] == "1"
+    assert "held back" not in result.output
+    assert len([r for r in caplog.records if "closed as Failed" in r.getMessage()]) == 1
 
 
 def test_sweep_dry_run_lists_without_changing(app: Flask, svc: MetricsService, clock: Clock) -> None:
@@ -489,13 +524,15 @@ def test_flask_executable_finds_the_command_through_the_entry_point(tmp_path: Pa
 
 @pytest.mark.slow
 def test_flask_executable_reports_an_unreachable_store_without_traceback(tmp_path: Path) -> None:
-    """`flask ... jobmetrics runs` with an unusable SQLite path exits 1 with one error line."""
+    """`flask ... jobmetrics runs` with an unusable SQLite path exits 1 with one error line
+    (after the one line the app logs when it starts without its store)."""
     (tmp_path / "a-file").write_text("")
     proc = run_flask(f"sqlite:///{tmp_path / 'a-file' / 'jobmetrics.sqlite3'}", "runs")
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert proc.stderr.startswith("Error: store unreachable: sqlite store ")
-    assert len(proc.stderr.splitlines()) == 1
+    started, error = proc.stderr.splitlines()
+    assert "cannot be reached at start-up" in started
+    assert error.startswith("Error: store unreachable: sqlite store ")
     assert "Traceback" not in proc.stderr
 
 
@@ -507,3 +544,59 @@ def test_the_group_is_on_app_cli_for_the_apps_own_tests(
     result = app.test_cli_runner().invoke(args=["jobmetrics", "runs"])
     assert result.exit_code == 0, result.output
     assert [line.split()[0] for line in result.output.splitlines()[2:]] == [NEW, OLD]
+
+
+# -- flush progress -----------------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """Captured output that says it is a terminal, so click draws its progress bar."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def airtable_app(make_app: AppFactory, fake_airtable: FakeAirtable) -> Flask:
+    """An app on the memory store publishing to ``fake_airtable`` (running rows wait for completion)."""
+    return make_app(
+        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
+        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
+        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        JOBMETRICS_PROGRESS_INTERVAL=0,
+    )
+
+
+def _completed_clients(service: MetricsService, count: int) -> str:
+    run = service.start_job().run_id
+    for i in range(count):
+        service.complete_client_metrics(run, f"client-{i:02d}", {"Leads Processed": i + 1})
+    service.complete_job_metrics(run)
+    return run
+
+
+def test_flush_progress_shows_rows_sent_and_pending_on_a_terminal(
+    airtable_app: Flask, fake_airtable: FakeAirtable
+) -> None:
+    """On a terminal, flush draws a bar with rows sent / pending and requests left, then reports."""
+    service = get_state(airtable_app).service
+    with airtable_app.app_context():
+        _completed_clients(service, 25)
+        terminal = _Terminal()
+        report = publish_with_progress(service, 30, terminal)
+    assert report.pending == 0
+    drawn = terminal.getvalue()
+    assert "Publishing  [" in drawn
+    sent = re.findall(r"(\d+) sent · 0 pending · ~0 requests left", drawn)  # the background sender may
+    assert sent and int(sent[-1]) >= report.published  # have sent some before the bar started
+    assert len(fake_airtable.records(BASE_ID, "Client Run Results")) == 25
+
+
+def test_flush_stays_quiet_in_a_pipe(airtable_app: Flask, fake_airtable: FakeAirtable) -> None:
+    """Piped (not a terminal), flush prints only its report: no progress bar."""
+    with airtable_app.app_context():
+        _completed_clients(get_state(airtable_app).service, 3)
+    result = invoke(airtable_app, "flush", "--timeout", "30")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1] == "Published:  4 rows"
+    assert "Publishing" not in result.output and "requests left" not in result.output

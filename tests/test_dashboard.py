@@ -11,11 +11,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_jobmetrics import StoreError
+from flask_jobmetrics import StoreError, register_metric
 from flask_jobmetrics.dashboard import views
+from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_value
+from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
+from flask_jobmetrics.dashboard.present import PAGE_SIZE
+from flask_jobmetrics.schema import MetricSpec
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 
+from .big_run import client_ids, expected_failures, score
 from .support import AppFactory, Clock
 
 ACME = {
@@ -61,6 +66,13 @@ def _job(
     return job.run_id
 
 
+def _two_jobs(service: MetricsService, clock: Clock, *, finish_second: bool = False) -> tuple[str, str]:
+    """A finished job at 12:00 and, an hour later, a second one (still running unless told)."""
+    old = _job(service, clock, "230615-120000", finish=True)
+    clock.advance(3600)
+    return old, _job(service, clock, "230615-130000", finish=finish_second)
+
+
 class _Cells(HTMLParser):
     """The text of every ``<td>``/``<th>`` of the table row with the given id."""
 
@@ -100,7 +112,10 @@ def _text(fragment: str) -> str:
 
 
 def run_links(html: str) -> list[str]:
-    return re.findall(r'href="/jobmetrics/runs/([0-9-]+)"', html)
+    """The run IDs the runs table links, in order (the trend charts link them too)."""
+    return re.findall(
+        r'<td class="client mono" data-label="Run ID"><a href="/jobmetrics/runs/([0-9-]+)"', html
+    )
 
 
 # -- HTML pages ----------------------------------------------------------------------------------
@@ -110,14 +125,12 @@ def test_runs_list_shows_runs_newest_first_with_their_numbers(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
     """The runs list links every run, newest first, with status, duration, clients done, failed, tokens."""
-    old = _job(service, clock, "230615-120000", finish=True)
-    clock.advance(3600)
-    new = _job(service, clock, "230615-130000")
+    old, new = _two_jobs(service, clock)
     response = client.get("/jobmetrics/")
     html = response.get_data(as_text=True)
     assert response.status_code == 200
     assert run_links(html) == [new, old]
-    rows = re.findall(r"<tr>\s*<td class=\"mono\">.*?</tr>", html, re.S)
+    rows = re.findall(r"<tr data-status=[^>]*>\s*<td class=\"client mono\".*?</tr>", html, re.S)
     first, second = ([_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows)
     assert first == [new, "Running", "2023-06-15 13:02:05", "2m 05s", "2 / 3", "0", "1,207", "124,356"]
     assert second == [
@@ -139,10 +152,10 @@ def test_run_page_shows_each_client_row_with_its_numbers(
     run = _job(service, clock)
     html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
     assert cells(html, "client-acme") == [
-        "acme", "Completed", "2023-06-15 12:00:00", "2m 05s",
+        "acme", "Completed", "12:00:00", "2m 05s",
         "1,200", "1,200", "1,100", "50", "40", "30", "123,456", "",
     ]  # fmt: skip
-    assert cells(html, "client-globex")[:4] == ["globex", "Running", "2023-06-15 12:00:00", "2m 05s"]
+    assert cells(html, "client-globex")[:4] == ["globex", "Running", "12:00:00", "2m 05s"]
     assert cells(html, "client-globex")[4:11] == ["7", "7", "5", "0", "0", "0", "900"]
     assert cells(html, "client-hooli")[1] == "No Leads To Score"
     assert '<span id="jm-progress-text">2 / 3</span>' in html
@@ -397,3 +410,243 @@ def test_the_dashboard_is_not_mounted_when_off(make_app: AppFactory) -> None:
     client = make_app(JOBMETRICS_DASHBOARD=False).test_client()
     for path in ("/jobmetrics/", "/jobmetrics/api/runs", "/jobmetrics/metrics"):
         assert client.get(path).status_code == 404
+
+
+# -- a run at size: order, pages, charts -----------------------------------------------------------
+
+
+def test_run_page_lists_failed_and_running_clients_first_and_pages_past_page_size(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """The table starts with failed, then running clients; past PAGE_SIZE rows it pages (?page=)."""
+    ids = client_ids(130)
+    run = service.start_job().run_id
+    score(service, run, ids)  # every FAIL_EVERY-th client stays Running
+    service.flush()
+    running = expected_failures(ids)
+    first = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    rows = re.findall(r'<tr id="client-([^"]+)"', first)
+    assert len(rows) == PAGE_SIZE
+    assert rows[: len(running)] == sorted(running, key=str.casefold)
+    assert f"1\N{EN DASH}{PAGE_SIZE} of 130" in first and "page=2" in first
+    second = client.get(f"/jobmetrics/runs/{run}?page=2").get_data(as_text=True)
+    assert len(re.findall(r'<tr id="client-', second)) == 130 - PAGE_SIZE
+    assert client.get(f"/jobmetrics/runs/{run}?page=0").status_code == 400
+
+
+def test_charts_draw_the_top_clients_and_one_line_for_the_others(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """With more than TOP_BARS clients a chart draws the largest ones and sums the rest, full names kept."""
+    ids = client_ids(40)
+    run = service.start_job().run_id
+    score(service, run, ids)
+    service.complete_job_metrics(run)
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    tokens = re.search(r'<svg id="chart-tokens".*?</svg>', html, re.S)
+    assert tokens is not None
+    assert len(re.findall(r'<rect class="bar ', tokens.group(0))) == TOP_BARS
+    assert f"{40 - TOP_BARS} other clients" in tokens.group(0)
+    long_names = re.findall(r"<title>(A-Very-Long-Tenant-Name-Holdings-\d+): ", tokens.group(0))
+    labels = re.findall(r'<text class="chart-label"[^>]*>([^<]+)</text>', tokens.group(0))
+    assert long_names and len(set(labels)) == len(labels)  # elided in the middle: still distinct
+
+
+def test_shorten_keeps_both_ends_of_a_long_name() -> None:
+    """A long label keeps its start and its distinguishing end around one ellipsis."""
+    assert shorten("A-Very-Long-Tenant-Name-Holdings-031", 20) == "A-Very-Lo…ldings-031"
+    assert shorten("acme", 20) == "acme"
+
+
+def test_a_failed_clients_reason_is_shown_under_its_status(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """A client closed as Failed shows the closing note under its status badge."""
+    run = _job(service, clock, finish=True)  # globex was still running: closed as Failed
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert "closed as Failed." in cells(html, "client-globex")[1]
+    assert cells(html, "client-acme")[1] == "Completed"
+
+
+def test_an_error_column_appears_when_a_client_reports_error_details(make_app: AppFactory) -> None:
+    """A registered "Error Details" metric is shown in its own column next to the status."""
+    app = make_app()
+    with app.app_context():
+        register_metric(
+            MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
+        )
+    service = get_state(app).service
+    run = service.start_job().run_id
+    service.complete_client_metrics(
+        run, "acme", {"Error Details": "HTTP 429 from scoring API"}, success=False
+    )
+    html = app.test_client().get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert '<th data-key="error" data-type="text">Error</th>' in html
+    assert cells(html, "client-acme")[2] == "HTTP 429 from scoring API"
+
+
+# -- client page and trends ------------------------------------------------------------------------
+
+
+def test_client_page_lists_the_clients_runs_with_links_and_trends(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """/clients/<id> lists the client's runs newest first, each linking to its row, with trend charts."""
+    old, new = _two_jobs(service, clock)
+    html = client.get("/jobmetrics/clients/globex").get_data(as_text=True)
+    assert re.findall(r'<tr id="run-([0-9-]+)"', html) == [new, old]
+    assert cells(html, f"run-{old}")[:2] == [old, "Failed"]
+    assert cells(html, f"run-{new}")[5:7] == ["5", "900"]  # items scored, tokens
+    assert f'href="/jobmetrics/runs/{old}-globex"' in html
+    for chart in ("client-tokens", "client-scored", "client-duration"):
+        assert f'<svg id="{chart}"' in html
+    assert len(re.findall(r'<rect class="col ', html)) == 6  # two runs in each of three charts
+
+
+def test_client_page_answers_404_for_an_unknown_client_and_400_for_a_malformed_one(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """A client with no run is a 404 page that links back; a malformed client ID is a 400."""
+    _job(service, clock)
+    missing = client.get("/jobmetrics/clients/nobody")
+    assert missing.status_code == 404 and "Back to the runs" in missing.get_data(as_text=True)
+    assert client.get("/jobmetrics/clients/-bad-").status_code == 400
+
+
+def test_runs_list_draws_trends_per_run_oldest_first(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """The runs list has tokens, items scored, failed clients and duration charts, one column per run."""
+    first, second = _two_jobs(service, clock, finish_second=True)
+    html = client.get("/jobmetrics/").get_data(as_text=True)
+    for chart in ("trend-tokens", "trend-scored", "trend-failed", "trend-duration"):
+        svg = re.search(rf'<svg id="{chart}".*?</svg>', html, re.S)
+        assert svg is not None
+        assert re.findall(r'<a href="/jobmetrics/runs/([0-9-]+)"', svg.group(0)) == [first, second]
+    failed = re.search(r'<svg id="trend-failed".*?</svg>', html, re.S)
+    assert failed is not None and f"<title>{first}: 1</title>" in failed.group(0)
+
+
+def test_runs_list_filters_by_start_date(client: FlaskClient, service: MetricsService, clock: Clock) -> None:
+    """?since= and ?until= keep the runs started on those UTC dates; a bad date is a 400."""
+    service.start_job("230615-120000")
+    clock.advance(86400)
+    service.start_job("230616-120000")
+    assert run_links(client.get("/jobmetrics/?since=2023-06-16").get_data(as_text=True)) == ["230616-120000"]
+    assert run_links(client.get("/jobmetrics/?until=2023-06-15").get_data(as_text=True)) == ["230615-120000"]
+    empty = client.get("/jobmetrics/?since=2023-07-01").get_data(as_text=True)
+    assert "No job runs match" in empty and "Show all runs" in empty
+    assert client.get("/jobmetrics/?since=June").status_code == 400
+    assert client.get("/jobmetrics/?since=2023-06-16&until=2023-06-15").status_code == 400
+
+
+def test_an_empty_runs_list_says_how_to_make_a_run(client: FlaskClient) -> None:
+    """With no runs at all the list shows how to start one."""
+    html = client.get("/jobmetrics/").get_data(as_text=True)
+    assert "No job runs yet." in html and "jobmetrics.start_job(" in html
+
+
+# -- cheap refresh -------------------------------------------------------------------------------
+
+
+def test_api_answers_304_while_a_run_is_unchanged(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """The run API sends an ETag; If-None-Match with it is a 304 until the run changes."""
+    run = _job(service, clock)
+    first = client.get(f"/jobmetrics/api/runs/{run}")
+    etag = first.headers["ETag"]
+    assert first.headers["Cache-Control"] == "no-cache, private"
+    again = client.get(f"/jobmetrics/api/runs/{run}", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.get_data() == b""
+    service.update_client_metrics(run, "globex", {"Leads Processed": 1})
+    changed = client.get(f"/jobmetrics/api/runs/{run}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    listed = client.get("/jobmetrics/api/runs")
+    assert (
+        client.get("/jobmetrics/api/runs", headers={"If-None-Match": listed.headers["ETag"]}).status_code
+        == 304
+    )
+
+
+def test_run_summary_is_the_fragment_the_live_refresh_swaps_in(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """/runs/<id>/summary is the status, cards and charts alone, with the refresh marker while running."""
+    run = _job(service, clock)
+    html = client.get(f"/jobmetrics/runs/{run}/summary").get_data(as_text=True)
+    assert html.lstrip().startswith('<div id="jm-summary"') and "<table" not in html
+    assert f'data-poll="/jobmetrics/api/runs/{run}"' in html and "data-refresh-ms" in html
+    service.complete_job_metrics(run)
+    assert "data-refresh-ms" not in client.get(f"/jobmetrics/runs/{run}/summary").get_data(as_text=True)
+
+
+# -- access: login cookie and loopback ---------------------------------------------------------------
+
+
+def test_login_form_sets_a_secure_httponly_samesite_cookie_that_admits_the_browser(
+    make_app: AppFactory,
+) -> None:
+    """The right token in the login form sets the session cookie (not the token) and later requests pass."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="s3cret-token").test_client()
+    assert client.get("/jobmetrics/login").status_code == 200
+    response = client.post(
+        "/jobmetrics/login", data={"token": "s3cret-token", "next": "/jobmetrics/api/runs"}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/jobmetrics/api/runs"
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}={session_value('s3cret-token')};")
+    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/jobmetrics"):
+        assert attribute in cookie
+    assert "s3cret-token" not in cookie
+    assert client.get("/jobmetrics/api/runs").status_code == 200
+    client.post("/jobmetrics/logout")
+    assert client.get("/jobmetrics/api/runs").status_code == 401
+
+
+def test_login_refuses_a_wrong_token_a_foreign_origin_and_a_foreign_next(make_app: AppFactory) -> None:
+    """A wrong token is a 401 form, a cross-site post a 403, and ``next`` never leaves the dashboard."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="s3cret-token").test_client()
+    wrong = client.post("/jobmetrics/login", data={"token": "nope"})
+    assert wrong.status_code == 401 and "not the dashboard" in wrong.get_data(as_text=True)
+    assert "Set-Cookie" not in wrong.headers
+    foreign = client.post(
+        "/jobmetrics/login", data={"token": "s3cret-token"}, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403 and "Set-Cookie" not in foreign.headers
+    fetched = client.post(
+        "/jobmetrics/login", data={"token": "s3cret-token"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert fetched.status_code == 403
+    away = client.post("/jobmetrics/login", data={"token": "s3cret-token", "next": "https://evil.example/"})
+    assert away.headers["Location"] == "/jobmetrics/"
+
+
+def test_refusal_pages_link_to_the_login_form_not_to_another_refusal(make_app: AppFactory) -> None:
+    """A 401 page offers the login form (returning to the page asked for); a 403 page explains the way in."""
+    client = make_app(JOBMETRICS_DASHBOARD_TOKEN="t").test_client()
+    page = client.get("/jobmetrics/runs/230615-120000").get_data(as_text=True)
+    assert 'href="/jobmetrics/login?next=/jobmetrics/runs/230615-120000"' in page
+    assert "Back to the runs" not in page
+    remote = make_app().test_client().get("/jobmetrics/", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    text = remote.get_data(as_text=True)
+    assert remote.status_code == 403 and "SSH tunnel" in text and "Back to the runs" not in text
+
+
+@pytest.mark.parametrize(
+    ("loopback", "address", "headers", "status"),
+    [
+        (True, "127.0.0.1", {}, 200),
+        (True, "::1", {}, 200),
+        (True, "127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}, 401),
+        (True, "10.1.2.3", {}, 401),
+        (False, "127.0.0.1", {}, 401),
+    ],
+)
+def test_dashboard_loopback_admits_direct_loopback_browsers_despite_a_token(
+    make_app: AppFactory, loopback: bool, address: str, headers: dict[str, str], status: int
+) -> None:
+    """With JOBMETRICS_DASHBOARD_LOOPBACK a direct loopback client needs no token; others still do."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_LOOPBACK=loopback)
+    response = app.test_client().get("/jobmetrics/", environ_base={"REMOTE_ADDR": address}, headers=headers)
+    assert response.status_code == status

@@ -1,15 +1,21 @@
-"""The run page in a real browser (Debian's Chromium via Playwright) against a real server thread.
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against a real server thread.
 
-Skipped only when ``/usr/bin/chromium`` is missing outside CI; in CI (``CI`` set) it must run
-(``.ci/run`` installs Chromium).
+The example app's twelve clients, and a generated run of 300 clients with failures at 1366 and
+390 px wide, light and dark. Screenshots and the run page's weight and height are kept in
+``test-artifacts/`` (CI keeps that folder). Skipped only when ``/usr/bin/chromium`` is missing
+outside CI; in CI (``CI`` set) it must run (``.ci/run`` installs Chromium).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,14 +26,20 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
     )
 
 from flask import Flask  # noqa: E402
-from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Response, sync_playwright  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from example_app import create_app, jobmetrics  # noqa: E402
 from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
+from flask_jobmetrics import register_metric  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
+from flask_jobmetrics.schema import MetricSpec  # noqa: E402
+from flask_jobmetrics.service import MetricsService  # noqa: E402
 from flask_jobmetrics.state import get_state  # noqa: E402
+
+from .big_run import client_ids, expected_failures, score  # noqa: E402
+from .support import AppFactory  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real browser
 
@@ -40,11 +52,71 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-WAIT_MS = 15_000
+WAIT_MS = 20_000
+CLIENTS_IN_BIG_RUN = 300
+WIDTHS = (1366, 390)
+SCHEMES = ("light", "dark")
 
 PROGRESS_AND_BARS = """([progress, bars]) =>
     document.getElementById('jm-progress-text')?.textContent === progress
     && document.querySelectorAll('#chart-tokens rect.bar').length === bars"""
+NO_OVERFLOW = "() => document.documentElement.scrollWidth <= window.innerWidth"
+TABLE_READY = "() => document.querySelector('#jm-shown')?.textContent.includes('clients')"
+
+
+def _shot(page: Page, name: str, *, full_page: bool = True) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+
+
+@contextmanager
+def _served(app: Flask) -> Iterator[str]:
+    """``app`` served by a real threaded WSGI server on a free loopback port."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="dashboard-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+PageFactory = Callable[..., Page]
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[PageFactory]:
+    """New pages at a width and colour scheme; a JavaScript error on any of them fails the test."""
+    errors: list[str] = []
+    contexts = []
+
+    def make(width: int = 1366, scheme: str = "light") -> Page:
+        context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)  # type: ignore[arg-type]
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
+    assert errors == []
+
+
+# -- the example app's twelve clients ----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -65,29 +137,8 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
 
 @pytest.fixture
 def base_url(example: Flask) -> Iterator[str]:
-    """The app served by a real threaded WSGI server on a free loopback port."""
-    server = make_server("127.0.0.1", 0, example, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="dashboard-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
-    server.server_close()
-
-
-@pytest.fixture
-def page() -> Iterator[Page]:
-    """A headless Chromium page; JavaScript errors on it fail the test."""
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        new_page = context.new_page()
-        new_page.on("pageerror", lambda exc: errors.append(str(exc)))
-        yield new_page
-        context.close()
-        browser.close()
-    assert errors == []
+    with _served(example) as url:
+        yield url
 
 
 def _score(app: Flask, run_id: str, clients: list[str]) -> None:
@@ -97,9 +148,10 @@ def _score(app: Flask, run_id: str, clients: list[str]) -> None:
 
 
 def test_run_page_refreshes_itself_while_running_and_stops_when_finished(
-    example: Flask, base_url: str, page: Page
+    example: Flask, base_url: str, open_page: PageFactory
 ) -> None:
     """While the job runs the page updates progress and charts in place; once finished the refresh stops."""
+    page = open_page(1400)
     names = list(CLIENTS)
     with example.app_context():
         run_id = jobmetrics.start_job(notes=f"Batch lead scoring for {len(names)} clients").run_id
@@ -111,7 +163,7 @@ def test_run_page_refreshes_itself_while_running_and_stops_when_finished(
     assert page.inner_text("#jm-progress-text") == "3 / 12"
     assert page.locator("#chart-tokens rect.bar").count() == 2
     assert page.get_attribute("html", "data-refresh-state") == "live"
-    assert page.get_attribute("#jm-live", "data-refresh-ms") == "300"
+    assert page.get_attribute("#jm-summary", "data-refresh-ms") == "300"
     page.evaluate("() => { window.notReloaded = true; }")
 
     _score(example, run_id, names[3:6])  # globex, umbrella, hooli (no leads)
@@ -119,8 +171,7 @@ def test_run_page_refreshes_itself_while_running_and_stops_when_finished(
     assert page.get_attribute("#jm-progress", "value") == "6"
     assert page.inner_text("#jm-status") == "Running"
     assert page.evaluate("() => window.notReloaded") is True  # updated in place, not reloaded
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard-run-live.png"), full_page=True)
+    _shot(page, "dashboard-run-live.png")
 
     _score(example, run_id, names[6:])  # initech fails at lead 50; the rest complete
     with example.app_context():
@@ -132,14 +183,16 @@ def test_run_page_refreshes_itself_while_running_and_stops_when_finished(
     assert page.inner_text("#jm-progress-text") == "12 / 12"
     assert page.locator("#chart-tokens rect.bar").count() == 10  # all but the two clients without leads
     assert page.locator("#chart-tokens rect.bar-failed").count() == 1
-    assert page.locator("#jm-live[data-refresh-ms]").count() == 0
-    assert page.inner_text("#client-initech td:nth-child(2)") == "Failed"
+    assert page.locator("#jm-summary[data-refresh-ms]").count() == 0
+    page.wait_for_function("() => document.querySelector('#clients tbody tr')?.id === 'client-initech'")
+    assert page.inner_text("#client-initech td.status .badge") == "Failed"  # failed first
     assert page.evaluate("() => window.notReloaded") is True
-    page.screenshot(path=str(ARTIFACTS / "dashboard-run.png"), full_page=True)
+    _shot(page, "dashboard-run.png")
 
 
-def test_runs_list_links_to_the_run_page(example: Flask, base_url: str, page: Page) -> None:
+def test_runs_list_links_to_the_run_page(example: Flask, base_url: str, open_page: PageFactory) -> None:
     """The runs list shows the finished run with its numbers and its ID opens the run page."""
+    page = open_page(1400)
     with example.app_context():
         run_id = jobmetrics.start_job().run_id
     _score(example, run_id, ["acme", "stark"])
@@ -150,8 +203,279 @@ def test_runs_list_links_to_the_run_page(example: Flask, base_url: str, page: Pa
     assert row.locator("td").nth(1).inner_text() == "Completed"
     assert row.locator("td").nth(4).inner_text() == "2 / 2"
     assert row.locator("td").nth(7).inner_text() == "29,750"  # (108 + 11) scored leads x 250 tokens
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "dashboard-runs.png"))
-    page.click(f"text={run_id}")
+    _shot(page, "dashboard-runs.png", full_page=False)
+    page.click(f"#runs >> text={run_id}")
     page.wait_for_url(f"**/jobmetrics/runs/{run_id}")
     assert page.inner_text("#jm-progress-text") == "2 / 2"
+
+
+# -- a generated run of 300 clients ------------------------------------------------------------------
+
+
+def _big_app(make_app: AppFactory, tmp_path: Path, **config: Any) -> Flask:
+    """A dashboard app on an SQLite file that knows the Error Details metric."""
+    app = make_app(
+        JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path / 'big.sqlite3'}", JOBMETRICS_DASHBOARD=True, **config
+    )
+    with app.app_context():  # what apps will report a failure's reason in
+        register_metric(
+            MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
+        )
+    return app
+
+
+@pytest.fixture
+def big(
+    make_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Flask, MetricsService]:
+    """An app (SQLite store) whose dashboard refreshes every 300 ms, and its service."""
+    monkeypatch.setattr(views, "REFRESH_INTERVAL_MS", 300)
+    app = _big_app(make_app, tmp_path)
+    return app, get_state(app).service
+
+
+def _finished_runs(service: MetricsService, runs: int = 6) -> str:
+    """``runs`` finished runs of growing size, the last with all 300 clients; returns its ID."""
+    ids = client_ids(CLIENTS_IN_BIG_RUN)
+    run = ""
+    for k in range(runs):
+        size = CLIENTS_IN_BIG_RUN if k == runs - 1 else 60 + 40 * k
+        run = service.start_job(notes=f"Nightly scoring, batch {k + 1}").run_id
+        score(service, run, ids[:size], offset=k)
+        service.complete_job_metrics(run, notes="done")
+    return run
+
+
+def _rows(page: Page) -> list[dict[str, str]]:
+    return page.evaluate(
+        """() => Array.from(document.querySelectorAll('#clients tbody tr')).map(tr => ({
+            id: tr.id.slice(7), status: tr.dataset.status,
+            tokens: tr.children[tr.children.length - 2].textContent}))"""
+    )
+
+
+def _tokens(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_big_run_page_sorts_filters_searches_and_pages(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """300 clients: failed first; sort by tokens both ways; filter Failed; search; page on; client link."""
+    app, service = big
+    run = _finished_runs(service, runs=1)
+    failed = expected_failures(client_ids(CLIENTS_IN_BIG_RUN))
+    with _served(app) as url:
+        page = open_page(1366)
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)
+        rows = _rows(page)
+        assert len(rows) == 100
+        assert [r["id"] for r in rows[: len(failed)]] == sorted(failed, key=str.casefold)
+        assert page.inner_text("#jm-pager span") == "1\N{EN DASH}100 of 300 · page 1 of 3"
+
+        page.click("#clients thead th[data-field='Total Tokens'] button")
+        tokens = [_tokens(r["tokens"]) for r in _rows(page)]
+        assert tokens == sorted(tokens, reverse=True)
+        assert page.get_attribute("#clients thead th[data-field='Total Tokens']", "aria-sort") == "descending"
+        page.click("#clients thead th[data-field='Total Tokens'] button")
+        tokens = [_tokens(r["tokens"]) for r in _rows(page)]
+        assert tokens == sorted(tokens) and tokens[0] == 0
+        assert "sort=m%3ATotal+Tokens" in page.url and "dir=asc" in page.url
+        _shot(page, "dashboard-300-sorted-1366-light.png", full_page=False)
+
+        page.click("#jm-status-filter button[data-status='Failed']")
+        rows = _rows(page)
+        assert {r["status"] for r in rows} == {"Failed"} and len(rows) == len(failed)
+        assert page.inner_text("#jm-shown") == f"{len(failed)} of 300 clients"
+        assert page.is_hidden("#jm-pager")
+
+        page.click("#jm-status-filter button[data-status='']")
+        matching = [c for c in client_ids(CLIENTS_IN_BIG_RUN) if "holdings-1" in c.casefold()]
+        page.fill("#jm-search", "holdings-1")
+        page.wait_for_function(
+            "(n) => document.querySelectorAll('#clients tbody tr').length === n", arg=len(matching)
+        )
+        assert sorted(r["id"] for r in _rows(page)) == sorted(matching)
+        _shot(page, "dashboard-300-search-1366-light.png", full_page=False)
+
+        page.fill("#jm-search", "")
+        page.wait_for_function("() => document.querySelectorAll('#clients tbody tr').length === 100")
+        page.click("#jm-pager button[data-rel='next']")
+        assert page.inner_text("#jm-pager span") == "101\N{EN DASH}200 of 300 · page 2 of 3"
+
+        target = _rows(page)[0]["id"]
+        page.click(f"#client-{target} th a")
+        page.wait_for_url(f"**/jobmetrics/clients/{target}")
+        assert page.locator("#client-runs tbody tr").count() == 1
+        assert page.locator("#client-tokens rect.col").count() == 1
+        page.click(f"#client-runs a[href$='{run}-{target}']")  # back to the run, at the client's row
+        page.wait_for_function(
+            "(id) => document.querySelector('tr.is-target')?.id === id", arg=f"client-{target}"
+        )
+        assert page.inner_text("#jm-pager span").startswith("101\N{EN DASH}200")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_big_run_pages_fit_the_screen_light_and_dark(
+    big: tuple[Flask, MetricsService], open_page: PageFactory, width: int, scheme: str
+) -> None:
+    """Run, runs list and client page never scroll sideways; on a phone the clients are cards, the
+    chart text stays 12 px; the run page's weight and height are kept with the screenshots."""
+    app, service = big
+    run = _finished_runs(service)
+    with _served(app) as url:
+        page = open_page(width, scheme)
+        run_url = f"{url}/jobmetrics/runs/{run}"
+        page.goto(run_url)
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)
+        assert page.evaluate(NO_OVERFLOW)
+        label_size = page.evaluate(
+            "() => getComputedStyle(document.querySelector('#chart-tokens .chart-label')).fontSize"
+        )
+        assert label_size == "12px"
+        label_box = page.locator("#chart-tokens .chart-label").first.bounding_box()
+        assert label_box is not None and label_box["height"] >= 11  # drawn at 12 px, not scaled down
+        phone = width < 640
+        thead = page.evaluate("() => getComputedStyle(document.querySelector('#clients thead')).display")
+        assert (thead == "none") is phone
+        shown = 25 if phone else 100
+        assert page.locator("#clients tbody tr").count() == shown
+        _shot(page, f"dashboard-300-run-{width}-{scheme}.png")
+        page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
+        _shot(page, f"dashboard-300-table-{width}-{scheme}.png", full_page=False)
+        figures = {
+            "html_bytes": len(urllib.request.urlopen(run_url).read()),
+            "json_bytes": len(urllib.request.urlopen(f"{url}/jobmetrics/api/runs/{run}").read()),
+            "height_px": page.evaluate("() => document.documentElement.scrollHeight"),
+        }
+
+        page.goto(f"{url}/jobmetrics/")
+        assert page.evaluate(NO_OVERFLOW)
+        for chart in ("trend-tokens", "trend-scored", "trend-failed", "trend-duration"):
+            assert page.locator(f"#{chart} rect.col").count() == 6
+        _shot(page, f"dashboard-300-runs-{width}-{scheme}.png")
+
+        page.goto(f"{url}/jobmetrics/clients/client-005")
+        assert page.evaluate(NO_OVERFLOW)
+        assert page.locator("#client-runs tbody tr").count() == 6
+        _shot(page, f"dashboard-300-client-{width}-{scheme}.png")
+    ARTIFACTS.mkdir(exist_ok=True)
+    figures_file = ARTIFACTS / f"dashboard-300-figures-{width}-{scheme}.json"
+    figures_file.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def test_big_run_refreshes_through_the_api_with_304s_until_finished(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """A live 300-client run: the page polls the JSON API (304 while unchanged, never the page
+    itself), shows progress as clients finish, and stops at the finished state."""
+    app, service = big
+    ids = client_ids(CLIENTS_IN_BIG_RUN)
+    run = service.start_job(notes="Live batch").run_id
+    for client in ids:
+        service.update_client_metrics(run, client, {})
+    service.flush()
+    with _served(app) as url:
+        page = open_page(1366, "dark")
+        seen: list[tuple[str, int]] = []
+
+        def record(response: Response) -> None:
+            seen.append((response.url.removeprefix(url), response.status))
+
+        page.on("response", record)
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)
+        assert page.inner_text("#jm-progress-text") == "0 / 300"
+        page.wait_for_function(
+            "() => document.documentElement.getAttribute('data-refresh-state') === 'live'", timeout=WAIT_MS
+        )
+        with page.expect_response(lambda r: r.status == 304 and "/api/runs/" in r.url, timeout=WAIT_MS):
+            pass  # unchanged: a poll costs a 304
+
+        score(service, run, ids[:150])
+        service.flush()
+        done = 150 - len(expected_failures(ids[:150]))  # those stay Running until the job completes
+        page.wait_for_function(
+            "(text) => document.getElementById('jm-progress-text').textContent === text",
+            arg=f"{done} / 300",
+            timeout=WAIT_MS,
+        )
+        _shot(page, "dashboard-300-live-1366-dark.png", full_page=False)
+        assert page.locator("#clients thead th[data-key='error']").count() == 0
+
+        reason = "Scoring API answered 429 three times"
+        service.complete_client_metrics(run, ids[150], {"Error Details": reason}, success=False)
+        page.wait_for_function(  # the first error adds the Error column in place
+            "() => document.querySelector('#clients thead th[data-key=error] button') !== null",
+            timeout=WAIT_MS,
+        )
+        row = page.locator(f"#client-{ids[150]}")
+        assert row.locator("td.error").inner_text() == reason
+        assert row.locator("td.status .reason").inner_text() == reason
+        page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
+        _shot(page, "dashboard-300-error-1366-dark.png", full_page=False)
+
+        score(service, run, ids[151:], offset=151)
+        service.complete_job_metrics(run)
+        page.wait_for_function(
+            "() => document.documentElement.getAttribute('data-refresh-state') === 'stopped'", timeout=WAIT_MS
+        )
+        assert page.inner_text("#jm-status") == "Completed with Errors"
+        assert page.inner_text("#jm-progress-text") == "300 / 300"
+        failed = len(expected_failures(ids)) + 1  # and the one that reported its error
+        assert page.inner_text("#jm-failed") == str(failed)
+        assert {r["status"] for r in _rows(page)[:failed]} == {"Failed"}
+        _shot(page, "dashboard-300-finished-1366-dark.png", full_page=False)
+    page_loads = [u for u, _ in seen if u.startswith(f"/jobmetrics/runs/{run}") and "/summary" not in u]
+    assert page_loads == [f"/jobmetrics/runs/{run}"]  # the page itself was fetched once
+    assert any(status == 304 for u, status in seen if u == f"/jobmetrics/api/runs/{run}")
+
+
+def test_token_login_once_then_the_cookie_opens_the_dashboard(
+    make_app: AppFactory, tmp_path: Path, open_page: PageFactory
+) -> None:
+    """With a token, the 401 page links to the login form; after signing in the browser is let in."""
+    app = _big_app(make_app, tmp_path, JOBMETRICS_DASHBOARD_TOKEN="s3cret-token")
+    run = _finished_runs(get_state(app).service, runs=1)
+    with _served(app) as url:
+        page = open_page(390, "dark")
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        assert page.inner_text(".error-code") == "401"
+        _shot(page, "dashboard-401-390-dark.png", full_page=False)
+        page.click("text=Sign in with the token")
+        page.fill("#jm-token", "wrong")
+        page.click("form.login button")
+        assert "not the dashboard's token" in page.inner_text(".form-error")
+        _shot(page, "dashboard-login-390-dark.png", full_page=False)
+        page.fill("#jm-token", "s3cret-token")
+        page.click("form.login button")
+        page.wait_for_url(f"**/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)  # the API answers with the cookie too
+        cookie = next(c for c in page.context.cookies() if c["name"] == "jobmetrics_session")
+        assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+        page.click("form.signout button")
+        page.goto(f"{url}/jobmetrics/")
+        assert page.inner_text(".error-code") == "401"
+
+
+def test_runs_list_refreshes_through_the_api_until_no_run_is_running(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """The runs list polls /api/runs (304 while unchanged) and re-renders when a run finishes."""
+    app, service = big
+    run = service.start_job().run_id
+    service.complete_client_metrics(run, "acme", {"Leads Processed": 3})
+    with _served(app) as url:
+        page = open_page(390, "light")
+        page.goto(f"{url}/jobmetrics/")
+        assert page.inner_text("#runs tbody tr td.status") == "Running"
+        with page.expect_response(lambda r: r.status == 304 and "/api/runs" in r.url, timeout=WAIT_MS):
+            pass
+        service.complete_job_metrics(run)
+        page.wait_for_function(
+            "() => document.documentElement.getAttribute('data-refresh-state') === 'stopped'", timeout=WAIT_MS
+        )
+        assert page.inner_text("#runs tbody tr td.status") == "Completed"
+        assert page.evaluate(NO_OVERFLOW)

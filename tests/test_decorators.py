@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from flask import Flask, abort
 from flask.testing import FlaskClient
 
 from flask_jobmetrics import JobMetrics, Status, current_run
-from flask_jobmetrics.decorators import counts, sign, signed, tracked
+from flask_jobmetrics.decorators import counts, sign, sign_timestamped, signed, tracked
 from flask_jobmetrics.models import ClientRun
 from flask_jobmetrics.state import get_state
 
@@ -52,6 +53,7 @@ def test_tracked_refuses_a_malformed_run_id_with_400_naming_the_header(
 
 def test_tracked_refuses_a_missing_client_with_400(app: Flask, client: FlaskClient) -> None:
     """No client ID anywhere → 400 whose message names X-Client-ID and the query parameters."""
+
     @app.get("/score")
     @tracked()
     def score() -> str:
@@ -223,6 +225,7 @@ def test_counts_with_a_callable_value(app: Flask, client: FlaskClient) -> None:
 def test_counts_without_a_run_context_logs_and_answers(app: Flask, client: FlaskClient,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     """counts on a request with no run context keeps the response and logs an error naming the metric."""
+
     @app.get("/ping")
     @counts("Leads Processed")
     def ping() -> str:
@@ -345,6 +348,84 @@ def test_sign_makes_the_header_value() -> None:
     assert len(value) == len("sha256=") + 64
 
 
+def _post(app: Flask, signature: str, body: bytes = BODY) -> Any:
+    return app.test_client().post("/hooks/scored", data=body, headers={**HEADERS, "X-Signature": signature})
+
+
+def test_a_timestamped_signature_within_the_tolerance_records(webhook_app: Flask) -> None:
+    """t=<now>,v1=<hmac of "t.body"> is accepted (a few seconds of clock skew either way too)."""
+    now = int(time.time())
+    assert _post(webhook_app, sign_timestamped(BODY, SECRETS["acme"])).status_code == 200
+    assert _post(webhook_app, sign_timestamped(BODY, SECRETS["acme"], now - 200)).status_code == 200
+    assert _post(webhook_app, sign_timestamped(BODY, SECRETS["acme"], now + 60)).status_code == 200
+    run = client_run(webhook_app)
+    assert run is not None and run.metrics["Posts Successfully Scored"] == 6
+
+
+def test_a_replayed_timestamped_signature_is_refused(
+    webhook_app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery signed longer ago than JOBMETRICS_WEBHOOK_TOLERANCE (300 s) is a 401."""
+    old = sign_timestamped(BODY, SECRETS["acme"], int(time.time()) - 301)
+    assert _post(webhook_app, old).status_code == 401
+    assert client_run(webhook_app) is None
+    assert "tolerance 300 s" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "t=123",
+        "v1=" + "0" * 64,
+        "t=abc,v1=" + "0" * 64,
+        "t=1,t=2,v1=" + "0" * 64,
+        "t={now},v1=" + "0" * 64,
+    ],
+)
+def test_malformed_or_wrong_timestamped_signatures_are_refused(webhook_app: Flask, signature: str) -> None:
+    """A timestamped signature without t, without v1, with a bad t, or not matching → 401."""
+    assert _post(webhook_app, signature.format(now=int(time.time()))).status_code == 401
+    assert client_run(webhook_app) is None
+
+
+def test_the_timestamp_is_signed_with_the_body(webhook_app: Flask) -> None:
+    """Moving the timestamp of a captured signature forward (to replay it) breaks the HMAC."""
+    old = int(time.time()) - 1000
+    digest = sign_timestamped(BODY, SECRETS["acme"], old).split("v1=")[1]
+    assert _post(webhook_app, f"t={int(time.time())},v1={digest}").status_code == 401
+
+
+def test_several_v1_signatures_match_if_one_does(webhook_app: Flask) -> None:
+    """While a secret rotates a sender may send one v1 per secret; one matching is enough."""
+    good = sign_timestamped(BODY, SECRETS["acme"])
+    t, v1 = good.split(",")
+    assert _post(webhook_app, f"{t},v1={'0' * 64},{v1}").status_code == 200
+
+
+def test_plain_signatures_can_be_refused(tmp_path: Path) -> None:
+    """With JOBMETRICS_WEBHOOK_REQUIRE_TIMESTAMP a plain sha256= signature is a 401."""
+    flask_app = Flask("strict_hooks", instance_path=str(tmp_path / "instance"))
+    flask_app.config.update(
+        TESTING=True,
+        JOBMETRICS_STORE_URL="memory://",
+        JOBMETRICS_WEBHOOK_SECRETS=SECRETS,
+        JOBMETRICS_WEBHOOK_REQUIRE_TIMESTAMP=True,
+    )
+    ext = JobMetrics(flask_app)
+
+    @flask_app.post("/hooks/scored")
+    @ext.tracked()
+    @ext.signed
+    def scored() -> dict[str, Any]:
+        return {}
+
+    try:
+        assert _post(flask_app, sign(BODY, SECRETS["acme"])).status_code == 401
+        assert _post(flask_app, sign_timestamped(BODY, SECRETS["acme"])).status_code == 200
+    finally:
+        ext.state(flask_app).service.close()
+
+
 def test_decorated_views_keep_their_names(app: Flask) -> None:
     """functools.wraps keeps the view's name and docstring."""
 
@@ -354,4 +435,3 @@ def test_decorated_views_keep_their_names(app: Flask) -> None:
 
     for decorated in (tracked()(view), counts("Leads Processed")(view), signed(view)):
         assert (decorated.__name__, decorated.__doc__) == ("view", "The view.")
-

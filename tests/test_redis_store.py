@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -29,6 +26,9 @@ from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores import load_store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.redis import RedisStore, parse_url
+
+from .faults import RedisServer
+from .gunicorn_support import free_port
 
 REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LEADS = "Leads Processed"
@@ -74,43 +74,6 @@ def make(raw: redis.Redis) -> Iterator[Callable[..., RedisStore]]:
     _drop(raw, f"jmtest:{test_id}:")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
-    """A throw-away redis-server on ``port``, once it answers PING (polled, 10 s deadline)."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10.0
-    try:
-        while True:
-            try:
-                client.ping()
-                return proc
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    proc.kill()
-                    raise
-                time.sleep(0.02)  # waiting for the server to accept connections
-    finally:
-        client.close()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
 def leads(n: Any, client: str = "acme", run: str = "run-1") -> ClientDelta:
     return ClientDelta(run, client, {LEADS: ("sum", n)})
 
@@ -149,7 +112,7 @@ def test_db_from_url_and_load_store(raw: redis.Redis, make: MakeStore) -> None:
 
 def test_unreachable_server_fails_fast_naming_host_and_port() -> None:
     """A server that does not answer raises StoreError at construction, naming host:port."""
-    port = _free_port()
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(StoreError, match=f"127.0.0.1:{port}") as info:
         RedisStore(f"redis://127.0.0.1:{port}/0")
@@ -163,44 +126,45 @@ def test_unreachable_server_fails_fast_naming_host_and_port() -> None:
 @pytest.mark.slow
 def test_server_going_away_raises_store_error_and_recovers(tmp_path: Path) -> None:
     """Calls fail with StoreError while the server is down and work again once it is back."""
-    port = _free_port()
-    proc = _start_server(port, tmp_path)
+    server = RedisServer(tmp_path).start()
+    port = server.port
     store = RedisStore(f"redis://127.0.0.1:{port}/0")
     try:
         assert store.merge_client(leads(1))[0].fields[LEADS] == 1
-        _stop(proc)
+        server.stop()
         with pytest.raises(StoreError, match=f"127.0.0.1:{port}"):
             store.merge_client(leads(1))
         with pytest.raises(StoreError):
             store.update_job("run-1", lambda fields, clients: None)
-        proc = _start_server(port, tmp_path)  # nothing was saved: the data is gone
+        server.start()  # nothing was saved: the data is gone
         assert store.merge_client(leads(5))[0].fields[LEADS] == 5
         job = store.update_job("run-1", lambda fields, clients: fields.update(Seen=len(clients)))
         assert job.fields["Seen"] == 1
     finally:
         store.close()
-        _stop(proc)
+        server.stop()
 
 
 @pytest.mark.slow
 def test_updates_are_buffered_while_redis_is_down(tmp_path: Path) -> None:
     """With Redis down, updates are still accepted into the buffer and land once it is back."""
-    port = _free_port()
-    proc = _start_server(port, tmp_path)
-    service = MetricsService(RedisStore(f"redis://127.0.0.1:{port}/0"), buffer_ttl=3600, flush_interval=3600)
+    server = RedisServer(tmp_path).start()
+    service = MetricsService(
+        RedisStore(f"redis://127.0.0.1:{server.port}/0"), buffer_ttl=3600, flush_interval=3600
+    )
     try:
-        _stop(proc)
+        server.stop()
         assert service.update_client_metrics("230615-120000", "acme", {LEADS: 2}).metrics[LEADS] == 2
         with pytest.raises(StoreError):
             service.flush()
-        proc = _start_server(port, tmp_path)
+        server.start()
         service.update_client_metrics("230615-120000", "acme", {LEADS: 3})
         service.flush()
         stored = service.store.get_client("230615-120000", "acme")
         assert stored is not None and stored.fields[LEADS] == 5
     finally:
         service.close()
-        _stop(proc)
+        server.stop()
 
 
 def test_scripts_are_loaded_again_after_a_script_flush(raw: redis.Redis, make: MakeStore) -> None:
@@ -398,20 +362,9 @@ def test_values_merge_like_the_memory_store(make: MakeStore, ops: list[tuple[str
     for agg, value in ops:
         for target in (store, reference):
             target.merge_client(ClientDelta("run-1", "acme", {"V": (agg, value)}))
-    got = store.get_client("run-1", "acme").fields["V"]  # type: ignore[union-attr]
-    want = reference.get_client("run-1", "acme").fields["V"]  # type: ignore[union-attr]
+    got = store.get_client("run-1", "acme").fields.get("V")  # type: ignore[union-attr]
+    want = reference.get_client("run-1", "acme").fields.get("V")  # type: ignore[union-attr]
     assert (got, type(got)) == (want, type(want))
-
-
-def test_a_sum_overflowing_to_infinity_is_refused(make: MakeStore) -> None:
-    """A float sum that would be infinite raises StoreError and leaves the row as it was."""
-    store = make()
-    store.merge_client(ClientDelta("run-1", "acme", {"F": ("sum", 1e308)}))
-    with pytest.raises(StoreError, match="not finite"):
-        store.merge_clients([leads(1), ClientDelta("run-1", "acme", {"F": ("sum", 1e308)})])
-    row = store.get_client("run-1", "acme")
-    assert row is not None
-    assert (row.fields, row.version) == ({"Status": "Running", "F": 1e308}, 1)
 
 
 def test_thousands_of_increments_are_exact(make: MakeStore) -> None:

@@ -398,6 +398,45 @@ def test_locked_database_raises_store_error(store: SQLiteStore, db: Path) -> Non
     impatient.close()
 
 
+def test_switch_to_wal_waits_for_a_writer_of_a_new_file(tmp_path: Path) -> None:
+    """Opening a rollback-mode file while another connection writes it waits for that writer
+    (SQLite refuses the WAL switch at once then, without calling its busy handler)."""
+    path = tmp_path / "new.sqlite3"
+    holder = _raw(path)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    waits: list[float] = []
+
+    def writer_finishes(seconds: float) -> None:  # the other writer commits while we wait
+        waits.append(seconds)
+        if holder.in_transaction:
+            holder.execute("COMMIT")
+
+    conn = _sqlite_schema.connect(str(path), 5.0, sleep=writer_finishes)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert len(waits) >= 1
+    finally:
+        conn.close()
+        holder.close()
+
+
+def test_switch_to_wal_gives_up_after_the_timeout(tmp_path: Path) -> None:
+    """A WAL switch blocked past the timeout raises StoreError saying the file is locked."""
+    path = tmp_path / "new.sqlite3"
+    holder = _raw(path)
+    holder.execute("CREATE TABLE other (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            _sqlite_schema.connect(str(path), 0.05)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_runtime_sqlite_errors_are_wrapped(store: SQLiteStore, db: Path) -> None:
     """An sqlite3 error during a call surfaces as StoreError naming the file, and nothing is applied."""
     store.merge_client(ClientDelta("run", "acme", {LEADS: ("sum", 1)}))

@@ -308,6 +308,67 @@ def test_idempotency_key_expires_after_ttl(make_store: MakeStore, clock: Clock) 
     assert store.merge_client(leads(1, key="k"))[1] is False
 
 
+# -- delivery tokens ---------------------------------------------------------------------
+
+
+def test_a_batch_delivered_twice_with_its_token_is_merged_once(store: Store) -> None:
+    """Re-sending a batch with the same token changes nothing and returns the rows as stored."""
+    first = store.merge_clients([leads(2, "a"), leads(3, "b")], token="t1")
+    again = store.merge_clients([leads(2, "a"), leads(3, "b")], token="t1")
+    assert [r.fields[LEADS] for r in again] == [2, 3]
+    assert [r.version for r in again] == [r.version for r in first]
+    assert store.merge_clients([leads(2, "a")], token="t2")[0].fields[LEADS] == 4
+    assert store.merge_clients([leads(1, "a")])[0].fields[LEADS] == 5  # no token: always applied
+
+
+def test_a_seen_token_on_a_missing_row_creates_nothing(store: Store) -> None:
+    """A replayed token returns an empty row for a row that does not exist, and creates none."""
+    store.merge_clients([leads(1, "a")], token="t")
+    (row,) = store.merge_clients([leads(1, "b", run="run-2")], token="t")
+    assert row == ClientRow("run-2", "b", {})
+    assert store.get_job("run-2") is None
+
+
+def test_a_token_is_not_an_idempotency_key(store: Store) -> None:
+    """A token and a caller's idempotency key of the same text do not shadow each other."""
+    store.merge_clients([leads(1)], token="same")
+    assert store.merge_client(leads(1, key="same"))[1] is True
+
+
+def test_a_failed_batch_records_no_token(store: Store) -> None:
+    """A batch that fails leaves its token unrecorded, so the batch can be delivered again."""
+    bad = ClientDelta("run-1", "acme", {LEADS: ("sum", "text")})
+    with pytest.raises((TypeError, ValueError)):
+        store.merge_clients([leads(1), bad], token="t")
+    assert store.merge_clients([leads(1)], token="t")[0].fields[LEADS] == 1
+
+
+def test_tokens_expire_with_idempotency_keys(make_store: MakeStore, clock: Clock) -> None:
+    """A token is remembered for the idempotency TTL, then forgotten."""
+    store = make_store(clock=clock.timestamp, idempotency_ttl=60.0)
+    store.merge_clients([leads(1)], token="t")
+    clock.advance(59.0)
+    assert store.merge_clients([leads(1)], token="t")[0].fields[LEADS] == 1
+    clock.advance(1.0)
+    assert store.merge_clients([leads(1)], token="t")[0].fields[LEADS] == 2
+
+
+def test_a_sum_beyond_2_53_is_refused_and_reported(store: Store) -> None:
+    """A sum that would pass 2**53 is not added (the field keeps its value), the rest of the
+    delta is, and the returned row lists what was refused."""
+    store.merge_client(ClientDelta("run-1", "acme", {"Total Tokens": ("sum", 2**53), "F": ("sum", 9e15)}))
+    ops = {"Total Tokens": ("sum", 1), "F": ("sum", 1e15), LEADS: ("sum", 2)}
+    row, applied = store.merge_client(ClientDelta("run-1", "acme", ops))
+    assert applied is True
+    assert dict(row.refused) == {"Total Tokens": 1, "F": 1e15}
+    stored = store.get_client("run-1", "acme")
+    assert stored is not None
+    assert (stored.fields["Total Tokens"], stored.fields["F"], stored.fields[LEADS]) == (2**53, 9e15, 2)
+    assert stored.refused == ()
+    (again,) = store.merge_clients([ClientDelta("run-1", "acme", {"Total Tokens": ("sum", -1)})])
+    assert again.refused == () and again.fields["Total Tokens"] == 2**53 - 1
+
+
 # -- finalize ----------------------------------------------------------------------------
 
 

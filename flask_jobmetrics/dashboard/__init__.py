@@ -18,6 +18,8 @@ def register_dashboard(app: Flask, state: JobMetricsState) -> None:
     """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
     if not state.settings.dashboard:
         return
-    from .views import bp  # loaded only when switched on (templates, charts, Prometheus)
+    # Loaded only when switched on (templates, charts, the Prometheus exposition).
+    from . import api, login, views  # noqa: F401  (each adds its routes to bp)
+    from .blueprint import bp
 
     app.register_blueprint(bp)

@@ -17,15 +17,22 @@ from .charts import Chart, bar_chart
 
 __all__ = [
     "CLIENT_COLUMNS",
+    "ERROR_FIELD",
+    "PAGE_SIZE",
     "ClientRowView",
     "JobView",
     "RunRowView",
+    "StatusCount",
+    "by_attention",
     "client_row",
+    "error_of",
     "fmt_duration",
     "fmt_number",
     "fmt_when",
     "job_view",
+    "reason_of",
     "run_row",
+    "scored",
     "status_class",
 ]
 
@@ -36,8 +43,16 @@ LEADS = "Leads Processed"
 PROFILES_SCORED = "Profiles Successfully Scored"
 POSTS_SCORED = "Posts Successfully Scored"
 
+#: The metric a client run's failure reason is kept in, once apps report one.
+ERROR_FIELD = "Error Details"
+#: Client rows on one page of the run page's table.
+PAGE_SIZE = 100
+
 #: What an empty cell shows (an en dash).
 EMPTY = "\u2013"
+
+#: The run page lists clients needing attention first: failed, running, with errors, the rest.
+_ATTENTION = {Status.FAILED: 0, Status.RUNNING: 1, Status.COMPLETED_WITH_ERRORS: 2}
 
 _STATUS_CLASSES = {
     Status.RUNNING: "running",
@@ -64,6 +79,17 @@ def fmt_when(value: datetime | None) -> str:
 def fmt_duration(start: datetime | None, end: datetime | None, status: Status, now: datetime) -> str:
     """End minus start (two units: ``1h 02m``); for a run still Running, the time since it started."""
     return formatting.duration(start, end, status, now, empty=EMPTY, units=2)
+
+
+def by_attention(clients: Iterable[ClientRun]) -> list[ClientRun]:
+    """Failed clients first, then running ones, then the rest; by client ID within each."""
+    return sorted(clients, key=lambda c: (_ATTENTION.get(c.status, 3), c.client_id.casefold(), c.client_id))
+
+
+def error_of(client: ClientRun) -> str:
+    """The client run's failure reason (an ``error`` attribute or the Error Details metric), or ''."""
+    error = getattr(client, "error", None) or client.metrics.get(ERROR_FIELD)
+    return str(error) if error else ""
 
 
 def _as_number(value: Any) -> float:
@@ -121,17 +147,36 @@ class ClientRowView:
     status: str
     status_class: str
     start: str
+    start_title: str
     duration: str
     numbers: tuple[str, ...]
     notes: str
+    error: str
+    #: Why it failed, shown under its status: the error, else a Failed run's latest note.
+    reason: str
 
 
-def client_row(client: ClientRun, now: datetime) -> ClientRowView:
+def reason_of(client: ClientRun) -> str:
+    """The error, or for a Failed client run the last line of its notes; '' otherwise."""
+    error = error_of(client)
+    if error or client.status is not Status.FAILED:
+        return error
+    lines = client.notes.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def client_row(client: ClientRun, now: datetime, day: datetime | None = None) -> ClientRowView:
+    """The client's table row; its start shows the time alone when it is on ``day``'s date."""
+    start = fmt_when(client.start_time)
+    same_day = day is not None and client.start_time is not None and start[:10] == fmt_when(day)[:10]
     return ClientRowView(
+        start_title=start,
         client_id=client.client_id,
+        error=error_of(client),
+        reason=reason_of(client),
         status=client.status.value,
         status_class=status_class(client.status),
-        start=fmt_when(client.start_time),
+        start=start[11:] if same_day else start,
         duration=fmt_duration(client.start_time, client.end_time, client.status, now),
         numbers=tuple(fmt_number(client.metrics.get(field)) for _, field in CLIENT_COLUMNS),
         notes=client.notes,
@@ -149,11 +194,21 @@ def _tokens(client: ClientRun) -> float:
     return _as_number(client.metrics.get(TOKENS))
 
 
-def _scored(client: ClientRun) -> float:
+def scored(client: ClientRun) -> float:
+    """Profiles scored + posts scored."""
     return _as_number(client.metrics.get(PROFILES_SCORED)) + _as_number(client.metrics.get(POSTS_SCORED))
 
 
 # -- the run page ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    """One status filter of the run page's table: how many clients have it."""
+
+    status: str
+    status_class: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -174,7 +229,13 @@ class JobView:
     leads: str
     tokens: str
     scored: str
+    #: The clients of the requested page, failed and running first.
     clients: tuple[ClientRowView, ...]
+    page: int
+    pages: int
+    first: int
+    status_counts: tuple[StatusCount, ...]
+    has_error: bool
     totals: tuple[str, ...]
     aggregates: tuple[tuple[str, str], ...]
     charts: tuple[Chart, ...]
@@ -184,10 +245,16 @@ def _sum(clients: Iterable[ClientRun], field: str) -> float:
     return sum(_as_number(c.metrics.get(field)) for c in clients)
 
 
-def job_view(job: JobRun, clients: Sequence[ClientRun], now: datetime) -> JobView:
+def job_view(job: JobRun, clients: Sequence[ClientRun], now: datetime, page: int = 1) -> JobView:
+    """The run page; ``page`` (from 1, clamped) picks PAGE_SIZE clients in attention order."""
     done = sum(1 for c in clients if c.status is not Status.RUNNING)
     failed = sum(1 for c in clients if c.status is Status.FAILED)
     metrics: Mapping[str, Any] = job.metrics
+    pages = max(1, -(-len(clients) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    first = (page - 1) * PAGE_SIZE
+    shown = by_attention(clients)[first : first + PAGE_SIZE]
+    counts = {s: sum(1 for c in clients if c.status is s) for s in Status}
     return JobView(
         run_id=job.run_id,
         status=job.status.value,
@@ -202,12 +269,17 @@ def job_view(job: JobRun, clients: Sequence[ClientRun], now: datetime) -> JobVie
         clients_failed=failed,
         leads=fmt_number(metrics.get(LEADS)),
         tokens=fmt_number(metrics.get(TOKENS)),
-        scored=fmt_number(sum(_scored(c) for c in clients)),
-        clients=tuple(client_row(c, now) for c in clients),
+        scored=fmt_number(sum(scored(c) for c in clients)),
+        clients=tuple(client_row(c, now, job.start_time) for c in shown),
+        page=page,
+        pages=pages,
+        first=first,
+        status_counts=tuple(StatusCount(s.value, status_class(s), n) for s, n in counts.items() if n),
+        has_error=any(error_of(c) for c in clients),
         totals=tuple(fmt_number(_sum(clients, field)) for _, field in CLIENT_COLUMNS),
         aggregates=tuple((name, fmt_number(value)) for name, value in metrics.items()),
         charts=(
             _chart("chart-tokens", "Tokens per client", "tokens", clients, _tokens),
-            _chart("chart-scored", "Items scored per client", "profiles + posts", clients, _scored),
+            _chart("chart-scored", "Items scored per client", "profiles + posts", clients, scored),
         ),
     )

@@ -31,10 +31,14 @@ __all__ = [
 
 
 def merged_client_fields(
-    current: Mapping[str, Any] | None, delta: ClientDelta, finalize: Finalize | None = None
+    current: Mapping[str, Any] | None,
+    delta: ClientDelta,
+    finalize: Finalize | None = None,
+    refused: list[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The fields of a client row after ``delta`` (a new row starts ``Running``)."""
-    fields = client_fields_after(current, delta.ops)
+    """The fields of a client row after ``delta`` (a new row starts ``Running``); sums that
+    would pass 2**53 are not added but appended to ``refused``."""
+    fields = client_fields_after(current, delta.ops, refused)
     if finalize is not None:
         finalize(fields)
     return fields
@@ -47,12 +51,14 @@ def copy_row(row: ClientRow) -> ClientRow:
 
 def next_client_row(old: ClientRow | None, delta: ClientDelta, finalize: Finalize | None = None) -> ClientRow:
     """A client row after ``delta``: fields merged, ``completed`` sticky, version + 1."""
+    refused: list[tuple[str, Any]] = []
     return ClientRow(
         delta.run_id,
         delta.client_id,
-        merged_client_fields(old.fields if old is not None else None, delta, finalize),
+        merged_client_fields(old.fields if old is not None else None, delta, finalize, refused),
         completed=(old.completed if old is not None else False) or delta.complete,
         version=(old.version if old is not None else 0) + 1,
+        refused=tuple(refused),
     )
 
 

@@ -134,12 +134,26 @@ local function lt(a, b)  -- a < b, as Python compares the decoded values
   end
   fail('JMTYPE', "'<' not supported between " .. ka .. ' and ' .. kb)
 end
+local MAX_EXACT = '9007199254740992'  -- 2**53: a sum beyond it is refused (nil)
+local function beyond(t)  -- a number beyond 2**53 in size
+  local k = kind(t)
+  if k == 'int' then
+    local _, digits = split_int(t)
+    return abs_cmp(digits, MAX_EXACT) > 0
+  end
+  return k == 'float' and math.abs(tonumber(t)) > 9007199254740992
+end
 local function add(a, b)
   local ka, kb = kind(a), kind(b)
-  if ka == 'int' and kb == 'int' then return int_add(a, b) end
+  if ka == 'int' and kb == 'int' then
+    local sum = int_add(a, b)
+    if beyond(sum) then return nil end
+    return sum
+  end
   if (ka == 'int' or ka == 'float') and (kb == 'int' or kb == 'float') then
     local r = tonumber(a) + tonumber(b)
     if r ~= r or r == math.huge or r == -math.huge then fail('JMVALUE', 'the sum is not finite') end
+    if math.abs(r) > 9007199254740992 then return nil end  -- before formatting: exact enough
     local t = string.format('%.17g', r)
     if not string.find(t, '[%.eE]') then t = t .. '.0' end
     return t
@@ -148,7 +162,10 @@ local function add(a, b)
   fail('JMTYPE', 'unsupported operand types for +: ' .. ka .. ' and ' .. kb)
 end
 local function combine(agg, old, new)
-  if old == nil or old == 'null' then return new end
+  if old == nil or old == 'null' then
+    if agg == 'sum' and new ~= 'null' and beyond(new) then return nil end
+    return new
+  end
   if new == 'null' then return old end
   if agg == 'sum' then return add(old, new) end
   if agg == 'min' then return lt(new, old) and new or old end
@@ -247,12 +264,15 @@ end
 """.replace("@STATUS@", json.dumps(STATUS)).replace("@START@", json.dumps(START_TIME))
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
-#: items (JSON). A client item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a
-#: Python transaction it carries the new fields f={name: text} and version v instead. A job
+#: items (JSON), '1'/'0' (keep an outbox), delivery token ('' for none; one already applied
+#: changes nothing). A client
+#: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
+#: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v, m} puts the job (n: only if it does not exist; m: the new run-ID
 #: high-water mark, epoch seconds). A reservation {t='m', e, f} creates the job at the first
 #: free second at or after e and past the mark, and moves the mark there. Returns per item
-#: {applied, version, completed, flat fields, client ids (job items), job completed, run ID}.
+#: {applied, version, completed, flat fields, client ids (job items), job completed, refused sums
+#: as flat [name, text...] (a sum beyond 2**53 is not added), run ID}.
 MERGE = (
     _HEAD
     + _VALUES
@@ -267,15 +287,22 @@ local function seen(key)
 end
 local function merge_client(it)
   local row = load(k_client(it.r, it.c), 'client', it.r, it.c)
-  if it.k and not it.f and seen(it.k) then return 0, row, nil end
+  local refused = {}
+  if it.k and not it.f and seen(it.k) then return 0, row, nil, refused end
   if it.f then
     row.fields = it.f
   else
     if not row.exists then row.fields = {[STATUS] = '"Running"'} end
     for _, op in ipairs(it.o) do
       local name, agg, text = op[1], op[2], op[3]
-      if agg ~= 'set' then text = combine(agg, row.fields[name], text) end
-      row.fields[name] = text
+      local merged = text
+      if agg ~= 'set' then merged = combine(agg, row.fields[name], text) end
+      if merged == nil then  -- a sum beyond 2**53: the field keeps its value
+        refused[#refused + 1] = name
+        refused[#refused + 1] = text
+      else
+        row.fields[name] = merged
+      end
     end
   end
   row.c = row.c or it.x == true
@@ -294,7 +321,7 @@ local function merge_client(it)
       touch(job)
     end
   end
-  return 1, row, job
+  return 1, row, job, refused
 end
 local mark
 local function put_job(it)
@@ -333,20 +360,30 @@ local function reserve_job(it)  -- the first free second at or after it.e and pa
   it.n, it.m = true, s
   return put_job(it)
 end
-local out = {}
-for i, it in ipairs(cjson.decode(ARGV[6])) do
-  local done, row, job
-  if it.t == 'c' then done, row, job = merge_client(it)
+local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
+if token and token ~= '' then
+  if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
+    for i, it in ipairs(items) do
+      local r = reply(load(k_client(it.r, it.c), 'client', it.r, it.c))
+      out[i] = {0, r[1], r[2], r[3], {}, 0, {}}
+    end
+    return out
+  end
+  keys[#keys + 1] = token
+end
+for i, it in ipairs(items) do
+  local done, row, job, refused
+  if it.t == 'c' then done, row, job, refused = merge_client(it)
   elseif it.t == 'm' then done, row = reserve_job(it)
   else done, row = put_job(it) end
   local r = reply(row)
   local job_done = (job and job.exists and job.c) and 1 or 0
   local ids = it.t ~= 'c' and redis.call('SMEMBERS', k_clients(it.r)) or {}
-  out[i] = {done, r[1], r[2], r[3], ids, job_done, it.r}
+  out[i] = {done, r[1], r[2], r[3], ids, job_done, refused or {}, it.r}
 end
+flush(RETENTION)
 for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
 if mark then redis.call('SET', K_MARK, string.format('%d', mark)) end
-flush(RETENTION)
 return out
 """
 )

@@ -208,7 +208,9 @@ class Transaction:
         return expires is not None and float(expires) > self.now
 
     # -- writes (recorded as merge-script items)
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
+        # A token needs no record here: a joined transaction commits once, by EXEC, which
+        # nothing re-sends (a lost EXEC reply is a WatchError, never a retry).
         return [self.merge_client(delta)[0] for delta in deltas]
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import ClassVar
 
-from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
 
 __all__ = [
     "APPLICATION_ID",
@@ -50,13 +51,18 @@ def sqlite_path(url: str) -> str:
 def store_error(path: str, what: str, exc: BaseException, timeout: float) -> StoreError:
     """A StoreError naming the file, saying what failed and, where known, why."""
     text = str(exc)
+    unavailable = True  # the file cannot be used now; the same call may work later
     if "readonly" in text or "read-only" in text:
         what += " (the database file or its directory is read-only)"
     elif "locked" in text or "busy" in text:
         what += f" (locked by another connection for more than {timeout:g} s)"
     elif "not a database" in text:
         what += " (the file is not an SQLite database)"
-    return StoreError(f"sqlite store {path}: {what}: {exc}")
+        unavailable = False
+    elif not isinstance(exc, sqlite3.OperationalError):  # a bug or a damaged file, not an outage
+        unavailable = False
+    kind = StoreUnavailableError if unavailable else StoreError
+    return kind(f"sqlite store {path}: {what}: {exc}")
 
 
 def check_file(path: str) -> None:
@@ -71,14 +77,42 @@ def check_file(path: str) -> None:
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise StoreError(f"sqlite store {path}: cannot create its directory: {exc}") from exc
+        raise StoreUnavailableError(f"sqlite store {path}: cannot create its directory: {exc}") from exc
     if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
-        raise StoreError(f"sqlite store {path}: the file is read-only (or unreadable) for this user")
+        raise StoreUnavailableError(
+            f"sqlite store {path}: the file is read-only (or unreadable) for this user"
+        )
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise StoreError(f"sqlite store {path}: the directory is read-only (SQLite creates -wal files there)")
+        raise StoreUnavailableError(
+            f"sqlite store {path}: the directory is read-only (SQLite creates -wal files there)"
+        )
 
 
-def connect(path: str, timeout: float) -> sqlite3.Connection:
+def _switch_to_wal(conn: sqlite3.Connection, timeout: float, sleep: Callable[[float], None]) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``timeout`` s for other connections.
+
+    On a file still in rollback mode the switch reads the header, then upgrades to a write
+    lock; SQLite never calls the busy handler for that upgrade (a reader waiting for a writer
+    could deadlock), so when another process is switching or writing at that moment the
+    pragma fails at once with ``database is locked``. WAL mode is persistent: once any
+    connection switched the file, the pragma only reads. So a busy switch is retried here.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+
+
+def connect(path: str, timeout: float, *, sleep: Callable[[float], None] = time.sleep) -> sqlite3.Connection:
     """A new autocommit connection in WAL mode with a busy timeout of ``timeout`` seconds."""
     try:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
@@ -86,7 +120,7 @@ def connect(path: str, timeout: float) -> sqlite3.Connection:
         raise store_error(path, "cannot open", exc, timeout) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn, timeout, sleep)
         conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.Error as exc:
         conn.close()

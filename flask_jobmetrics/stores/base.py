@@ -42,8 +42,11 @@ Finalize = Callable[[dict[str, Any]], None]
 #: Called inside the store's transaction with the job's fields and its client rows.
 JobUpdate = Callable[[dict[str, Any], Sequence["ClientRow"]], None]
 
-#: Seconds an applied idempotency key is remembered.
+#: Seconds an applied idempotency key (or delivery token) is remembered.
 IDEMPOTENCY_TTL = 24 * 3600.0
+#: Delivery tokens are kept among the idempotency keys under this prefix (random, so they
+#: never meet a key a caller chose).
+TOKEN_PREFIX = "delivery:"
 
 
 _DT_TAG = "$dt"
@@ -81,6 +84,9 @@ class ClientRow:
     #: Set on rows a merge returns: whether the row's job had already completed (so its
     #: totals must be recomputed). Not stored; False on rows read back.
     job_completed: bool = field(default=False, compare=False)
+    #: Set on rows a merge returns: the (field, value) of sums not added because the total
+    #: would pass 2**53. Not stored.
+    refused: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +133,14 @@ class Store(Protocol):
     outbox: bool
 
     # -- client rows
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         """Merge several deltas in one transaction; returns the rows in order.
 
         A delta whose idempotency key was already applied changes nothing (its row is
-        returned as it is).
+        returned as it is). With a ``token`` (a delivery of the buffer), the token is
+        recorded in the same transaction, and a batch whose token was already applied
+        changes nothing: its rows are returned as they are. Tokens are kept as long as
+        idempotency keys.
         """
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:

@@ -25,6 +25,7 @@ from ._common import (
 )
 from .base import (
     IDEMPOTENCY_TTL,
+    TOKEN_PREFIX,
     ClientRow,
     Finalize,
     JobRow,
@@ -126,23 +127,28 @@ class MemoryStore:
         expires = self._keys.get(key)
         return expires is not None and expires > now
 
+    def _keep_key(self, key: str, now: float) -> None:
+        if len(self._keys) >= self._purge_at:  # forget expired keys now and then
+            for expired in [k for k, until in self._keys.items() if until <= now]:
+                del self._keys[expired]
+            self._purge_at = 2 * len(self._keys) + 1024
+        self._set(self._keys, key, now + self._ttl)
+
+    def _current(self, delta: ClientDelta) -> ClientRow:
+        old = self._clients.get((delta.run_id, delta.client_id))
+        return copy_row(old) if old is not None else ClientRow(delta.run_id, delta.client_id, {})
+
     def _merge(self, delta: ClientDelta, finalize: Finalize | None) -> tuple[ClientRow, bool]:
         key = (delta.run_id, delta.client_id)
         old = self._clients.get(key)
         now = self._clock()
         if self._seen(delta.idempotency_key, now):
-            if old is not None:
-                return copy_row(old), False
-            return ClientRow(delta.run_id, delta.client_id, {}), False
+            return self._current(delta), False
         row = next_client_row(old, delta, finalize)
         fields = row.fields
         if delta.idempotency_key is not None:
-            if len(self._keys) >= self._purge_at:  # forget expired keys now and then
-                for expired in [k for k, until in self._keys.items() if until <= now]:
-                    del self._keys[expired]
-                self._purge_at = 2 * len(self._keys) + 1024
-            self._set(self._keys, delta.idempotency_key, now + self._ttl)
-        self._set(self._clients, key, row)
+            self._keep_key(delta.idempotency_key, now)
+        self._set(self._clients, key, replace(row, refused=()))
         self._queue("client", delta.run_id, delta.client_id, row.version, row.completed)
         job = self._jobs.get(delta.run_id)
         if job is None:
@@ -158,8 +164,13 @@ class MemoryStore:
         return replace(row, fields=dict(row.fields), client_ids=ids)
 
     # -- client rows
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         with self._atomic():
+            if token is not None:
+                key, now = TOKEN_PREFIX + token, self._clock()
+                if self._seen(key, now):  # this delivery was applied before: change nothing
+                    return [self._current(delta) for delta in deltas]
+                self._keep_key(key, now)
             return [self._merge(delta, None)[0] for delta in deltas]
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:

@@ -20,11 +20,12 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import AuthenticationError, RedisError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from flask_jobmetrics.exceptions import StoreError
+from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
 from flask_jobmetrics.runids import RunId
 
 from ..deltas import ClientDelta
@@ -43,7 +44,7 @@ from ._redis_tx import (
     redacted,
     texts,
 )
-from .base import IDEMPOTENCY_TTL, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
+from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
 
@@ -113,6 +114,9 @@ class RedisStore(TransactionHolder):
             if message.startswith("JMTYPE "):
                 raise TypeError(message[7:]) from exc
             raise StoreError(f"Redis at {self.where}: cannot {what}: {message}") from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            kind = StoreError if isinstance(exc, AuthenticationError) else StoreUnavailableError
+            raise kind(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except UnicodeError as exc:
@@ -128,17 +132,19 @@ class RedisStore(TransactionHolder):
     def _eval(self, name: str, args: Sequence[Any], keys: Sequence[str] = (), client: Any = None) -> Any:
         return self._scripts[name](keys=list(keys), args=list(args), client=client)
 
-    def merge_args(self, items: list[dict[str, Any]], now: float) -> list[Any]:
+    def merge_args(self, items: list[dict[str, Any]], now: float, token: str | None = None) -> list[Any]:
         """The ARGV of the merge script (see ``_redis_lua.MERGE``)."""
         retention = "0" if self.retention == 0 else str(_ms(self.retention))
         payload = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
         expires = repr(float(now + self._ttl))
         outbox = "1" if self.outbox else "0"
-        return [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention, payload, outbox]
+        token_key = "" if token is None else TOKEN_PREFIX + token
+        head = [self.prefix, repr(float(now)), expires, str(_ms(self._ttl)), retention]
+        return [*head, payload, outbox, token_key]
 
-    def _merge(self, items: list[dict[str, Any]]) -> list[Any]:
+    def _merge(self, items: list[dict[str, Any]], token: str | None = None) -> list[Any]:
         with self._errors("merge"):
-            return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock())))
+            return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock(), token)))
 
     def _transaction(self, what: str, body: Callable[[Transaction], _T]) -> _T:
         """Run ``body`` with WATCHed reads and commit its writes atomically; again on conflicts."""
@@ -168,7 +174,9 @@ class RedisStore(TransactionHolder):
             raise StoreError(f"run ID {run_id!r}: NUL characters are not supported by the Redis store")
 
     # -- client rows
-    def _merge_deltas(self, deltas: Sequence[ClientDelta]) -> list[tuple[ClientRow, bool]]:
+    def _merge_deltas(
+        self, deltas: Sequence[ClientDelta], token: str | None = None
+    ) -> list[tuple[ClientRow, bool]]:
         items = []
         for delta in deltas:
             self.check_run_id(delta.run_id)
@@ -181,16 +189,22 @@ class RedisStore(TransactionHolder):
         return [
             (
                 ClientRow(
-                    d.run_id, d.client_id, decode_pairs(r[3]), r[2] == 1, r[1], job_completed=r[5] == 1
+                    d.run_id,
+                    d.client_id,
+                    decode_pairs(r[3]),
+                    r[2] == 1,
+                    r[1],
+                    job_completed=r[5] == 1,
+                    refused=tuple(decode_pairs(r[6]).items()),
                 ),
                 r[0] == 1,
             )
-            for d, r in zip(deltas, self._merge(items), strict=True)
+            for d, r in zip(deltas, self._merge(items, token), strict=True)
         ]
 
     @joins_transaction(Transaction.merge_clients)
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
-        return [row for row, _ in self._merge_deltas(deltas)] if deltas else []
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
+        return [row for row, _ in self._merge_deltas(deltas, token)] if deltas else []
 
     @joins_transaction(Transaction.merge_client)
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
@@ -235,7 +249,7 @@ class RedisStore(TransactionHolder):
     @joins_transaction(Transaction.reserve_job)
     def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
         (reply,) = self._merge([{"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}])
-        return self._job_reply(reply[6], reply)
+        return self._job_reply(reply[7], reply)
 
     @joins_transaction(Transaction.update_job)
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:

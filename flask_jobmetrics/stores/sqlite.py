@@ -31,7 +31,7 @@ from ._common import (
     start_sort_key,
 )
 from ._sqlite_schema import ForkSafeLock, check_file, connect, prepare_schema, sqlite_path, store_error
-from .base import IDEMPOTENCY_TTL, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
+from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, JobUpdate, OutboxItem
 
 __all__ = ["SQLiteStore", "sqlite_path"]
 
@@ -202,6 +202,11 @@ class SQLiteStore:
         row = conn.execute("SELECT expires_at FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
         return row is not None and row[0] > now
 
+    def _keep_key(self, conn: sqlite3.Connection, key: str, now: float) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (key, expires_at) VALUES (?, ?)", (key, now + self._ttl)
+        )
+
     def _merge(
         self, conn: sqlite3.Connection, delta: ClientDelta, finalize: Finalize | None, now: float
     ) -> tuple[ClientRow, bool]:
@@ -218,10 +223,7 @@ class SQLiteStore:
             (run_id, client_id, dumps_fields(fields), row.completed, row.version),
         )
         if delta.idempotency_key is not None:
-            conn.execute(
-                "INSERT OR REPLACE INTO idempotency_keys (key, expires_at) VALUES (?, ?)",
-                (delta.idempotency_key, now + self._ttl),
-            )
+            self._keep_key(conn, delta.idempotency_key, now)
         self._queue(conn, "client", run_id, client_id, row.version, row.completed)
         job = conn.execute(_JOB_BY_ID, (run_id,)).fetchone()
         if job is None:
@@ -233,20 +235,37 @@ class SQLiteStore:
         return replace(row, job_completed=job is not None and bool(job[1])), True
 
     def _merge_all(
-        self, deltas: Sequence[ClientDelta], finalize: Finalize | None
+        self, deltas: Sequence[ClientDelta], finalize: Finalize | None, token: str | None = None
     ) -> list[tuple[ClientRow, bool]]:
         with self._transaction() as conn:
             now = self._clock()
-            if now >= self._next_purge and any(d.idempotency_key is not None for d in deltas):
+            if now >= self._next_purge and (
+                token is not None or any(d.idempotency_key is not None for d in deltas)
+            ):
                 conn.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
                 self._next_purge = now + _PURGE_INTERVAL
+            if token is not None and not self._record_token(conn, TOKEN_PREFIX + token, now):
+                return [(self._current(conn, d), False) for d in deltas]  # applied before: no change
             return [self._merge(conn, delta, finalize, now) for delta in deltas]
 
+    def _record_token(self, conn: sqlite3.Connection, key: str, now: float) -> bool:
+        """Record a delivery token (one statement); False when it was recorded and is live."""
+        cursor = conn.execute(
+            "INSERT INTO idempotency_keys (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET expires_at = excluded.expires_at WHERE idempotency_keys.expires_at <= ?",
+            (key, now + self._ttl, now),
+        )
+        return cursor.rowcount == 1
+
+    def _current(self, conn: sqlite3.Connection, delta: ClientDelta) -> ClientRow:
+        row = self._client_row(conn, delta.run_id, delta.client_id)
+        return row if row is not None else ClientRow(delta.run_id, delta.client_id, {})
+
     # -- client rows
-    def merge_clients(self, deltas: Sequence[ClientDelta]) -> list[ClientRow]:
+    def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         if not deltas:
             return []
-        return [row for row, _ in self._merge_all(deltas, None)]
+        return [row for row, _ in self._merge_all(deltas, None, token)]
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:
         return self._merge_all([delta], finalize)[0]
