@@ -25,9 +25,10 @@ def score_client(
 ) -> None:
     """Score one client's leads chunk by chunk, reporting each chunk as an increment.
 
-    A crash of the scorer completes the client run as ``Failed``. Otherwise the client run
-    is completed when ``complete`` is true, and left ``Running`` for the stages that follow
-    (post harvesting, post scoring) when it is false.
+    A crash of the scorer completes the client run as ``Failed``, its error in ``Error
+    Details``. Otherwise the client run is completed when ``complete`` is true, and left
+    ``Running`` for the stages that follow (post harvesting, post scoring) when it is false.
+    Each chunk also adds a line to the client's Progress Log.
     """
     logger = StructuredLogger("CLIENT", client_id, "lead_scoring", run_id=run_id)
     jobmetrics.update_client_metrics(run_id, client_id, {}, logger=logger)
@@ -47,9 +48,10 @@ def score_client(
                 },
                 logger=logger,
             )
+            jobmetrics.log_progress(run_id, client_id, f"scored leads {chunk.start}-{chunk.stop - 1}")
     except ScorerCrashed as exc:
         logger.error("scoring failed: %s", exc)
-        jobmetrics.complete_client_metrics(run_id, client_id, success=False, logger=logger)
+        jobmetrics.complete_client_metrics(run_id, client_id, error=exc, logger=logger)
         return
     if complete:
         jobmetrics.complete_client_metrics(run_id, client_id, logger=logger)

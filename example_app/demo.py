@@ -60,8 +60,9 @@ def _explanation(run_id: str, fake: bool, store_url: str) -> list[str]:
     text = (
         "How the numbers come about: every lead is examined; every 10th lead of a client cannot be scored"
         f" and costs nothing; every other lead is scored for {TOKENS_PER_LEAD} tokens. 'initech' crashes at"
-        " lead 50 (its second chunk of 40 is never reported), so it is Failed and the job is Completed with"
-        " Errors; clients with no leads are No Leads To Score. A client's posts are numbered as they are"
+        " lead 50 (its second chunk of 40 is never reported), so it is Failed, its Error Details say why,"
+        " and the job is Completed with Errors; clients with no leads are No Leads To Score. A client's"
+        " posts are numbered as they are"
         f" harvested: every {UNSCORABLE_EVERY}th cannot be scored, every other one is scored for"
         f" {TOKENS_PER_POST} tokens; TOKENS counts leads and posts. acme had no posts harvested, so its row"
         " is lead scoring alone: 120 leads, 108 scored, 27,000 tokens."
@@ -152,7 +153,7 @@ def demo_command(clients: str | None, fake_airtable: bool, timeout: float) -> No
         with app.app_context():
             report = jobmetrics.flush(timeout=timeout)
             click.echo(_flush_line(report, settings.airtable_enabled) + "\n")
-            click.echo(format_run(service, story.run_id))
+            click.echo(format_run(service, story.run_id, log_lines=0))
         if local:
             click.echo("\n" + "\n".join(airtable_rows_report(local)))
         click.echo("\n" + "\n".join(_explanation(story.run_id, local is not None, store)))

@@ -127,6 +127,11 @@ def airtable_rows_report(local: LocalAirtable) -> list[str]:
     lines += [
         "",
         "(- : no value; that metric was never reported for the row.)",
+        *(
+            f"Error Details of {f.get('Client ID')}: {f['Error Details']}"
+            for f in clients
+            if f.get("Error Details")
+        ),
         f"One row per client: {'yes' if not duplicates else f'NO, {duplicates} duplicate rows'}"
         f" ({len(keys)} clients, {len(clients)} rows).",
         f"It took {writes} write request{'s' if writes != 1 else ''} (batch_upsert, up to 10 records each)"

@@ -126,8 +126,31 @@ def _client_row(client: ClientRun, now: datetime) -> list[str]:
         formatting.when(client.start_time),
         formatting.duration(client.start_time, client.end_time, client.status, now),
         *(formatting.number(client.metrics.get(field)) for _, field in _CLIENT_COLUMNS),
+        _trim(client.error, _NOTE_WIDTH) if client.error else "",
         _trim(client.notes, _NOTE_WIDTH) if client.notes else "",
     ]
+
+
+def _indented(label: str, text: str) -> list[str]:
+    """``label`` then the lines of ``text``, each under the first."""
+    first, *rest = text.splitlines() or ["-"]
+    pad = " " * (len(label) + 1)
+    return [f"  {label} {first}", *(f"  {pad}{line}" for line in rest)]
+
+
+def _client_details(client: ClientRun, log_lines: int) -> list[str]:
+    """A client run's Error Details, System Notes and the newest lines of its Progress Log."""
+    out = [f"Client {client.client_id} ({client.status.value}):"]
+    if client.error:
+        out += _indented("Error Details:", client.error)
+    if client.notes:
+        out += _indented("System Notes: ", client.notes)
+    log = client.progress_log.splitlines()
+    if log and log_lines:
+        shown = log[-log_lines:]
+        out.append(f"  Progress Log ({len(shown)} newest of {len(log)} lines):")
+        out += [f"    {line}" for line in shown]
+    return out if len(out) > 1 else []
 
 
 def _job_lines(job: JobRun, now: datetime) -> list[str]:
@@ -149,8 +172,9 @@ def _job_lines(job: JobRun, now: datetime) -> list[str]:
     return lines
 
 
-def format_run(service: MetricsService, run_id: str) -> str:
-    """One job run and a table of its client runs, as ``show`` prints them."""
+def format_run(service: MetricsService, run_id: str, *, log_lines: int = 5) -> str:
+    """One job run, a table of its client runs, then each client's Error Details, System
+    Notes and the ``log_lines`` newest lines of its Progress Log, as ``show`` prints them."""
     run = RunId.parse(run_id).base
     job = service.get_job_run(run)
     if job is None:
@@ -160,16 +184,29 @@ def format_run(service: MetricsService, run_id: str) -> str:
     clients = service.list_client_runs(run)
     lines.append(f"\nClient runs ({len(clients)}):")
     if clients:
-        headers = ["CLIENT", "STATUS", "START (UTC)", "DURATION", *(h for h, _ in _CLIENT_COLUMNS), "NOTES"]
+        headers = [
+            "CLIENT", "STATUS", "START (UTC)", "DURATION", *(h for h, _ in _CLIENT_COLUMNS), "ERROR", "NOTES"
+        ]  # fmt: skip
         lines.append(_table(headers, [_client_row(c, now) for c in clients]))
+    for client in clients:
+        details = _client_details(client, log_lines)
+        if details:
+            lines += ["", *details]
     return "\n".join(lines)
 
 
 @jobmetrics_cli.service_command("show")
 @click.argument("run_id")
-def show(service: MetricsService, run_id: str) -> None:
-    """Show one job run and its client runs."""
-    click.echo(format_run(service, run_id))
+@click.option(
+    "--log-lines",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Newest Progress Log lines shown per client (0: none).",
+)
+def show(service: MetricsService, run_id: str, log_lines: int) -> None:
+    """Show one job run, its client runs, their errors, notes and Progress Log."""
+    click.echo(format_run(service, run_id, log_lines=log_lines))
 
 
 @jobmetrics_cli.service_command("flush")

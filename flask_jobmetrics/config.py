@@ -58,6 +58,9 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD_TOKEN": None,
     "DASHBOARD_LOOPBACK": False,
     "LOG_FORMAT": "text",
+    "PROGRESS_LOG_CHARS": 20_000,
+    "STALE_AFTER": 21_600,
+    "ALERT_WEBHOOK_URL": None,
 }
 
 
@@ -93,6 +96,12 @@ class Settings:
     dashboard_token: str | None
     dashboard_loopback: bool
     log_format: str
+    #: The bound of a client row's Progress Log, in characters.
+    progress_log_chars: int
+    #: Seconds without an update after which the watchdog closes a running job (0: off).
+    stale_after: float
+    #: Where alerts are posted (Slack-compatible ``{"text": ...}``); None: no alerts.
+    alert_webhook_url: str | None
 
     @property
     def airtable_enabled(self) -> bool:
@@ -180,6 +189,24 @@ def _url(key: str, value: Any) -> str:
     return text.rstrip("/")
 
 
+def _optional_url(key: str, value: Any) -> str | None:
+    return None if value is None or value == "" else _url(key, value)
+
+
+def _progress_log_chars(key: str, value: Any) -> int:
+    chars = _int_at_least_one(key, value)
+    if not 1_000 <= chars <= 100_000:
+        raise ConfigurationError(key, value, "must be from 1000 to 100000 (Airtable's long-text cell limit)")
+    return chars
+
+
+def _stale_after(key: str, value: Any) -> float:
+    seconds = _number(key, value, minimum=float("-inf"))
+    if seconds < 0:
+        raise ConfigurationError(key, value, "must be seconds greater than 0, or 0 to turn the watchdog off")
+    return seconds
+
+
 def _timeout(key: str, value: Any) -> tuple[float, float]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return (_positive(key, value[0]), _positive(key, value[1]))
@@ -249,6 +276,9 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "DASHBOARD_TOKEN": _optional_text,
     "DASHBOARD_LOOPBACK": _bool,
     "LOG_FORMAT": _choice("text", "json"),
+    "PROGRESS_LOG_CHARS": _progress_log_chars,
+    "STALE_AFTER": _stale_after,
+    "ALERT_WEBHOOK_URL": _optional_url,
 }
 
 

@@ -61,6 +61,7 @@ class RunContext:
         self._logger: StructuredLogger | None = None
         self._pending: Ops = {}
         self._completion: bool | None = None
+        self._error: BaseException | str | None = None
         self._discarded = False
         self._lock = threading.Lock()
 
@@ -118,17 +119,36 @@ class RunContext:
             "metrics added after the request was refused are not recorded: %s", sorted(values)
         )
 
-    def complete(self, *, success: bool = True) -> None:
-        """Complete the client run when the request or block ends (a failure sticks)."""
+    def complete(self, *, success: bool = True, error: BaseException | str | None = None) -> None:
+        """Complete the client run when the request or block ends (a failure sticks);
+        ``error`` is recorded in its ``Error Details`` (the first one given)."""
         self.ids()
+        if error is not None:
+            self.record_error(error)
         with self._lock:
             self._completion = success if self._completion is None else (self._completion and success)
+
+    def record_error(self, error: BaseException | str) -> None:
+        """Record ``error`` in the client run's ``Error Details`` when the request or block
+        ends (the first one given), without completing it."""
+        self.ids()
+        if not isinstance(error, (BaseException, str)):
+            raise TypeError(f"error must be an exception or a string, got {type(error).__name__} {error!r}")
+        with self._lock:
+            if self._error is None:
+                self._error = error
+
+    def log_progress(self, message: str) -> None:
+        """Append a timestamped line to this client run's ``Progress Log`` (now: it is buffered)."""
+        run, client = self.ids()
+        self.state.service.log_progress(run, client, message)
 
     def discard(self) -> None:
         """Drop everything added and record nothing more (e.g. an unauthenticated request)."""
         with self._lock:
             self._pending = {}
             self._completion = None
+            self._error = None
             self._discarded = True
 
     def finish(self) -> ClientRun | None:
@@ -136,10 +156,13 @@ class RunContext:
         with self._lock:
             ops, self._pending = self._pending, {}
             completion, self._completion = self._completion, None
-            if self._discarded or (not ops and completion is None):
+            error, self._error = self._error, None
+            if self._discarded or (not ops and completion is None and error is None):
                 return None
         run, client = self.ids()  # normalized by add(): merged as they are
-        return self.state.service.merge_client_ops(run, client, ops, complete=completion, logger=self.logger)
+        return self.state.service.merge_client_ops(
+            run, client, ops, complete=completion, error=error, logger=self.logger
+        )
 
     def answer(self, response: Response) -> Response:
         """After the view of this request's context answered: merge what was added (nothing

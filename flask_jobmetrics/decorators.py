@@ -61,7 +61,8 @@ def tracked(
     ``process`` names the work in ``current_run.logger``. With ``complete=True`` the client
     run is completed when the request ends, with the metrics added during it:
 
-    - the view raised (its exception propagates), or the response is 5xx → ``Failed``;
+    - the view raised (its exception propagates), or the response is 5xx → ``Failed``, the
+      exception (or ``HTTP 500 response``) in its ``Error Details``;
     - 2xx or 3xx → completed (``Completed``, or ``No Leads To Score`` when nothing was
       examined or processed);
     - 4xx → neither: the request was refused before the work was done (bad input, auth,
@@ -82,17 +83,19 @@ def tracked(
             if ctx.problem is not None:
                 return _error(400, "invalid_run_context", ctx.problem)
             ctx.set_process(process)
-            if not complete:
-                return _call(view, is_async, *args, **kwargs)
             try:
                 response = _call(view, is_async, *args, **kwargs)
-            except HTTPException as exc:
-                _complete_for_status(ctx, exc.code or 500)
+            except HTTPException as exc:  # abort(response) carries its status on the response
+                status = exc.code or (exc.response.status_code if exc.response is not None else 500)
+                _finish_for_status(ctx, status, complete, exc)
                 raise
-            except BaseException:
-                ctx.complete(success=False)
+            except BaseException as exc:
+                if complete:
+                    ctx.complete(success=False, error=exc)
+                else:
+                    ctx.record_error(exc)
                 raise
-            _complete_for_status(ctx, response.status_code)
+            _finish_for_status(ctx, response.status_code, complete)
             return response
 
         return wrapper
@@ -100,10 +103,17 @@ def tracked(
     return decorator
 
 
-def _complete_for_status(ctx: RunContext, status: int) -> None:
+def _finish_for_status(
+    ctx: RunContext, status: int, complete: bool, exc: BaseException | None = None
+) -> None:
+    """With ``complete`` a 5xx fails the run with its error and a 2xx/3xx completes it;
+    without, only a raised 5xx is recorded (in ``Error Details``)."""
     if status >= 500:
-        ctx.complete(success=False)
-    elif status < 400:
+        if complete:
+            ctx.complete(success=False, error=exc if exc is not None else f"HTTP {status} response")
+        elif exc is not None:
+            ctx.record_error(exc)
+    elif status < 400 and complete:
         ctx.complete(success=True)
 
 

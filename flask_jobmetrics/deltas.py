@@ -2,8 +2,9 @@
 context, the views and the stores.
 
 A delta is a mapping of Airtable field name to an *op*, ``(aggregate, value)`` where
-aggregate is ``sum``/``min``/``max``/``last`` or ``set`` (replace, used by ``totals=True``).
-Values are canonical (see ``schema``): numbers, aware UTC datetimes, strings.
+aggregate is ``sum``/``min``/``max``/``last``, ``set`` (replace, used by ``totals=True``) or
+``append`` (text added in timestamp order to a bounded field; its value is ``(limit, text)``,
+see ``journal``). Values are canonical (see ``schema``): numbers, aware UTC datetimes, strings.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .journal import APPEND, append_text, merge_appends
 from .models import Status
 from .schema import MAX_EXACT, STATUS, combine
 
@@ -28,6 +30,8 @@ def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
         old = into.get(name)
         if old is None or agg == "set":
             into[name] = (agg, value)
+        elif agg == APPEND and old[0] == APPEND:
+            into[name] = (APPEND, merge_appends(old[1], value))
         else:
             old_agg, old_value = old
             into[name] = (old_agg, combine(agg, old_value, value))
@@ -40,6 +44,9 @@ def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, 
     for name, (agg, value) in ops.items():
         if agg == "set":
             fields[name] = value
+            continue
+        if agg == APPEND:
+            fields[name] = append_text(fields.get(name), value)
             continue
         merged = combine(agg, fields.get(name), value)
         if agg == "sum" and type(merged) in _NUMBERS and not -MAX_EXACT <= merged <= MAX_EXACT:

@@ -11,19 +11,20 @@ import threading
 from collections.abc import Mapping
 from typing import Any, cast
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app, has_app_context, url_for
 
 from .airtable.app import make_publisher
+from .alerts import Alerter
 from .buffer import BufferStats
 from .cli import jobmetrics_cli
-from .config import read_settings
+from .config import Settings, read_settings
 from .context import bind_run, install_request_hooks
 from .dashboard import register_dashboard
 from .decorators import counts, signed, tracked
 from .exceptions import NotInitializedError
 from .log import LogFormat, StructuredLogger
 from .models import ClientRun, FlushReport, Health, JobRun, Status
-from .receivers import connect_receivers, rejected_sender
+from .receivers import connect_receivers, failed_sender, rejected_sender, stalled_sender
 from .runids import RunIdLike
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
@@ -34,6 +35,23 @@ from .unavailable import install_store_error_handler
 
 # get_state and JobMetricsState live in ``state``; re-exported here, where they used to be.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]
+
+
+def _make_alerter(app: Flask, settings: Settings, log_format: LogFormat) -> Alerter | None:
+    """The alerter of ``app`` when ``JOBMETRICS_ALERT_WEBHOOK_URL`` is set. Its alerts link to
+    the run's dashboard page when the dashboard is on and ``SERVER_NAME`` is configured (Flask
+    builds external URLs outside requests from it)."""
+    if settings.alert_webhook_url is None:
+        return None
+
+    def link(run_id: str) -> str | None:
+        if not settings.dashboard or not app.config.get("SERVER_NAME"):
+            return None
+        with app.app_context():
+            return url_for("jobmetrics.run", run_id=run_id, _external=True)
+
+    logger = StructuredLogger("SYSTEM", process="alerts", fmt=log_format)
+    return Alerter(settings.alert_webhook_url, link=link, timeout=settings.airtable_timeout, logger=logger)
 
 
 class JobMetrics:
@@ -64,7 +82,8 @@ class JobMetrics:
         # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
         # Unreachable now: the app starts anyway, and the store is retried.
         store = open_store(settings.store_url, outbox=settings.keeps_outbox)
-        publisher = make_publisher(app, settings, store, registry)
+        alerts = _make_alerter(app, settings, log_format)
+        publisher = make_publisher(app, settings, store, registry, alerts.row_dead if alerts else None)
         service = MetricsService(
             store,
             registry=registry,
@@ -75,8 +94,13 @@ class JobMetrics:
             buffer_maxsize=settings.buffer_maxsize,
             on_rejected=rejected_sender(app, log_format),
             on_stored=publisher.wake if publisher is not None else None,
+            on_client_failed=failed_sender(app, log_format),
+            on_stalled=stalled_sender(app, log_format),
             publisher=publisher,
+            alerts=alerts,
             log_format=log_format,
+            progress_log_chars=settings.progress_log_chars,
+            stale_after=settings.stale_after,
         )
         state = JobMetricsState(self, settings, service)
         app.extensions[EXTENSION_KEY] = state
@@ -94,6 +118,7 @@ class JobMetrics:
         register_dashboard(app, state)
         # Also on app.cli (the entry point serves only the `flask` command): app.test_cli_runner() sees it.
         app.cli.add_command(jobmetrics_cli)
+        state.service.start_watchdog()
 
     def state(self, app: Flask | None = None) -> JobMetricsState:
         """The state of ``app``, of the current app, or of the only app of this object."""
@@ -147,14 +172,30 @@ class JobMetrics:
         client_id: str,
         metrics: Mapping[str, Any] | None = None,
         *,
-        success: bool = True,
+        success: bool | None = None,
         totals: bool = False,
+        error: BaseException | str | None = None,
+        notes: str | None = None,
         logger: StructuredLogger | None = None,
     ) -> ClientRun:
-        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable.
+
+        ``error`` (an exception or a string) goes to ``Error Details`` and makes the run
+        ``Failed`` unless ``success=True`` is given; ``notes`` is appended to ``System Notes``."""
         return self.state().service.complete_client_metrics(
-            run_id, client_id, metrics, success=success, totals=totals, logger=logger
+            run_id,
+            client_id,
+            metrics,
+            success=success,
+            totals=totals,
+            error=error,
+            notes=notes,
+            logger=logger,
         )
+
+    def log_progress(self, run_id: RunIdLike, client_id: str, message: str) -> None:
+        """Append a timestamped line to the client run's ``Progress Log``."""
+        self.state().service.log_progress(run_id, client_id, message)
 
     def update_job_aggregate_metrics(
         self, run_id: RunIdLike, *, logger: StructuredLogger | None = None

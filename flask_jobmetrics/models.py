@@ -52,7 +52,12 @@ class ClientRun(BaseModel):
     end_time: datetime | None = None
     #: Airtable field name -> merged value, for every metric but Status, Start/End Time.
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: ``System Notes``: lines appended by ``notes=`` and by the service.
     notes: str = ""
+    #: ``Error Details``: ``"<ExceptionType>: <message>"`` of the error the run failed with.
+    error: str | None = None
+    #: ``Progress Log``: timestamped lines, oldest first, as published (bounded).
+    progress_log: str = ""
     #: Metrics of *this call* that were not merged.
     rejected: list[RejectedMetric] = Field(default_factory=list)
     completed: bool = False

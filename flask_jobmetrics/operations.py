@@ -20,6 +20,7 @@ from .state import get_state
 __all__ = [
     "update_client_metrics",
     "complete_client_metrics",
+    "log_progress",
     "update_job_aggregate_metrics",
     "complete_job_metrics",
     "start_job",
@@ -52,14 +53,24 @@ def complete_client_metrics(
     client_id: str,
     metrics: Mapping[str, Any] | None = None,
     *,
-    success: bool = True,
+    success: bool | None = None,
     totals: bool = False,
+    error: BaseException | str | None = None,
+    notes: str | None = None,
     logger: StructuredLogger | None = None,
 ) -> ClientRun:
-    """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+    """Merge ``metrics``, set ``End Time`` and the final status, and make it durable.
+
+    ``error`` (an exception or a string) goes to ``Error Details`` and makes the run
+    ``Failed`` unless ``success=True`` is given; ``notes`` is appended to ``System Notes``."""
     return get_state().service.complete_client_metrics(
-        run_id, client_id, metrics, success=success, totals=totals, logger=logger
+        run_id, client_id, metrics, success=success, totals=totals, error=error, notes=notes, logger=logger
     )
+
+
+def log_progress(run_id: RunIdLike, client_id: str, message: str) -> None:
+    """Append a timestamped line to the client run's ``Progress Log``."""
+    get_state().service.log_progress(run_id, client_id, message)
 
 
 def update_job_aggregate_metrics(run_id: RunIdLike, *, logger: StructuredLogger | None = None) -> JobRun:

@@ -27,7 +27,7 @@ from .models import RejectedMetric
 from .runids import RunId
 from .state import JobMetricsState, state_of
 
-__all__ = ["connect_receivers", "rejected_sender"]
+__all__ = ["connect_receivers", "failed_sender", "rejected_sender", "stalled_sender"]
 
 _REQUIRED: Any = object()
 #: kwarg name -> (default or _REQUIRED, accepted types, description of the accepted types)
@@ -48,8 +48,10 @@ _CLIENT_COMPLETED: KwargSpec = {
     "run_id": _RUN_ID,
     "client_id": _CLIENT_ID,
     "metrics": (None, (Mapping, type(None)), "a mapping of metric name to value, or None"),
-    "success": _SUCCESS,
+    "success": (None, (bool, type(None)), "True or False (or None: True unless an error is given)"),
     "totals": (False, (bool,), "True or False"),
+    "error": (None, (BaseException, str, type(None)), "an exception, a string or None"),
+    "notes": (None, (str, type(None)), "a string or None"),
 }
 _JOB_COMPLETED: KwargSpec = {
     "run_id": _RUN_ID,
@@ -70,21 +72,51 @@ def rejected_sender(
     app: Flask, log_format: LogFormat | None = None
 ) -> Callable[[str, str, list[RejectedMetric]], None]:
     """An ``on_rejected`` hook sending ``metrics_rejected`` with ``app`` as sender (held weakly)."""
+    send = _output_sender(app, signals.metrics_rejected, "metrics-rejected", log_format)
+
+    def rejected(run_id: str, client_id: str, rejected: list[RejectedMetric]) -> None:
+        send(run_id=run_id, client_id=client_id, rejected=rejected)
+
+    return rejected
+
+
+def _output_sender(app: Flask, signal: Any, what: str, log_format: LogFormat | None) -> Callable[..., None]:
+    """Send ``signal`` with ``app`` as sender (held weakly); a receiver's failure is logged."""
     app_ref = weakref.ref(app)
     log = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
 
-    def send(run_id: str, client_id: str, rejected: list[RejectedMetric]) -> None:
+    def send(**kwargs: Any) -> None:
         app = app_ref()
         if app is None:
             return
-        try:  # an observer's failure must not lose the valid metrics of the same update
-            signals.metrics_rejected.send(app, run_id=run_id, client_id=client_id, rejected=rejected)
+        try:  # an observer's failure must not undo (or lose) what was recorded
+            signal.send(app, **kwargs)
         except Exception:
-            log.bind(scope="CLIENT", client_id=client_id, run_id=run_id).exception(
-                "a metrics-rejected receiver failed"
-            )
+            client = kwargs.get("client_id")
+            bound = log.bind(scope="CLIENT", client_id=client) if client else log
+            bound.bind(run_id=kwargs.get("run_id")).exception("a %s receiver failed", what)
 
     return send
+
+
+def failed_sender(app: Flask, log_format: LogFormat | None = None) -> Callable[[str, str, str | None], None]:
+    """An ``on_client_failed`` hook sending ``client_failed`` with ``app`` as sender."""
+    send = _output_sender(app, signals.client_failed, "client-failed", log_format)
+
+    def failed(run_id: str, client_id: str, error: str | None) -> None:
+        send(run_id=run_id, client_id=client_id, error=error)
+
+    return failed
+
+
+def stalled_sender(app: Flask, log_format: LogFormat | None = None) -> Callable[[str, list[str]], None]:
+    """An ``on_stalled`` hook sending ``run_stalled`` with ``app`` as sender."""
+    send = _output_sender(app, signals.run_stalled, "run-stalled", log_format)
+
+    def stalled(run_id: str, client_ids: list[str]) -> None:
+        send(run_id=run_id, client_ids=client_ids)
+
+    return stalled
 
 
 # -- receivers ----------------------------------------------------------------------------
@@ -119,6 +151,8 @@ def _complete_client(state: JobMetricsState, args: dict[str, Any], log: Structur
         args["metrics"],
         success=args["success"],
         totals=args["totals"],
+        error=args["error"],
+        notes=args["notes"],
         logger=log,
     )
 

@@ -17,6 +17,7 @@ from .schema import (
     CLIENTS_PROCESSED,
     CLIENTS_WITH_ERRORS,
     END_TIME,
+    LAST_UPDATE,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
@@ -24,7 +25,15 @@ from .schema import (
     MetricRegistry,
 )
 
-__all__ = ["add_note", "aggregate_clients", "as_time", "client_status", "job_status", "job_totals_into"]
+__all__ = [
+    "add_note",
+    "aggregate_clients",
+    "as_time",
+    "client_status",
+    "job_status",
+    "job_totals_into",
+    "last_activity",
+]
 
 
 def client_status(fields: Mapping[str, Any], *, explicit: str | None, success: bool) -> str:
@@ -56,6 +65,12 @@ def add_note(fields: dict[str, Any], note: str) -> None:
 def as_time(value: Any) -> datetime | None:
     """``value`` if it is a datetime, else None."""
     return value if isinstance(value, datetime) else None
+
+
+def last_activity(fields: Mapping[str, Any]) -> datetime | None:
+    """When a row last changed as far as its fields tell: its latest update, start or end."""
+    times = [as_time(fields.get(name)) for name in (LAST_UPDATE, START_TIME, END_TIME)]
+    return max((t for t in times if t is not None), default=None)
 
 
 def aggregate_clients(registry: MetricRegistry, clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

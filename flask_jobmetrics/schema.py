@@ -47,6 +47,11 @@ STATUS = "Status"
 START_TIME = "Start Time"
 END_TIME = "End Time"
 SYSTEM_NOTES = "System Notes"
+ERROR_DETAILS = "Error Details"
+PROGRESS_LOG = "Progress Log"
+#: When a client row last received an update (the watchdog's clock); internal fields start
+#: with ``_``: stored and merged like any other, never published or listed as a metric.
+LAST_UPDATE = "_last_update"
 CLIENTS_PROCESSED = "Clients Processed"
 CLIENTS_WITH_ERRORS = "Clients With Errors"
 

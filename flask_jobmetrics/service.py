@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from .buffer import MetricsBuffer
-from .deltas import ClientDelta, Ops
+from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
-from .formatting import shorten
+from .formatting import shorten, span
+from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
 from .log import LogFormat, StructuredLogger
 from .longtext import bound_text
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
-from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into
+from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
+    ERROR_DETAILS,
+    LAST_UPDATE,
     MAX_EXACT,
+    PROGRESS_LOG,
     START_TIME,
     STATUS,
     SUM_TOO_LARGE,
@@ -35,11 +39,20 @@ from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
 from .stores.deferred import DeferredStore
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, deferred_client_view, job_view, with_pending
+from .watchdog import LeasedTask
 
 __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
 
 Clock = Callable[[], datetime]
 RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
+#: ``on_client_failed(run_id, client_id, error)``: a client run completed as Failed.
+FailedHook = Callable[[str, str, "str | None"], None]
+#: ``on_stalled(run_id, client_ids)``: the watchdog closed a job; the clients it failed.
+StalledHook = Callable[[str, list[str]], None]
+#: ``list_jobs`` needs a limit: the watchdog looks at every running job.
+_ALL_JOBS = 1_000_000
+#: The lease of the watchdog (one process at a time runs it).
+WATCHDOG_LEASE = "jobmetrics-watchdog"
 
 
 class PublishOutcome(Protocol):
@@ -51,6 +64,15 @@ class PublishOutcome(Protocol):
     def pending(self) -> int: ...
     @property
     def dead(self) -> int: ...
+
+
+class AlertSink(Protocol):
+    """What the service tells an alerter (``alerts.Alerter``); it never blocks nor raises."""
+
+    def client_failed(self, run_id: str, client_id: str, error: str | None) -> None: ...
+    def job_failed(self, run_id: str, notes: str) -> None: ...
+    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None: ...
+    def stop(self) -> None: ...
 
 
 class RowPublisher(Protocol):
@@ -92,7 +114,10 @@ class MetricsService:
 
     Its collaborators are handed in: ``on_rejected(run_id, client_id, rejected)`` hears of
     rejected metrics, ``on_stored()`` of every change merged into the store (the publisher's
-    wake-up), and ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off).
+    wake-up), ``on_client_failed(run_id, client_id, error)`` of every client run completed as
+    ``Failed``, ``on_stalled(run_id, client_ids)`` of every job the watchdog closed, and
+    ``publisher`` is what ``flush`` and ``close`` drive (None: publishing off). With
+    ``stale_after`` > 0 a watchdog closes jobs that had no update for that many seconds.
     """
 
     def __init__(
@@ -108,8 +133,13 @@ class MetricsService:
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
         on_stored: Callable[[], None] | None = None,
+        on_client_failed: FailedHook | None = None,
+        on_stalled: StalledHook | None = None,
         publisher: RowPublisher | None = None,
+        alerts: AlertSink | None = None,
         log_format: LogFormat | None = None,
+        progress_log_chars: int = PROGRESS_LOG_CHARS,
+        stale_after: float = 0.0,
     ) -> None:
         self.store = store
         self.registry = registry if registry is not None else MetricRegistry()
@@ -118,6 +148,14 @@ class MetricsService:
         self.clock = clock
         self.on_rejected = on_rejected
         self.on_stored = on_stored
+        self.on_client_failed = on_client_failed
+        self.on_stalled = on_stalled
+        #: Where failures and stalled jobs are reported (``JOBMETRICS_ALERT_WEBHOOK_URL``), or None.
+        self.alerts = alerts
+        self.progress_log_chars = progress_log_chars
+        if stale_after < 0:
+            raise ValueError(f"stale_after must be seconds > 0, or 0 for no watchdog, got {stale_after!r}")
+        self.stale_after = stale_after
         self.log_format = log_format
         self.logger = StructuredLogger("SYSTEM", process="jobmetrics", fmt=log_format)
         self.buffer = MetricsBuffer(
@@ -143,6 +181,20 @@ class MetricsService:
         self._checked_ids: dict[tuple[str, str], tuple[str, str]] = {}
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
+        #: The watchdog closing stalled jobs (``close_stalled``), when ``stale_after`` > 0; its
+        #: thread is started by ``start_watchdog``.
+        self.watchdog = (
+            LeasedTask(
+                self.close_stalled,
+                store=store,
+                name=WATCHDOG_LEASE,
+                interval=min(60.0, stale_after / 2),
+                clock=lambda: self.clock().timestamp(),
+                logger=self.logger.bind(process="watchdog"),
+            )
+            if stale_after > 0
+            else None
+        )
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -329,7 +381,69 @@ class MetricsService:
             ops[name] = (aggregate, value)
         return ops
 
+    def _failed(self, run: str, client: str, error: str | None) -> None:
+        """Tell ``on_client_failed`` and the alerts. Never raises: the completion stands."""
+        if self.alerts is not None:
+            self.alerts.client_failed(run, client, error)
+        if self.on_client_failed is None:
+            return
+        try:
+            self.on_client_failed(run, client, error)
+        except Exception as exc:
+            self.logger.warning("a client-failed hook failed for %s/%s: %r", run, client, exc)
+
+    def _line(self, message: str, when: datetime | None = None) -> tuple[str, Any]:
+        """The op appending one timestamped line to the Progress Log."""
+        return append_op(log_line(when or self.clock(), message), self.progress_log_chars)
+
+    def _add_line(self, fields: dict[str, Any], message: str, when: datetime) -> None:
+        """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
+        fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
+
+    def _activity(self, ops: Ops, *, first: bool) -> None:
+        """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
+        new row, and with ``first`` (this process has neither seen the row in the store nor
+        buffered any of it) the Progress Log's first line."""
+        now = self.clock()
+        if START_TIME not in ops:
+            ops[START_TIME] = ("min", now)
+        ops[LAST_UPDATE] = ("max", now)
+        if first:
+            opening: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
+            if PROGRESS_LOG in ops:
+                merge_ops(opening, {PROGRESS_LOG: ops[PROGRESS_LOG]})
+            ops[PROGRESS_LOG] = opening[PROGRESS_LOG]
+
+    def _is_new(self, run: str, client: str) -> bool:
+        """Whether this process has neither seen the row in the store nor buffered any of it."""
+        return self._known(run, client) is None and self.buffer.pending(run, client) is None
+
+    def _counts(self, fields: Mapping[str, Any]) -> str:
+        """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
+        sums = [spec for spec in self.registry.specs if spec.aggregate == "sum"]
+        return ", ".join(f"{spec.name} {fields[spec.field]:,}" for spec in sums if fields.get(spec.field))
+
     # -- client runs ------------------------------------------------------------------
+
+    @guarded
+    def log_progress(self, run_id: RunIdLike, client_id: str, message: str) -> None:
+        """Append a timestamped line to the client run's ``Progress Log`` (merged like any
+        update: buffered, then kept in time order with every other process's lines)."""
+        run, client = self._ids(run_id, client_id)
+        check_text("message", message)
+        ops: Ops = {PROGRESS_LOG: self._line(message)}
+        self._activity(ops, first=self._is_new(run, client))
+        self.buffer.add(ClientDelta(run, client, ops))
+
+    @guarded
+    def record_error(self, run_id: RunIdLike, client_id: str, error: BaseException | str) -> None:
+        """Set the client run's ``Error Details`` and log the error in its Progress Log,
+        without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
+        run, client = self._ids(run_id, client_id)
+        text = error_text(error)
+        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}")}
+        self._activity(ops, first=self._is_new(run, client))
+        self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
     def update_client_metrics(
@@ -365,6 +479,8 @@ class MetricsService:
         rejected: list[RejectedMetric] | None = None,
         logger: StructuredLogger | None = None,
         idempotency_key: str | None = None,
+        error: BaseException | str | None = None,
+        notes: str | None = None,
     ) -> ClientRun:
         """Merge normalized ops into a client run: the one way an update or a completion reaches
         the buffer or the store, whether it came from a call, a signal or a request's
@@ -373,10 +489,18 @@ class MetricsService:
         ``run`` and ``client`` are checked IDs (a base run ID), ``ops`` come from ``ops_of``
         of normalized values (``normalize_update``; they are not checked again) and belong to
         the callee from now on. ``complete`` True or False completes the run (successfully or
-        not) with ``totals`` as the authoritative sums (``totals=True``); ``rejected`` is
+        not) with ``totals`` as the authoritative sums (``totals=True``), ``error`` in its
+        ``Error Details`` and ``notes`` appended to its ``System Notes``; without ``complete``
+        an ``error`` is recorded (``record_error``) and the run stays open. ``rejected`` is
         reported in the view, which is computed when first read.
         """
-        return self._merge_ops(run, client, ops, complete, totals, rejected, logger, idempotency_key)
+        if complete is None:
+            if error is not None:
+                self.record_error(run, client, error)
+            return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+        details = error_text(error) if error is not None else None
+        log = self._log(logger, run, client)
+        return self._complete(run, client, ops, complete, totals or {}, rejected, log, details, notes)
 
     def _merge_ops(
         self,
@@ -391,7 +515,7 @@ class MetricsService:
     ) -> ClientRun:
         if complete is not None:
             log = self._log(logger, run, client)
-            return self._complete(run, client, ops, complete, totals or {}, rejected, log)
+            return self._complete(run, client, ops, complete, totals or {}, rejected, log, None, None)
         if START_TIME not in ops:
             ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
@@ -400,6 +524,7 @@ class MetricsService:
         if too_large:
             self._report_rejected(logger, run, client, too_large)
             rejected = [*(rejected or ()), *too_large]
+        self._activity(ops, first=known is None and not pending)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s",
@@ -437,36 +562,56 @@ class MetricsService:
         client_id: str,
         metrics: Mapping[str, Any] | None = None,
         *,
-        success: bool = True,
+        success: bool | None = None,
         totals: bool = False,
+        error: BaseException | str | None = None,
+        notes: str | None = None,
         logger: StructuredLogger | None = None,
     ) -> ClientRun:
-        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable."""
+        """Merge ``metrics``, set ``End Time`` and the final status, and make it durable.
+
+        ``error`` (an exception or a string) goes to ``Error Details`` and makes the run
+        ``Failed`` unless ``success=True`` is given; ``success`` defaults to True without an
+        error. ``notes`` is appended to ``System Notes``.
+        """
         run, client = self._ids(run_id, client_id)
-        check_bool("success", success)
+        if success is not None:
+            check_bool("success", success)
         check_bool("totals", totals)
+        error_details = error_text(error) if error is not None else None
+        if notes is not None:
+            check_text("notes", notes)
+        succeeded = success if success is not None else error_details is None
         log = self._log(logger, run, client)
         values, rejected = self.normalize_update(metrics, run, client, log)
         authoritative = {}
         if totals:
             authoritative = {k: values.pop(k) for k in list(values) if self.registry.aggregate_of(k) == "sum"}
-        return self._merge_ops(run, client, self.ops_of(values), success, authoritative, rejected, log, None)
+        ops = self.ops_of(values)
+        return self._complete(run, client, ops, succeeded, authoritative, rejected, log, error_details, notes)
 
     def _complete(
         self,
         run: str,
         client: str,
         ops: Ops,
-        success: bool,
+        succeeded: bool,
         authoritative: Mapping[str, Any],
         rejected: list[RejectedMetric] | None,
         log: StructuredLogger,
+        error_details: str | None,
+        notes: str | None,
     ) -> ClientRun:
         """``merge_client_ops(complete=...)``: merge, set End Time and the final status, durably."""
         now = self.clock()
         explicit_status = ops[STATUS][1] if STATUS in ops else None
         ops.setdefault(START_TIME, ("min", now))
         ops.setdefault(END_TIME, ("max", now))
+        ops[LAST_UPDATE] = ("max", now)
+        if error_details is not None:
+            ops[ERROR_DETAILS] = ("last", error_details)
+        if notes:
+            ops[SYSTEM_NOTES] = append_op(notes)
         differences: list[tuple[str, Any, Any]] = []
 
         def finalize(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
@@ -476,14 +621,22 @@ class MetricsService:
                 if accumulated != total:
                     differences.append((name, accumulated, total))
                 fields[name] = total
-            fields[STATUS] = client_status(fields, explicit=explicit_status, success=success)
+            status = client_status(fields, explicit=explicit_status, success=succeeded)
+            fields[STATUS] = status
+            counts = self._counts(fields)
+            line = f"completed with status {status}" + (f" ({counts})" if counts else "")
+            self._add_line(fields, line + (f"; error: {error_details}" if error_details else ""), now)
 
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
         self._merged(row)
         for name, accumulated, total in differences:
             log.warning("totals: %s was %s from updates, the given total is %s", name, accumulated, total)
-        log.info("client run completed with status %s", row.fields.get(STATUS))
+        if row.fields.get(STATUS) == Status.FAILED.value:
+            log.warning("client run failed%s", f": {error_details}" if error_details else "")
+            self._failed(run, client, error_details)
+        else:
+            log.info("client run completed with status %s", row.fields.get(STATUS))
         return deferred_client_view(run, client, row.fields, None, completed=row.completed, rejected=rejected)
 
     @guarded
@@ -600,9 +753,10 @@ class MetricsService:
         log = self._log(logger, run)
         self.buffer.flush(run_id=run)
         now = self.clock()  # an unknown run has no clients, and _update_job raises UnknownRunError
+        note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
         for row in self.store.list_clients(run):
             if not row.completed:  # never completed: Running ones failed; any other keeps its status
-                self._close_client(run, row.client_id, now, log)
+                self._close_client(run, row.client_id, now, log, note)
         stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
 
         def finish(fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
@@ -614,14 +768,19 @@ class MetricsService:
 
         job = self._update_job(run, finish, complete=True)
         self._forget(run, job.client_ids)
+        if job.status is Status.FAILED and self.alerts is not None:
+            self.alerts.job_failed(run, notes)
         log.info(
             "job completed at %s with status %s (%d clients)", stamp, job.status.value, len(job.client_ids)
         )
         return job
 
-    def _close_client(self, run: str, client: str, now: datetime, log: StructuredLogger) -> None:
-        """Complete a client run the job outlived: a Running one is closed as Failed, with a note."""
-        note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
+    def _close_client(
+        self, run: str, client: str, now: datetime, log: StructuredLogger, note: str, error: str | None = None
+    ) -> bool:
+        """Complete a client run the job outlived: a Running one is closed as Failed, with a
+        note, ``error`` in its ``Error Details`` (an earlier error kept below it) and a Progress
+        Log line. True when it was closed."""
         closed: list[bool] = []
 
         def close(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
@@ -629,6 +788,10 @@ class MetricsService:
             if fields.get(STATUS) == Status.RUNNING.value:
                 fields[STATUS] = Status.FAILED.value
                 add_note(fields, note)
+                if error is not None:  # an earlier error stays visible below
+                    earlier = fields.get(ERROR_DETAILS)
+                    fields[ERROR_DETAILS] = error_text(f"{error}\nEarlier: {earlier}" if earlier else error)
+                self._add_line(fields, f"closed as Failed: {error or note}", now)
                 closed.append(True)
 
         row, _ = self.store.merge_client(
@@ -639,6 +802,66 @@ class MetricsService:
             log.bind(scope="CLIENT", client_id=client).warning(
                 "client run was still running; closed as Failed"
             )
+            self._failed(run, client, row.fields.get(ERROR_DETAILS) or note)
+        return bool(closed)
+
+    # -- the watchdog -----------------------------------------------------------------
+
+    def start_watchdog(self) -> None:
+        """Start the watchdog's thread (when ``stale_after`` > 0); safe to repeat."""
+        if self.watchdog is not None:
+            self.watchdog.start()
+
+    @guarded
+    def close_stalled(self, stale_after: float | None = None) -> list[str]:
+        """Close every ``Running`` job with no update for ``stale_after`` seconds (default: the
+        service's): its running clients become ``Failed`` (Error Details: stalled, since when),
+        the job is completed by the usual rules with a note, ``on_stalled`` is told. Returns
+        the run IDs closed. The watchdog calls it; it can be called by hand."""
+        seconds = self.stale_after if stale_after is None else stale_after
+        if seconds <= 0:
+            raise ValueError(f"stale_after must be seconds > 0, got {seconds!r}")
+        now = self.clock()
+        cutoff = now - timedelta(seconds=seconds)
+        closed = []
+        for job in self.store.list_jobs(limit=_ALL_JOBS, status=Status.RUNNING.value):
+            if self.buffer.clients_of(job.run_id):  # this process has updates of it on the way
+                continue
+            clients = self.store.list_clients(job.run_id)
+            times = [t for t in map(last_activity, [job.fields, *(c.fields for c in clients)]) if t]
+            last = max(times, default=None)
+            if last is None or last > cutoff:
+                continue
+            self._close_stalled(job.run_id, clients, last, now)
+            closed.append(job.run_id)
+        return closed
+
+    def _close_stalled(self, run: str, clients: Sequence[ClientRow], last: datetime, now: datetime) -> None:
+        log = self._log(None, run)
+        stalled = []
+        for row in clients:
+            if row.completed:
+                continue
+            since = last_activity(row.fields) or last
+            quiet = span((now - since).total_seconds())
+            error = f"stalled: no update since {since:%Y-%m-%d %H:%M:%S} UTC ({quiet})"
+            if self._close_client(run, row.client_id, now, log, f"Closed by the watchdog: {error}.", error):
+                stalled.append(row.client_id)
+        note = (
+            f"Closed by the watchdog at {now:%Y-%m-%d %H:%M:%S} UTC:"
+            f" no update since {last:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if stalled:
+            note += f"; {len(stalled)} running client run(s) closed as Failed"
+        self.complete_job_metrics(run, notes=note + ".", logger=log)
+        log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
+        if self.alerts is not None:
+            self.alerts.run_stalled(run, stalled)
+        if self.on_stalled is not None:
+            try:
+                self.on_stalled(run, stalled)
+            except Exception as exc:  # the closing stands
+                self.logger.warning("a stalled hook failed for %s: %r", run, exc)
 
     @guarded
     def get_job_run(self, run_id: RunIdLike) -> JobRun | None:
@@ -708,6 +931,10 @@ class MetricsService:
     def close(self) -> None:
         """Drain the buffer, stop the background threads and close the store."""
         self.buffer.stop(drain=True)
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         self.store.close()

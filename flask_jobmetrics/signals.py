@@ -16,11 +16,13 @@ from blinker import Namespace
 
 __all__ = [
     "client_completed",
+    "client_failed",
     "client_metrics_updated",
     "job_completed",
     "metrics_rejected",
     "publish_failed",
     "records_published",
+    "run_stalled",
 ]
 
 _signals = Namespace()
@@ -40,9 +42,14 @@ client_metrics_updated = _signals.signal("client-metrics-updated")
 #:
 #: - ``run_id`` (``str``, required), ``client_id`` (``str``, required).
 #: - ``metrics`` (``Mapping[str, Any] | None``, default ``None``): merged before closing.
-#: - ``success`` (``bool``, default ``True``): ``False`` marks the client run ``Failed``.
+#: - ``success`` (``bool | None``, default ``None``): ``False`` marks the client run
+#:   ``Failed``; ``None`` means True unless an ``error`` is given.
 #: - ``totals`` (``bool``, default ``False``): the given ``sum`` metrics are authoritative
 #:   totals that replace the accumulated values.
+#: - ``error`` (``BaseException | str | None``, default ``None``): recorded in the client
+#:   row's ``Error Details`` as ``"<ExceptionType>: <message>"``; the run is ``Failed``
+#:   unless ``success=True``.
+#: - ``notes`` (``str | None``, default ``None``): appended to the client row's ``System Notes``.
 client_completed = _signals.signal("client-completed")
 
 #: Sent by scorer code when the whole job finished (``complete_job_metrics``).
@@ -78,3 +85,17 @@ records_published = _signals.signal("records-published")
 #: - ``records`` (``list[dict[str, Any]]``): the records not accepted, as sent (field name to
 #:   value).
 publish_failed = _signals.signal("publish-failed")
+
+#: Sent when a client run completes as ``Failed`` (``complete_client_metrics``, a failing
+#: ``@tracked`` view, a job completed or closed by the watchdog while the client still ran).
+#:
+#: - ``run_id`` (``str``): the base run ID.
+#: - ``client_id`` (``str``): the client.
+#: - ``error`` (``str | None``): the client row's ``Error Details`` (None when no error was given).
+client_failed = _signals.signal("client-failed")
+
+#: Sent when the watchdog closed a job that had no update for ``JOBMETRICS_STALE_AFTER`` seconds.
+#:
+#: - ``run_id`` (``str``): the base run ID.
+#: - ``client_ids`` (``list[str]``): the clients that were still running (now ``Failed``).
+run_stalled = _signals.signal("run-stalled")

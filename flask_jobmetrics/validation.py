@@ -11,7 +11,15 @@ from typing import Any
 from .exceptions import InvalidMetricError
 from .formatting import shorten
 from .models import RejectedMetric
-from .schema import MetricRegistry, normalize_datetime, normalize_number
+from .schema import (
+    ERROR_DETAILS,
+    PROGRESS_LOG,
+    SYSTEM_NOTES,
+    MetricRegistry,
+    normalize_datetime,
+    normalize_number,
+    snake_case,
+)
 from .spelling import did_you_mean
 
 __all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
@@ -39,6 +47,14 @@ def check_text(name: str, value: Any) -> str:
     return value
 
 
+#: The client row's texts that are not metrics, by snake_case name, and how to write them.
+_NOT_METRICS = {
+    snake_case(SYSTEM_NOTES): " (System Notes: use complete_client_metrics(notes=...))",
+    snake_case(ERROR_DETAILS): " (Error Details: use complete_client_metrics(error=...))",
+    snake_case(PROGRESS_LOG): " (Progress Log: use log_progress(...))",
+}
+
+
 def _keep_value(value: Any) -> Any:
     """A value of an unknown metric kept with ``UNKNOWN_METRICS="keep"``."""
     if isinstance(value, (str, bool)):
@@ -64,7 +80,8 @@ def sort_update(
     unknown_rejected: list[RejectedMetric] = []
     for name, value in unknown.items():
         if not keep_unknown:
-            reason = "unknown metric" + did_you_mean(name, (spec.field for spec in registry.specs))
+            hint = _NOT_METRICS.get(snake_case(name))
+            reason = "unknown metric" + (hint or did_you_mean(name, (spec.field for spec in registry.specs)))
             unknown_rejected.append(RejectedMetric(metric=name, value=value, reason=reason))
             continue
         try:

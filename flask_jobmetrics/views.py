@@ -12,6 +12,8 @@ from .models import ClientRun, JobRun, RejectedMetric, Status
 from .rules import as_time
 from .schema import (
     END_TIME,
+    ERROR_DETAILS,
+    PROGRESS_LOG,
     START_TIME,
     STATUS,
     SYSTEM_NOTES,
@@ -19,7 +21,12 @@ from .schema import (
 
 __all__ = ["client_view", "deferred_client_view", "job_view", "with_pending"]
 
-_OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES})
+_OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES, ERROR_DETAILS, PROGRESS_LOG})
+
+
+def _metrics(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields that are metrics: not a model attribute of their own, not internal (``_``)."""
+    return {k: v for k, v in fields.items() if k not in _OWN_ATTRIBUTES and not k.startswith("_")}
 
 
 #: A row's fields with this process's still-buffered ops applied (a new row is Running).
@@ -73,8 +80,10 @@ def _values(
         "status": _status(fields.get(STATUS)),
         "start_time": as_time(fields.get(START_TIME)),
         "end_time": as_time(fields.get(END_TIME)),
-        "metrics": {k: v for k, v in fields.items() if k not in _OWN_ATTRIBUTES},
+        "metrics": _metrics(fields),
         "notes": fields.get(SYSTEM_NOTES) or "",
+        "error": fields.get(ERROR_DETAILS) or None,
+        "progress_log": fields.get(PROGRESS_LOG) or "",
         "rejected": rejected or [],
         "completed": completed,
     }
@@ -183,6 +192,6 @@ def job_view(
         start_time=as_time(merged.get(START_TIME)),
         end_time=as_time(merged.get(END_TIME)),
         notes=merged.get(SYSTEM_NOTES) or "",
-        metrics={k: v for k, v in merged.items() if k not in _OWN_ATTRIBUTES},
+        metrics=_metrics(merged),
         client_ids=sorted(client_ids),
     )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.stores.base import Store
 from flask_jobmetrics.stores.memory import MemoryStore
 
 from .support import AppFactory, AppMaker, Clock
+from .test_store_contract import FACTORIES, _drop_redis_keys  # noqa: F401  (autouse: drops test Redis keys)
 
 
 @pytest.fixture
@@ -43,3 +46,24 @@ def make_app(tmp_path: Path) -> Iterator[AppFactory]:
 def app(make_app: AppFactory) -> Flask:
     """A TESTING Flask app with JobMetrics on a memory store."""
     return make_app()
+
+
+@pytest.fixture(params=list(FACTORIES))
+def store_service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Services (one per simulated process) on one memory, SQLite or Redis store: ``store_service(clock)``."""
+    made: list[MetricsService] = []
+
+    def make(clock: Clock, **options: Any) -> MetricsService:
+        if request.param == "memory" and made:  # a memory store belongs to one service
+            store: Store = made[0].store
+        else:
+            store = FACTORIES[request.param](tmp_path, clock=clock.timestamp)
+        service = MetricsService(store, clock=clock, buffer_ttl=3600, flush_interval=3600, **options)
+        made.append(service)
+        return service
+
+    yield make
+    for service in reversed(made):
+        service.buffer.stop(drain=True)
+    for store in {id(s.store): s.store for s in made}.values():
+        store.close()

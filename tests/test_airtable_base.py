@@ -74,6 +74,7 @@ OLD_CLIENT_RUN_RESULTS = {
     "Total Posts Harvested": "number",
     "System Notes": "multilineText",
     "Error Details": "multilineText",
+    "Progress Log": "multilineText",
     "Total Tokens Used": "number",
 }
 #: The mapping docs/airtable.md gives for that base.
@@ -225,14 +226,15 @@ def test_a_bad_field_name_mapping_fails_with_publishing_off(make_app: AppFactory
 
 # -- limits -------------------------------------------------------------------------------
 
-ERROR_DETAILS = MetricSpec("error_details", "Error Details", type="string", aggregate="last")
+FULL_RUN_LOG = MetricSpec("full_run_log", "Full Run Log", type="string", aggregate="last")
 
 
 @pytest.fixture
 def fake(fake_airtable_factory: Factory) -> FakeAirtable:
-    """An emulator without rate limit whose Client Run Results also has a long-text "Error Details"."""
+    """An emulator without rate limit whose Client Run Results also has a long-text "Full Run Log"
+    (a field of the replaced system)."""
     emulator = fake_airtable_factory(rate_limit=None)
-    emulator.add_field(BASE_ID, CLIENTS, "Error Details", "multilineText")
+    emulator.add_field(BASE_ID, CLIENTS, "Full Run Log", "multilineText")
     return emulator
 
 
@@ -240,11 +242,11 @@ def test_a_text_over_the_cell_limit_is_sent_cut_with_its_newest_text(
     make_app: AppFactory, fake: FakeAirtable
 ) -> None:
     """A 150,000-character text lands as at most 100,000 characters: a cut mark, then its end."""
-    app = make_app(fake, specs=(ERROR_DETAILS,))
+    app = make_app(fake, specs=(FULL_RUN_LOG,))
     text = "".join(f"line {n:06d}\n" for n in range(150_000 // 12)) + "the last line"
-    run_job(app, 1, lambda i: {"Error Details": text})
+    run_job(app, 1, lambda i: {"Full Run Log": text})
     assert get_state(app).extension.flush(timeout=30).pending == 0
-    landed = client_rows(fake)["c00"]["Error Details"]
+    landed = client_rows(fake)["c00"]["Full Run Log"]
     assert len(landed) <= LONG_TEXT_LIMIT
     assert landed.startswith("[… ") and landed.endswith("the last line")
     assert text.endswith(landed.split("\n", 1)[1])
@@ -252,14 +254,14 @@ def test_a_text_over_the_cell_limit_is_sent_cut_with_its_newest_text(
 
 def test_every_request_body_stays_within_the_payload_limit(make_app: AppFactory, fake: FakeAirtable) -> None:
     """Ten full cells of "é" (6 bytes each as JSON) go out in bodies under 2 MiB, every row whole."""
-    app = make_app(fake, specs=(ERROR_DETAILS,))
-    run_job(app, 10, lambda i: {"Error Details": f"{i}" + "é" * (LONG_TEXT_LIMIT - 1)})
+    app = make_app(fake, specs=(FULL_RUN_LOG,))
+    run_job(app, 10, lambda i: {"Full Run Log": f"{i}" + "é" * (LONG_TEXT_LIMIT - 1)})
     assert get_state(app).extension.flush(timeout=30).pending == 0
     writes = [r for r in fake.requests if r.kind == "write" and r.path.endswith(CLIENTS)]
     assert all(r.status == 200 and len(json.dumps(r.json)) <= MAX_REQUEST_BYTES for r in writes)
     assert len(writes) > 1
     assert {
-        c: r["Error Details"][0] + str(len(r["Error Details"])) for c, r in client_rows(fake).items()
+        c: r["Full Run Log"][0] + str(len(r["Full Run Log"])) for c, r in client_rows(fake).items()
     } == {f"c{i:02d}": f"{i}{LONG_TEXT_LIMIT}" for i in range(10)}
 
 

@@ -432,3 +432,20 @@ def test_airtable_cli_module_imports_first() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "['check', 'init']\n"
+
+
+def test_check_and_init_know_the_error_and_journal_fields(make_app: AppFactory, fake: FakeAirtable) -> None:
+    """A Client Run Results table without Error Details and Progress Log fails `check`, and
+    `init` adds both as long-text fields."""
+    for name in ("Error Details", "Progress Log"):
+        fake.remove_field(BASE_ID, CLIENT, name)
+    flask_app = make_app(fake)
+    result = run(flask_app, "check")
+    assert result.exit_code == 1
+    for name in ("Error Details", "Progress Log"):
+        assert f'  {CLIENT}: field "{name}" missing (multilineText)' in result.output.splitlines()
+    assert run(flask_app, "init").exit_code == 0
+    fields = fields_of(fake, CLIENT)
+    assert fields["Error Details"]["type"] == fields["Progress Log"]["type"] == "multilineText"
+    assert "Error Details" not in fields_of(fake, JOB)
+    assert run(flask_app, "check").exit_code == 0

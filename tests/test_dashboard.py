@@ -190,6 +190,31 @@ def test_every_value_is_escaped(client: FlaskClient, service: MetricsService) ->
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[2]
 
 
+def test_run_page_and_api_show_error_details_notes_and_progress_log(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """A failed client's Error Details, System Notes and Progress Log are on the run page
+    (escaped) and in the JSON API; its client page shows the error."""
+    run = service.start_job("230615-120000").run_id
+    service.log_progress(run, "initech", "scoring <batch 1>")
+    error = TimeoutError("model <timeout>")
+    service.complete_client_metrics(run, "initech", error=error, notes="retry later")
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert 'id="details-initech"' in html
+    assert "TimeoutError: model &lt;timeout&gt;" in html
+    assert "retry later" in html
+    assert "scoring &lt;batch 1&gt;" in html
+    assert "<timeout>" not in html
+    body = client.get(f"/jobmetrics/api/runs/{run}").get_json()
+    initech = body["clients"][0]
+    assert initech["error"] == "TimeoutError: model <timeout>"
+    assert initech["notes"] == "retry later"
+    assert "scoring <batch 1>" in initech["progress_log"]
+    assert "_last_update" not in initech["metrics"]
+    client_page = client.get("/jobmetrics/clients/initech").get_data(as_text=True)
+    assert "TimeoutError: model &lt;timeout&gt;" in client_page
+
+
 def test_run_page_answers_400_for_a_malformed_run_id_and_404_for_an_unknown_one(client: FlaskClient) -> None:
     """A malformed run ID is a 400 page, a well-formed unknown one a 404 page."""
     bad = client.get("/jobmetrics/runs/not-a-run")

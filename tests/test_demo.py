@@ -67,6 +67,7 @@ def _demo(cwd: Path) -> str:
     assert acme[0] == "Completed"
     assert (acme[4], acme[5], acme[6], acme[10]) == ("120", "120", "108", "27,000")
     assert rows["initech"][0] == "Failed"
+    assert "  Error Details: ScorerCrashed: model timeout while scoring lead 50 of initech" in output
     assert rows["hooli"][:3] == ["No", "Leads", "To"]
     assert "the store itself: instance/jobmetrics.sqlite3 (SQLite)" in output
     return found.group(1)

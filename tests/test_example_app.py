@@ -159,6 +159,7 @@ def test_run_batch_score_for_some_clients_can_leave_the_runs_open(app: Flask, cl
         "hooli": Status.RUNNING,
     }
     assert runs["initech"] is not None and runs["initech"].metrics["Leads Processed"] == 40
+    assert runs["initech"].error == "ScorerCrashed: model timeout while scoring lead 50 of initech"
 
 
 def test_run_batch_score_refuses_unknown_clients_and_starts_nothing(app: Flask, client: FlaskClient) -> None:
@@ -430,6 +431,7 @@ def test_demo_with_fake_airtable_prints_one_row_per_client_and_the_request_count
     assert all(row[0] == f"{run_id.group(1)}-{row[1]}" for row in clients)
     acme = next(row for row in clients if row[1] == "acme")
     assert acme[2:5] == ["Completed", "120", "108"] and acme[-1] == "27,000"
+    assert "Error Details of initech: ScorerCrashed: model timeout while scoring lead 50 of initech" in out
     writes = re.search(r"^It took (\d+) write requests? \(batch_upsert", out, re.MULTILINE)
     assert writes is not None and 2 <= int(writes.group(1)) <= 13
     assert "One row per client: yes (12 clients, 12 rows)." in out

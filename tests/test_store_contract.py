@@ -847,3 +847,100 @@ def test_a_dead_row_that_changes_is_tried_again(store: Store) -> None:
     assert store.outbox_dead() == []
     (item,) = [i for i in store.outbox_due(0.0, 10) if i.kind == "client"]
     assert (item.attempts, item.dead) == (0, False)
+
+
+# -- appended text (Progress Log, System Notes) -------------------------------------------
+
+LOG = "Progress Log"
+
+
+def _line(second: int, message: str) -> str:
+    from flask_jobmetrics.journal import log_line
+
+    return log_line(T0 + timedelta(seconds=second), message)
+
+
+def _append(text: str, limit: int = 20_000, client: str = "acme") -> ClientDelta:
+    from flask_jobmetrics.journal import append_op
+
+    return ClientDelta("run-1", client, {LOG: append_op(text, limit)})
+
+
+def test_append_keeps_lines_in_time_order(store: Store) -> None:
+    """Appended lines merge in the order of their timestamps, whatever order they arrive in."""
+    store.merge_clients([_append(_line(1, "one")), _append(_line(3, "three"))])
+    store.merge_clients([_append(_line(2, "two") + "\n" + _line(4, "four"))])
+    row = store.get_client("run-1", "acme")
+    assert row is not None
+    expected = [_line(1, "one"), _line(2, "two"), _line(3, "three"), _line(4, "four")]
+    assert row.fields[LOG].split("\n") == expected
+
+
+def test_append_bounds_the_text_keeping_the_newest(store: Store) -> None:
+    """An appended field is cut to its limit as Airtable counts (an emoji is two UTF-16 units):
+    the newest lines stay, a mark counts the cut characters, exactly as in Python."""
+    from flask_jobmetrics.airtable_limits import text_length
+    from flask_jobmetrics.journal import append_text
+
+    expected: str | None = None
+    for batch in range(6):
+        lines = "\n".join(_line(batch * 100 + i, f"élan {batch}.{i} 🚀 " + "…" * 30) for i in range(12))
+        store.merge_clients([_append(lines, limit=1_500)])
+        expected = append_text(expected, (1_500, lines))
+    row = store.get_client("run-1", "acme")
+    assert row is not None
+    text = row.fields[LOG]
+    assert text == expected
+    assert text_length(text) <= 1_500
+    assert text.startswith("[… ") and " earlier characters cut …]\n" in text
+    assert text.endswith(_line(511, "élan 5.11 🚀 " + "…" * 30))
+
+
+def test_append_to_a_finalized_row_matches_the_script(store: Store) -> None:
+    """An append merged with a finalize callback gives the same text as one merged without."""
+    store.merge_clients([_append(_line(5, "five"))])
+    store.merge_client(_append(_line(4, "four")), lambda fields: None)
+    store.merge_clients([_append(_line(4, "four"), client="other")])
+    store.merge_clients([_append(_line(5, "five"), client="other")])
+    first, second = store.get_client("run-1", "acme"), store.get_client("run-1", "other")
+    assert first is not None and second is not None
+    assert first.fields[LOG] == second.fields[LOG] == _line(4, "four") + "\n" + _line(5, "five")
+
+
+@pytest.mark.parametrize("limit", [1_000, 1_001, 1_333])
+def test_append_cuts_between_whole_characters_as_python_does(store: Store, limit: int) -> None:
+    """A bound falling inside a wide character (two UTF-16 units) cuts before it, as
+    longtext.bound_text does; a text without line breaks is cut mid-line the same way."""
+    from flask_jobmetrics.journal import append_text
+
+    expected: str | None = None
+    for n in range(4):
+        text = f"{n} " + "🚀é" * 300  # one long line: no line break to start at
+        store.merge_clients([_append(text, limit=limit)])
+        expected = append_text(expected, (limit, text))
+    row = store.get_client("run-1", "acme")
+    assert row is not None and row.fields[LOG] == expected
+
+
+def test_an_append_redelivered_under_its_key_is_appended_once(store: Store) -> None:
+    """An appended line travels with its delta: a delta re-delivered under the same
+    idempotency key appends nothing the second time, like its sums."""
+    from flask_jobmetrics.journal import append_op
+
+    once = ClientDelta(
+        "run-1", "acme", {LOG: append_op(_line(1, "webhook 1")), LEADS: ("sum", 1)}, idempotency_key="k1"
+    )
+    store.merge_client(once)
+    row, applied = store.merge_client(once)
+    assert applied is False
+    assert row.fields[LOG] == _line(1, "webhook 1") and row.fields[LEADS] == 1
+
+
+def test_a_batch_of_lines_delivered_twice_with_its_token_is_appended_once(store: Store) -> None:
+    """Progress Log lines ride on the buffer's delivery token: a re-sent batch appends nothing."""
+    batch = [_append(_line(1, "one")), _append(_line(2, "two"), client="other")]
+    store.merge_clients(batch, token="t-lines")
+    store.merge_clients(batch, token="t-lines")
+    acme, other = store.get_client("run-1", "acme"), store.get_client("run-1", "other")
+    assert acme is not None and acme.fields[LOG] == _line(1, "one")
+    assert other is not None and other.fields[LOG] == _line(2, "two")

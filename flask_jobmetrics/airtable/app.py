@@ -13,17 +13,22 @@ from ..stores.base import Store
 from .names import table_field_names
 
 if TYPE_CHECKING:
-    from .publisher import Publisher
+    from .publisher import Dead, Publisher
 
 __all__ = ["make_publisher"]
 
 
 def make_publisher(
-    app: Flask, settings: Settings, store: Store, registry: MetricRegistry
+    app: Flask,
+    settings: Settings,
+    store: Store,
+    registry: MetricRegistry,
+    on_dead: Dead | None = None,
 ) -> Publisher | None:
     """The publisher of ``app``'s store, for its service; None when publishing is off.
 
-    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender. The
+    ``records_published`` and ``publish_failed`` are sent with ``app`` as sender; ``on_dead``
+    hears of every dead-lettered row. The
     field-name mapping is checked either way: a typo in it fails at start-up.
     """
     if not settings.airtable_enabled:
@@ -38,4 +43,6 @@ def make_publisher(
     def failed(table: str, error: str, records: list[dict[str, Any]]) -> None:
         publish_failed.send(app, table=table, error=error, records=records)
 
-    return Publisher(store, settings, on_published=published, on_failed=failed, registry=registry)
+    return Publisher(
+        store, settings, on_published=published, on_failed=failed, on_dead=on_dead, registry=registry
+    )

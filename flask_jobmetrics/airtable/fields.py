@@ -17,6 +17,8 @@ from ..models import Status
 from ..schema import (
     CLIENTS_PROCESSED,
     CLIENTS_WITH_ERRORS,
+    ERROR_DETAILS,
+    PROGRESS_LOG,
     STATUS,
     SYSTEM_NOTES,
     MetricSpec,
@@ -54,7 +56,12 @@ def airtable_value(value: Any) -> Any:
 
 
 def _fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: airtable_value(value) for name, value in fields.items() if value is not None}
+    """The published fields: internal ones (``_`` first) stay in the store."""
+    return {
+        name: airtable_value(value)
+        for name, value in fields.items()
+        if value is not None and not name.startswith("_")
+    }
 
 
 def job_record(run_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +107,9 @@ def field_definitions(specs: Iterable[MetricSpec], *, job: bool) -> dict[str, di
     for spec in specs:
         out[spec.field] = _definition(spec)
     out[SYSTEM_NOTES] = {"type": "multilineText"}
+    if not job:
+        out[ERROR_DETAILS] = {"type": "multilineText"}
+        out[PROGRESS_LOG] = {"type": "multilineText"}
     if job:
         out[CLIENTS_PROCESSED] = {"type": "number", "options": {"precision": 0}}
         out[CLIENTS_WITH_ERRORS] = {"type": "number", "options": {"precision": 0}}

@@ -47,6 +47,8 @@ __all__ = ["PublishResult", "Publisher", "sender_record", "wait_for_slot"]
 
 Published = Callable[[str, list[dict[str, Any]]], None]
 Failed = Callable[[str, str, list[dict[str, Any]]], None]
+#: ``on_dead(table, error, run_id, client_id)``: Airtable refused a row for good (dead-lettered).
+Dead = Callable[[str, str, str, "str | None"], None]
 
 BATCH = MAX_RECORDS_PER_REQUEST
 LEASE_TTL = 30.0
@@ -103,6 +105,7 @@ class Publisher:
         sleep: Callable[[float], None] = time.sleep,
         on_published: Published | None = None,
         on_failed: Failed | None = None,
+        on_dead: Dead | None = None,
         logger: StructuredLogger | None = None,
         registry: MetricRegistry | None = None,
     ) -> None:
@@ -116,6 +119,7 @@ class Publisher:
         self._recent = sender_record(settings)
         self.on_published = on_published
         self.on_failed = on_failed
+        self.on_dead = on_dead
         self.log = logger or StructuredLogger("SYSTEM", process="airtable")
         self.registry = registry if registry is not None else MetricRegistry()
         api = make_api(settings)
@@ -313,6 +317,8 @@ class Publisher:
             error = f"{error_type}: {message}"
             self.store.outbox_retry(item, due_at=self.clock(), error=error, dead=True)
             self.log.error("Airtable refused a %s row %s (dead-lettered): %s", name, _key(item)[1:], error)
+            if self.on_dead is not None:
+                self.on_dead(name, error, item.run_id, item.client_id or None)
             if self.on_failed is not None:
                 self.on_failed(name, error, [record])
             return 0

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import formatting
 from ..models import ClientRun, JobRun, Status
-from ..schema import CLIENTS_WITH_ERRORS
+from ..schema import CLIENTS_WITH_ERRORS, ERROR_DETAILS
 from .charts import Chart, bar_chart
 
 __all__ = [
@@ -43,8 +43,8 @@ LEADS = "Leads Processed"
 PROFILES_SCORED = "Profiles Successfully Scored"
 POSTS_SCORED = "Posts Successfully Scored"
 
-#: The metric a client run's failure reason is kept in, once apps report one.
-ERROR_FIELD = "Error Details"
+#: The field a client run's failure reason is kept in (``ClientRun.error``).
+ERROR_FIELD = ERROR_DETAILS
 #: Client rows on one page of the run page's table.
 PAGE_SIZE = 100
 
@@ -87,9 +87,8 @@ def by_attention(clients: Iterable[ClientRun]) -> list[ClientRun]:
 
 
 def error_of(client: ClientRun) -> str:
-    """The client run's failure reason (an ``error`` attribute or the Error Details metric), or ''."""
-    error = getattr(client, "error", None) or client.metrics.get(ERROR_FIELD)
-    return str(error) if error else ""
+    """The client run's failure reason (its ``Error Details``), or ''."""
+    return client.error or ""
 
 
 def _as_number(value: Any) -> float:
@@ -154,6 +153,12 @@ class ClientRowView:
     error: str
     #: Why it failed, shown under its status: the error, else a Failed run's latest note.
     reason: str
+    #: The Progress Log, shown with the Error Details and notes under the table.
+    progress_log: str = ""
+
+    @property
+    def has_details(self) -> bool:
+        return bool(self.error or self.notes or self.progress_log)
 
 
 def reason_of(client: ClientRun) -> str:
@@ -180,6 +185,7 @@ def client_row(client: ClientRun, now: datetime, day: datetime | None = None) ->
         duration=fmt_duration(client.start_time, client.end_time, client.status, now),
         numbers=tuple(fmt_number(client.metrics.get(field)) for _, field in CLIENT_COLUMNS),
         notes=client.notes,
+        progress_log=client.progress_log,
     )
 
 

@@ -161,7 +161,85 @@ local function add(a, b)
   if ka == 'str' and kb == 'str' then return cjson.encode(cjson.decode(a) .. cjson.decode(b)) end
   fail('JMTYPE', 'unsupported operand types for +: ' .. ka .. ' and ' .. kb)
 end
+-- Appended text (flask_jobmetrics.journal and longtext, character for character): lines
+-- merged in the order of their leading timestamp, then bounded as Airtable counts (UTF-16
+-- code units), the newest text kept.
+local ELLIPSIS = '\226\128\166'
+local function nchars(s)  -- characters, as Python's len (UTF-8 continuation bytes not counted)
+  local _, continuation = string.gsub(s, '[\128-\191]', '')
+  return #s - continuation
+end
+local function units(s)  -- UTF-16 code units, as Airtable counts (airtable_limits.text_length)
+  local _, wide = string.gsub(s, '[\240-\247]', '')
+  return nchars(s) + wide
+end
+local MARK_HEAD, MARK_TAIL = '[' .. ELLIPSIS .. ' ', ' earlier characters cut ' .. ELLIPSIS .. ']\n'
+local MARK = '^%[' .. ELLIPSIS .. ' ([%d,]+) earlier characters cut ' .. ELLIPSIS .. '%]\n()'
+local function cut_mark(count)  -- as Python's format(count, ',')
+  local grouped = string.reverse((string.gsub(string.reverse(string.format('%d', count)), '(%d%d%d)', '%1,')))
+  return MARK_HEAD .. (string.gsub(grouped, '^,', '')) .. MARK_TAIL
+end
+local function bound_text(text, limit)  -- longtext.bound_text without a head
+  if units(text) <= limit then return text end
+  local rest, already = text, 0
+  local count, after = string.match(text, MARK)
+  if count then
+    already = tonumber((string.gsub(count, ',', '')))
+    rest = string.sub(text, after)
+  end
+  local size = nchars(rest)
+  local room = limit - nchars(cut_mark(already + size))
+  local from, used = #rest + 1, 0  -- the longest tail of whole characters within room units
+  while from > 1 do
+    local start = from - 1
+    while start > 1 and string.find(string.sub(rest, start, start), '^[\128-\191]') do start = start - 1 end
+    local width = string.byte(rest, start) >= 240 and 2 or 1
+    if used + width > room then break end
+    used, from = used + width, start
+  end
+  local tail = string.sub(rest, from)
+  if from > 1 then  -- start at a line when one begins within the first 1000 characters
+    local newline = string.find(tail, '\n', 1, true)
+    if newline and nchars(string.sub(tail, 1, newline - 1)) < 1000 then
+      tail = string.sub(tail, newline + 1)
+    end
+  end
+  return cut_mark(already + size - nchars(tail)) .. tail
+end
+local STAMP = '^%d%d%d%d%-%d%d%-%d%d %d%d:%d%d:%d%d%.%d%d%dZ '
+local function line_key(line)
+  if string.find(line, STAMP) then return string.sub(line, 1, 24) end
+  return ''
+end
+local function split_lines(s)
+  local out = {}
+  for line in string.gmatch(s .. '\n', '(.-)\n') do out[#out + 1] = line end
+  return out
+end
+local function merge_lines(old, new)
+  if old == nil or old == '' then return new end
+  if new == '' then return old end
+  local added = split_lines(new)
+  if line_key(added[1]) >= line_key(string.match(old, '([^\n]*)$')) then return old .. '\n' .. new end
+  local kept, out, i, j = split_lines(old), {}, 1, 1
+  while i <= #kept and j <= #added do
+    if line_key(added[j]) < line_key(kept[i]) then
+      out[#out + 1] = added[j]; j = j + 1
+    else
+      out[#out + 1] = kept[i]; i = i + 1
+    end
+  end
+  for n = i, #kept do out[#out + 1] = kept[n] end
+  for n = j, #added do out[#out + 1] = added[n] end
+  return table.concat(out, '\n')
+end
+local function append(old, new)  -- new: [limit, text]
+  local op, previous = cjson.decode(new), nil
+  if old ~= nil and kind(old) == 'str' then previous = cjson.decode(old) end
+  return cjson.encode(bound_text(merge_lines(previous, op[2]), op[1]))
+end
 local function combine(agg, old, new)
+  if agg == 'append' then return append(old, new) end
   if old == nil or old == 'null' then
     if agg == 'sum' and new ~= 'null' and beyond(new) then return nil end
     return new

@@ -1,0 +1,252 @@
+"""Alerts posted to a Slack-compatible webhook (``JOBMETRICS_ALERT_WEBHOOK_URL``).
+
+A failed client run, a failed or stalled job and a dead-lettered Airtable row each add one
+short line; the lines of a minute go out together as one ``{"text": ...}`` POST from a
+background thread. A failed post (no answer, 429, 5xx) is retried with exponential backoff
+and jitter (``Retry-After`` honoured); a post the receiver refuses for good (another 4xx) is
+logged and dropped. Adding an alert never blocks, never raises and never touches the network
+on the caller's thread. At most ``max_pending`` lines wait; beyond that the oldest give way
+and the next post says how many were dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .log import StructuredLogger
+
+if TYPE_CHECKING:  # imported when an alerter is made: requests takes a while to load
+    import requests
+
+__all__ = ["Alerter"]
+
+#: Builds the dashboard link of a run (None: no link).
+RunLink = Callable[[str], "str | None"]
+_MAX_LINE = 500
+
+
+def _short(text: str, limit: int = _MAX_LINE) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Alerter:
+    """Batches alert lines per ``window`` seconds and posts them to ``url`` in the background."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        link: RunLink | None = None,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: tuple[float, float] = (5.0, 10.0),
+        first_retry: float = 5.0,
+        max_backoff: float = 600.0,
+        max_pending: int = 1_000,
+        logger: StructuredLogger | None = None,
+        session: requests.Session | None = None,
+        background: bool = True,
+    ) -> None:
+        self.url = url
+        #: False: no thread; whoever owns the alerter calls ``run_once`` (tests, a scheduler).
+        self.background = background
+        self.link = link
+        self.window = window
+        self.clock = clock
+        self.timeout = timeout
+        self.first_retry = first_retry
+        self.max_backoff = max_backoff
+        self.log = logger or StructuredLogger("SYSTEM", process="alerts")
+        import requests
+
+        self.session = session or requests.Session()
+        self._lines: deque[str] = deque(maxlen=max_pending)
+        self._dropped = 0
+        self._batch_started: float | None = None
+        self._retry_at = 0.0
+        self._failures = 0
+        self._lock = threading.Lock()  # the queue; never held during I/O
+        self._send_lock = threading.Lock()  # one post at a time
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        _ALERTERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its locks may be held: start afresh (the
+        # queued lines stay the parent's to post).
+        self._lock, self._send_lock, self._start_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self._wake, self._stop, self._thread = threading.Event(), threading.Event(), None
+        self._lines.clear()
+        self._dropped, self._batch_started, self._retry_at, self._failures = 0, None, 0.0, 0
+
+    # -- the events ---------------------------------------------------------------------
+
+    def client_failed(self, run_id: str, client_id: str, error: str | None) -> None:
+        """A client run completed as ``Failed``."""
+        self.add(f"Client run failed: {client_id} in run {run_id}" + (f": {error}" if error else ""), run_id)
+
+    def job_failed(self, run_id: str, notes: str) -> None:
+        """A job run completed as ``Failed``."""
+        self.add(f"Job run failed: {run_id}" + (f": {notes}" if notes else ""), run_id)
+
+    def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None:
+        """The watchdog closed a job that stopped updating."""
+        clients = f"; still running, now Failed: {', '.join(client_ids)}" if client_ids else ""
+        self.add(f"Job run stalled and was closed: {run_id}{clients}", run_id)
+
+    def row_dead(self, table: str, error: str, run_id: str | None, client_id: str | None) -> None:
+        """Airtable refused a row for good (it is in the dead letters)."""
+        row = " ".join(part for part in (run_id, client_id) if part) or "a row"
+        self.add(f"Airtable refused {row} in {table} (dead-lettered): {error}", run_id)
+
+    # -- queueing -----------------------------------------------------------------------
+
+    def add(self, text: str, run_id: str | None = None) -> None:
+        """Queue one alert line (with the run's dashboard link when there is one). Never raises."""
+        try:
+            line = _short(text)
+            if run_id is not None and self.link is not None:
+                url = self.link(run_id)
+                if url:
+                    line += f" <{url}|open run {run_id}>"
+            with self._lock:
+                if len(self._lines) == self._lines.maxlen:
+                    self._dropped += 1
+                self._lines.append(line)
+                if self._batch_started is None:
+                    self._batch_started = self.clock()
+            self._start()
+        except Exception as exc:  # an alert must never fail the update that raised it
+            self.log.warning("could not queue an alert: %r", exc)
+
+    def pending(self) -> int:
+        """Alert lines waiting to be posted."""
+        with self._lock:
+            return len(self._lines)
+
+    def due_in(self) -> float | None:
+        """Seconds until the next post is due (0: now), None when nothing waits."""
+        with self._lock:
+            if self._batch_started is None:
+                return None
+            due = max(self._batch_started + self.window, self._retry_at)
+        return max(0.0, due - self.clock())
+
+    # -- sending ------------------------------------------------------------------------
+
+    def run_once(self, *, force: bool = False) -> int:
+        """Post the waiting lines if their minute is over (``force``: now, backoff aside).
+        Returns how many lines the receiver accepted."""
+        with self._send_lock:
+            now = self.clock()
+            with self._lock:
+                if self._batch_started is None or now < self._retry_at:
+                    return 0
+                if not force and now < self._batch_started + self.window:
+                    return 0
+                lines, dropped = list(self._lines), self._dropped
+            text = "\n".join(
+                ["flask_jobmetrics:", *lines] + ([f"({dropped} older alerts dropped)"] if dropped else [])
+            )
+            outcome = self._post(text)
+            with self._lock:
+                if outcome == "retry":
+                    self._failures += 1
+                    delay = min(self.max_backoff, self.first_retry * 2 ** (self._failures - 1))
+                    backoff = self.clock() + delay * random.uniform(0.8, 1.2)
+                    self._retry_at = max(self._retry_at, backoff)  # a Retry-After may ask for longer
+                    return 0
+                for _ in lines:  # these were sent (or refused for good); newer ones stay
+                    self._lines.popleft()
+                self._dropped -= dropped
+                self._failures, self._retry_at = 0, 0.0
+                self._batch_started = self.clock() if self._lines else None
+            return len(lines) if outcome == "sent" else 0
+
+    def _post(self, text: str) -> str:
+        """``"sent"``, ``"retry"`` or ``"refused"``."""
+        import requests
+
+        try:
+            response = self.session.post(self.url, json={"text": text}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            self.log.warning("could not post alerts to the webhook (retried with backoff): %r", exc)
+            return "retry"
+        if response.status_code < 300:
+            return "sent"
+        if response.status_code == 429 or response.status_code >= 500:
+            retry_after = response.headers.get("Retry-After", "")
+            if retry_after.isdigit():
+                with self._lock:
+                    self._retry_at = self.clock() + float(retry_after)
+            self.log.warning("the alert webhook answered %s (retried with backoff)", response.status_code)
+            return "retry"
+        self.log.error(
+            "the alert webhook refused the alerts (HTTP %s: %s); they are dropped",
+            response.status_code,
+            response.text[:200],
+        )
+        return "refused"
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if not self.background:
+            return
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="jobmetrics-alerts", daemon=True)
+                self._thread.start()
+
+    def wake(self) -> None:
+        """Let the thread look now (e.g. after the clock moved)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self.due_in()
+            self._wake.wait(timeout=self.window if wait is None else min(max(wait, 0.05), self.window))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once()
+            except Exception as exc:  # the thread must survive anything; the lines stay queued
+                self.log.error("posting alerts failed (retried): %r", exc)
+
+    def stop(self) -> None:
+        """Stop the thread, then try once to post what waits (a short exit drain)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self.pending():
+            try:
+                self.run_once(force=True)
+            except Exception as exc:
+                self.log.warning("could not post the last alerts: %r", exc)
+
+
+_ALERTERS: weakref.WeakSet[Alerter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for alerter in list(_ALERTERS):
+        alerter._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
