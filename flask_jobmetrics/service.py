@@ -400,11 +400,12 @@ class MetricsService:
         """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
         fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
 
-    def _activity(self, ops: Ops, *, first: bool) -> None:
+    def _activity(self, ops: Ops, *, first: bool, now: datetime | None = None) -> None:
         """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
         new row, and with ``first`` (this process has neither seen the row in the store nor
-        buffered any of it) the Progress Log's first line."""
-        now = self.clock()
+        buffered any of it) the Progress Log's first line. ``now``: the time of the update's
+        own lines, so that the first line comes before them."""
+        now = now if now is not None else self.clock()
         if START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         ops[LAST_UPDATE] = ("max", now)
@@ -431,8 +432,9 @@ class MetricsService:
         update: buffered, then kept in time order with every other process's lines)."""
         run, client = self._ids(run_id, client_id)
         check_text("message", message)
-        ops: Ops = {PROGRESS_LOG: self._line(message)}
-        self._activity(ops, first=self._is_new(run, client))
+        now = self.clock()
+        ops: Ops = {PROGRESS_LOG: self._line(message, now)}
+        self._activity(ops, first=self._is_new(run, client), now=now)
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
@@ -441,8 +443,9 @@ class MetricsService:
         without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
         run, client = self._ids(run_id, client_id)
         text = error_text(error)
-        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}")}
-        self._activity(ops, first=self._is_new(run, client))
+        now = self.clock()
+        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}", now)}
+        self._activity(ops, first=self._is_new(run, client), now=now)
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded

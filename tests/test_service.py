@@ -549,3 +549,21 @@ def test_update_view_with_write_through_includes_the_update(clock: Clock) -> Non
     service = MetricsService(MemoryStore(), clock=clock, flush_interval=0)
     service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
     assert service.update_client_metrics(RUN, "acme", {"Leads Processed": 3}).metrics["Leads Processed"] == 5
+
+
+def test_a_first_error_line_comes_after_the_opening_line_whatever_the_clock(clock: Clock) -> None:
+    """record_error on a new row: the log opens, then says the error, though the clock ticks between."""
+
+    def ticking() -> datetime:
+        return clock.advance(0.001)  # a millisecond per reading: every line stamp differs
+
+    service = MetricsService(MemoryStore(), clock=ticking, buffer_ttl=3600, flush_interval=3600)
+    service.record_error(RUN, "acme", KeyError("profile"))
+    service.log_progress(RUN, "other", "fetched 3 pages")
+    acme, other = service.get_client_run(RUN, "acme"), service.get_client_run(RUN, "other")
+    assert acme is not None and other is not None
+    assert [line.split(" ", 2)[2] for line in acme.progress_log.splitlines()] == [
+        "started (first update)",
+        "error: KeyError: 'profile'",
+    ]
+    assert other.progress_log.splitlines()[-1].endswith("fetched 3 pages")
