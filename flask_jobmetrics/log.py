@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-__all__ = ["LOGGER_NAME", "Scope", "StructuredLogger", "set_default_format"]
+__all__ = [
+    "LOGGER_NAME",
+    "OUTAGE_REPORT_INTERVAL",
+    "OutageLog",
+    "Scope",
+    "StructuredLogger",
+    "set_default_format",
+]
 
 LOGGER_NAME = "flask_jobmetrics"
 Scope = Literal["SYSTEM", "CLIENT", "PROCESS"]
@@ -151,3 +161,87 @@ class StructuredLogger:
 
     def __repr__(self) -> str:
         return f"StructuredLogger({self.prefix()})"
+
+
+#: Seconds between the lines that say a store outage goes on.
+OUTAGE_REPORT_INTERVAL = 60.0
+
+
+class OutageLog:
+    """The log of an outage of the store, a few lines however often calls fail.
+
+    The first failure is logged as it is (``failed(message, *args)``); while failures go
+    on, at most one line every ``interval`` seconds says for how long, how many calls
+    failed since the last line, what ``held()`` says is kept (the buffered entries; left
+    out without ``held``), and the last error; ``recovered()`` logs one line when a call
+    works again. Thread-safe; ``recovered()`` costs one attribute read when there is no
+    outage.
+    """
+
+    def __init__(
+        self,
+        logger: StructuredLogger,
+        held: Callable[[], int] | None = None,
+        *,
+        interval: float = OUTAGE_REPORT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger, self._held, self.interval, self._clock = logger, held, interval, clock
+        self._lock = threading.Lock()
+        self._since: float | None = None  # when the outage began; None: no outage
+        self._failed = 0  # calls failed since it began
+        self._unreported = 0  # calls failed since the last line
+        self._next = 0.0  # when the next line may be logged
+
+    @property
+    def down(self) -> bool:
+        """Whether the last call logged here failed."""
+        return self._since is not None
+
+    def failed(self, message: str, *args: Any) -> None:
+        """A store call failed; ``message % args`` (the error included) says which and why."""
+        now = self._clock()
+        with self._lock:
+            self._failed += 1
+            first = self._since is None
+            if first:
+                self._since, self._unreported = now, 0
+            elif now < self._next:
+                self._unreported += 1
+                return
+            count, self._unreported = self._unreported + 1, 0
+            self._next = now + self.interval
+            since = self._since if self._since is not None else now
+        if first:
+            self._logger.warning(
+                message + " (while the store stays unavailable, one line every %.0f s)", *args, self.interval
+            )
+            return
+        kept = () if self._held is None else (self._held(),)
+        self._logger.warning(
+            "the store is still unavailable after %.0f s: %d more calls failed since the last line;"
+            + (" %d buffered entries kept;" if kept else "")
+            + " last: "
+            + message,
+            now - since,
+            count,
+            *kept,
+            *args,
+        )
+
+    def recovered(self) -> None:
+        """A store call worked: one line if an outage was logged."""
+        if self._since is None:
+            return
+        now = self._clock()
+        with self._lock:
+            if self._since is None:
+                return
+            since, failed = self._since, self._failed
+            self._since, self._failed, self._unreported = None, 0, 0
+        self._logger.warning(
+            "the store is available again after %.0f s (%d calls failed)"
+            + ("; the buffered entries go out" if self._held is not None else ""),
+            now - since,
+            failed,
+        )

@@ -16,7 +16,7 @@ from .deltas import ClientDelta, Ops, merge_ops
 from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
 from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
-from .log import LogFormat, StructuredLogger
+from .log import LogFormat, OutageLog, StructuredLogger
 from .longtext import bound_text
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
@@ -176,6 +176,8 @@ class MetricsService:
         self._rows_lock = threading.Lock()
         #: The last store error of a buffer delivery, None once a merge went through.
         self._store_error: str | None = None
+        #: Logs store failures while the store is down: the first, one line a minute, the end.
+        self.outage = OutageLog(self.logger, lambda: len(self.buffer), clock=lambda: self.clock().timestamp())
         self._warned_unknown: set[str] = set()
         self._drift_warned = 0
         self._checked_ids: dict[tuple[str, str], tuple[str, str]] = {}
@@ -211,6 +213,7 @@ class MetricsService:
         already completed up to date (updates that were still buffered in other processes,
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
         self._store_error = None
+        self.outage.recovered()
         self._remember(*rows)
         for row in rows:
             if row.refused:
@@ -265,7 +268,7 @@ class MetricsService:
             self.logger.warning("could not wake the Airtable publisher (rows wait in the outbox): %r", exc)
 
     def _sink_failed(self, exc: BaseException, deltas: list[ClientDelta]) -> None:
-        self.logger.warning(
+        self.outage.failed(
             "could not merge %d buffered entries into the store (kept, retried later): %s", len(deltas), exc
         )
 
@@ -292,7 +295,7 @@ class MetricsService:
             try:
                 row = self.store.get_client(run_id, client_id)
             except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
-                self.logger.warning("store unreachable, update buffered without reading the row: %s", exc)
+                self.outage.failed("store unreachable, update buffered without reading the row: %s", exc)
                 return None
             with self._rows_lock:
                 self._rows.setdefault(key, row if row is not None else _ABSENT)

@@ -1,15 +1,17 @@
 """Real faults for the tests: a throw-away ``redis-server`` and a TCP proxy that breaks one request.
 
 ``FaultProxy`` forwards bytes between its clients and an upstream server. Armed, it breaks the
-next requests that contain ``match`` (by default the merge script's ``EVALSHA``) in one of
-three ways:
+next requests that contain ``match`` (by default the merge script's ``EVALSHA``; a
+transaction's commit is ``(b"MULTI", b"EVALSHA")``) in one of three ways:
 
 * ``drop_reply``: the request reaches the server (which runs it); its reply is swallowed and
   the client's connection reset;
 * ``delay_reply``: the reply is held until the client gives up (its socket timeout) and
   closes the connection;
 * ``cut_request``: half of the request is sent, then both connections are reset (the server
-  never runs it).
+  never runs it);
+* ``call_first``: ``before()`` runs, then the request goes on unharmed (e.g. to flush the
+  server's scripts between redis-py loading them and the request that uses them).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .gunicorn_support import free_port
 
 __all__ = ["FaultProxy", "Mode", "RedisServer"]
 
-Mode = Literal["drop_reply", "delay_reply", "cut_request"]
+Mode = Literal["drop_reply", "delay_reply", "cut_request", "call_first"]
 
 
 class RedisServer:
@@ -94,9 +96,10 @@ class FaultProxy:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._mode: Mode | None = None
-        self._match = b""
+        self._match: tuple[bytes, ...] = ()
         self._left = 0
         self._after_reply: Callable[[], None] | None = None
+        self._before: Callable[[], None] | None = None
         #: Requests broken so far.
         self.broken = 0
         self._closed = False
@@ -107,13 +110,17 @@ class FaultProxy:
         mode: Mode,
         *,
         times: int = 1,
-        match: bytes = b"EVALSHA",
+        match: bytes | tuple[bytes, ...] = b"EVALSHA",
         after_reply: Callable[[], None] | None = None,
+        before: Callable[[], None] | None = None,
     ) -> None:
-        """Break the next ``times`` requests containing ``match``; ``after_reply`` runs once a
-        swallowed reply arrived (e.g. to stop the server right after it ran the request)."""
+        """Break the next ``times`` requests containing ``match`` (every part of a tuple);
+        ``after_reply`` runs once a swallowed reply arrived (e.g. to stop the server right
+        after it ran the request)."""
+        parts = match if isinstance(match, tuple) else (match,)
         with self._lock:
-            self._mode, self._left, self._match, self._after_reply = mode, times, match, after_reply
+            self._mode, self._left, self._match, self._after_reply = mode, times, parts, after_reply
+            self._before = before
 
     def close(self) -> None:
         self._closed = True
@@ -121,7 +128,7 @@ class FaultProxy:
 
     def _take(self, data: bytes) -> Mode | None:
         with self._lock:
-            if self._mode is None or self._left <= 0 or self._match not in data:
+            if self._mode is None or self._left <= 0 or not all(part in data for part in self._match):
                 return None
             self._left -= 1
             self.broken += 1
@@ -152,6 +159,10 @@ class FaultProxy:
                     if not data:
                         return
                     fault = self._take(data)
+                    if fault == "call_first":
+                        if self._before is not None:
+                            self._before()
+                        fault = None
                     if fault == "cut_request":
                         upstream.sendall(data[: len(data) // 2])
                         return

@@ -16,6 +16,7 @@ from flask import Flask
 
 from flask_jobmetrics import JobMetrics
 from flask_jobmetrics.cli import jobmetrics_cli
+from flask_jobmetrics.config import Settings
 from flask_jobmetrics.signals import publish_failed, records_published
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
@@ -273,12 +274,23 @@ def test_run_formula_matches_the_runs_rows_whatever_the_quotes(
     assert {r["fields"]["Run ID"] for r in found} == {f"{RUN}-{c}" for c in hostile}
 
 
+def _publishing_to(fake: FakeAirtable, tmp_path: Path) -> Settings:
+    """Settings that publish to ``fake``."""
+    from flask_jobmetrics.config import read_settings
+
+    settings = {
+        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
+        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
+        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+    }
+    return read_settings(settings, str(tmp_path))
+
+
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
     tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable]
 ) -> None:
     """A write landing between reading the outbox and reading the row: its content is sent once, not twice."""
     from flask_jobmetrics.airtable.publisher import Publisher
-    from flask_jobmetrics.config import read_settings
     from flask_jobmetrics.deltas import ClientDelta
     from flask_jobmetrics.stores.base import ClientRow
     from flask_jobmetrics.stores.sqlite import SQLiteStore
@@ -297,14 +309,7 @@ def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_aga
             return super().get_client(run_id, client_id)
 
     fake = fake_airtable_factory(rate_limit=None)
-    settings = read_settings(
-        {
-            "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-            "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-            "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
-        },
-        str(tmp_path),
-    )
+    settings = _publishing_to(fake, tmp_path)
     store = ConcurrentWriter(f"sqlite:///{tmp_path}/race.sqlite3")
     store.merge_client(ClientDelta(RUN, "acme", {"Leads Processed": ("sum", 4)}))
     publisher = Publisher(store, settings)
@@ -393,3 +398,40 @@ def test_a_senders_requests_never_put_six_into_one_second(tmp_path: Path) -> Non
     for _ in range(6):
         wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=quick)
     assert now[0] - first <= 1.0 * 1.02 + 1e-9
+
+
+def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
+    tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sender passes failing because the store is down log the first failure, one line a
+    minute, and one line once a pass works again (injected clock), not one per pass."""
+    from flask_jobmetrics.airtable.publisher import Publisher
+    from flask_jobmetrics.exceptions import StoreUnavailableError
+    from flask_jobmetrics.stores.deferred import DeferredStore
+    from flask_jobmetrics.stores.sqlite import SQLiteStore
+
+    up = [False]
+
+    def opener() -> SQLiteStore:
+        if not up[0]:
+            raise StoreUnavailableError("Redis at 127.0.0.1:1: connection refused")
+        return SQLiteStore(f"sqlite:///{tmp_path}/store.sqlite3")
+
+    settings = _publishing_to(fake_airtable_factory(rate_limit=None), tmp_path)
+    store = DeferredStore("redis://", opener, StoreUnavailableError("down"), durable=True, shared=True)
+    store.retry_interval = 0.0
+    now = [1000.0]
+    publisher = Publisher(store, settings, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        for _ in range(241):  # a pass every 0.25 s for a minute
+            publisher.background_pass()
+            now[0] += 0.25
+        up[0] = True
+        publisher.background_pass()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_jobmetrics"]
+    assert len(lines) == 3, lines
+    assert "Airtable publishing pass failed" in lines[0] and "connection refused" in lines[0]
+    assert "still unavailable after 60 s: 240 more calls failed" in lines[1]
+    assert "available again after 60 s (241 calls failed)" in lines[2]
+    publisher.stop()
+    store.close()

@@ -108,8 +108,11 @@ def test_the_configured_header_names_are_used(tmp_path: Any) -> None:
     from flask_jobmetrics import JobMetrics
 
     app = Flask("renamed", instance_path=str(tmp_path))
-    app.config.update(JOBMETRICS_STORE_URL="memory://", JOBMETRICS_RUN_ID_HEADER="X-Job-Run",
-                      JOBMETRICS_CLIENT_ID_HEADER="X-Tenant")
+    app.config.update(
+        JOBMETRICS_STORE_URL="memory://",
+        JOBMETRICS_RUN_ID_HEADER="X-Job-Run",
+        JOBMETRICS_CLIENT_ID_HEADER="X-Tenant",
+    )
     ext = JobMetrics(app)
     app.add_url_rule("/ids", "ids", lambda: {"ids": [current_run.run_id, current_run.client_id]})
     try:
@@ -153,6 +156,7 @@ def test_add_without_a_valid_context_raises_the_problem(app: Flask, client: Flas
 
 def test_an_invalid_value_is_rejected_at_add_and_the_rest_is_merged(app: Flask, client: FlaskClient) -> None:
     """add() with one bad value merges the valid ones and never the bad one."""
+
     @app.get("/bad")
     def bad() -> str:
         current_run.add({"Leads Processed": 3, "Posts Processed": "lots"})
@@ -209,6 +213,7 @@ def test_bind_run_in_a_thread_logs_with_the_run_and_merges_on_exit(
 
 def test_bind_run_merges_what_was_added_before_an_exception(app: Flask) -> None:
     """Metrics added before a failure in the block still count; the exception propagates."""
+
     def scorer() -> None:
         with bind_run(RUN, "acme", app=app):
             current_run.add({"Leads Processed": 4})

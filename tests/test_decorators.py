@@ -222,8 +222,9 @@ def test_counts_with_a_callable_value(app: Flask, client: FlaskClient) -> None:
     assert run.metrics["Profiles Successfully Scored"] == 10
 
 
-def test_counts_without_a_run_context_logs_and_answers(app: Flask, client: FlaskClient,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_counts_without_a_run_context_logs_and_answers(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
     """counts on a request with no run context keeps the response and logs an error naming the metric."""
 
     @app.get("/ping")

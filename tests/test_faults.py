@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.service import MetricsService
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = "230615-120000"
 WARMUP = "230615-110000"
 LEADS = "Leads Processed"
+#: The request that commits a transaction: MULTI, the merge script, EXEC.
+COMMIT = (b"MULTI", b"EVALSHA")
 
 
 @pytest.fixture
@@ -116,6 +119,86 @@ def test_redis_stopped_by_sigterm_during_a_flush_stores_each_update_once(
         service.close()
 
 
+@pytest.mark.parametrize("mode", ["drop_reply", "delay_reply"])
+def test_a_completion_whose_exec_reply_is_lost_is_applied_once(
+    mode: Mode, server: RedisServer, proxy: FaultProxy
+) -> None:
+    """A completion with metrics whose EXEC ran but whose reply was lost (reset, or late past
+    the socket timeout) is applied once: the transaction that runs again finds its token."""
+    service = _service(f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=0.5")
+    try:
+        service.update_client_metrics(RUN, "acme", {LEADS: 1})
+        proxy.arm(mode, match=COMMIT)
+        run = service.complete_client_metrics(RUN, "acme", {LEADS: 5})
+        assert proxy.broken == 1
+        assert run.metrics[LEADS] == 6
+        assert _stored(server.port, ["acme"]) == 6
+        store = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+        try:
+            row = store.get_client(RUN, "acme")
+        finally:
+            store.close()
+        assert row is not None and row.completed
+        assert str(row.fields["Progress Log"]).count("completed with status") == 1
+    finally:
+        service.close()
+
+
+def test_a_job_completion_whose_exec_reply_is_lost_appends_its_note_once(
+    server: RedisServer, proxy: FaultProxy
+) -> None:
+    """complete_job_metrics(notes=...) whose EXEC reply is lost appends the note once."""
+    service = _service(f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=0.5")
+    try:
+        service.complete_client_metrics(RUN, "acme", {LEADS: 2})
+        proxy.arm("drop_reply", match=COMMIT)
+        service.complete_job_metrics(RUN, notes="rerun of the night batch")
+        assert proxy.broken == 1
+        store = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+        try:
+            job = store.get_job(RUN)
+        finally:
+            store.close()
+        assert job is not None and job.completed
+        assert str(job.fields["System Notes"]).count("rerun of the night batch") == 1
+        assert job.fields[LEADS] == 2
+    finally:
+        service.close()
+
+
+def test_start_job_whose_reply_is_lost_reserves_one_run(server: RedisServer, proxy: FaultProxy) -> None:
+    """start_job() whose create-if-absent ran but whose reply was lost, then re-sent by
+    redis-py, reserves one run (not a second one a second later) and reports it created."""
+    service = _service(f"redis://127.0.0.1:{proxy.port}/0?socket_timeout=0.5")
+    try:
+        before = {job.run_id for job in service.list_job_runs()}
+        proxy.arm("drop_reply")
+        job = service.start_job()
+        assert proxy.broken == 1
+        assert {j.run_id for j in service.list_job_runs()} - before == {job.run_id}
+    finally:
+        service.close()
+
+
+def test_scripts_flushed_just_before_a_commit_are_loaded_again(
+    server: RedisServer, proxy: FaultProxy
+) -> None:
+    """SCRIPT FLUSH between redis-py loading the merge script and the EXEC that runs it (a
+    restart, or another client) makes that EXEC run nothing: the completion is applied once."""
+    service = _service(f"redis://127.0.0.1:{proxy.port}/0")
+    raw = redis.Redis(port=server.port)
+    try:
+        service.update_client_metrics(RUN, "acme", {LEADS: 1})
+        proxy.arm("call_first", match=COMMIT, before=raw.script_flush)
+        run = service.complete_client_metrics(RUN, "acme", {LEADS: 5})
+        assert proxy.broken == 1
+        assert run.completed and run.metrics[LEADS] == 6
+        assert _stored(server.port, ["acme"]) == 6
+    finally:
+        raw.close()
+        service.close()
+
+
 def _sqlite_service(path: Path, timeout: float = 10.0) -> MetricsService:
     store = SQLiteStore(f"sqlite:///{path}", timeout=timeout)
     return MetricsService(store, buffer_ttl=3600, flush_interval=3600)
@@ -147,34 +230,48 @@ from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
-path = sys.argv[1]
+path, what = sys.argv[1], sys.argv[2]
 service = MetricsService(SQLiteStore("sqlite:///" + path), buffer_ttl=3600, flush_interval=3600)
 service.update_client_metrics("230615-110000", "warmup", {"Leads Processed": 1})
 service.flush()
 for i in range(500):
     service.update_client_metrics("230615-120000", f"c{i % 50}", {"Leads Processed": 1})
+if what == "complete":  # the buffer is empty: the completion's own COMMIT meets the full disk
+    service.flush()
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path + "-wal"), hard))
+
+def act():
+    if what == "complete":
+        service.complete_client_metrics("230615-120000", "c0", {"Leads Processed": 5})
+    else:
+        service.flush()
+
 errors = []
 try:
-    service.flush()
+    act()
 except StoreError as exc:
     errors.append(str(exc))
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-service.flush()
+act()  # the caller's retry after the StoreError
 rows = service.store.list_clients("230615-120000")
-print(json.dumps({"errors": errors, "stored": sum(r.fields["Leads Processed"] for r in rows)}))
+report = {"errors": errors, "stored": sum(r.fields["Leads Processed"] for r in rows)}
+print(json.dumps({**report, "completed": [r.client_id for r in rows if r.completed]}))
 service.close()
 """
 
 
-def test_sqlite_disk_full_at_commit_stores_once(tmp_path: Path) -> None:
-    """A flush whose COMMIT fails because the disk is full keeps its batch; the next one
-    stores it once (500 acknowledged, 500 stored)."""
+@pytest.mark.parametrize(
+    ("what", "stored"), [("flush", 500), ("complete", 505)], ids=["buffered", "completion"]
+)
+def test_sqlite_disk_full_at_commit_stores_once(tmp_path: Path, what: str, stored: int) -> None:
+    """A flush or a completion whose COMMIT fails because the disk is full changes nothing
+    (SQLite rolls it back: the outcome is known); sent again, it is stored once (500
+    buffered, or those plus a completion's 5)."""
     path = tmp_path / "jobmetrics.sqlite3"
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(DISK_FULL_CHILD), str(path)],
+        [sys.executable, "-c", textwrap.dedent(DISK_FULL_CHILD), str(path), what],
         capture_output=True,
         text=True,
         timeout=120,
@@ -183,4 +280,5 @@ def test_sqlite_disk_full_at_commit_stores_once(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["errors"]) == 1 and "disk" in report["errors"][0]
-    assert report["stored"] == 500
+    assert report["stored"] == stored
+    assert report["completed"] == (["c0"] if what == "complete" else [])

@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_jobmetrics import JobMetrics, StructuredLogger
+from flask_jobmetrics.log import OutageLog
 
 
 def test_text_line_carries_scope_client_run_and_process(caplog: pytest.LogCaptureFixture) -> None:
@@ -74,3 +75,22 @@ def test_bind_and_validation() -> None:
         StructuredLogger("CLIENT", {"id": 1})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unknown"):
         bound.bind(session="x")
+
+
+def test_an_outage_log_starts_afresh_after_a_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    """After the store came back, the next outage's first failure is logged as it is at once."""
+    now = [0.0]
+    outage = OutageLog(StructuredLogger("SYSTEM"), lambda: 7, interval=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        outage.failed("merge failed: %s", "reset")
+        now[0] = 5.0
+        outage.failed("merge failed: %s", "reset")  # within the minute: not logged
+        outage.recovered()
+        outage.recovered()  # no outage: nothing
+        now[0] = 10.0
+        outage.failed("merge failed: %s", "timeout")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines
+    assert "merge failed: reset" in lines[0]
+    assert "available again after 5 s (2 calls failed)" in lines[1]
+    assert "merge failed: timeout" in lines[2] and outage.down

@@ -167,17 +167,26 @@ def test_updates_are_buffered_while_redis_is_down(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_scripts_are_loaded_again_after_a_script_flush(raw: redis.Redis, make: MakeStore) -> None:
+@pytest.mark.slow
+def test_scripts_are_loaded_again_after_a_script_flush(tmp_path: Path) -> None:
     """After SCRIPT FLUSH (as after a restart) both the script and the WATCH paths still work."""
-    store = make()
-    store.ensure_job("run-1", {})
-    raw.script_flush()
-    job = store.update_job("run-1", lambda fields, clients: fields.update(Notes="x"), complete=True)
-    assert job.fields["Notes"] == "x"
-    raw.script_flush()
-    assert store.merge_client(leads(2))[0].fields[LEADS] == 2
-    raw.script_flush()
-    assert store.acquire_lease("publisher", "w1", ttl=10.0, now=0.0) is True
+    # A server of its own: flushing the shared one's scripts would disturb parallel test runs.
+    server = RedisServer(tmp_path).start()
+    raw = redis.Redis(port=server.port)
+    store = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+    try:
+        store.ensure_job("run-1", {})
+        raw.script_flush()
+        job = store.update_job("run-1", lambda fields, clients: fields.update(Notes="x"), complete=True)
+        assert job.fields["Notes"] == "x"
+        raw.script_flush()
+        assert store.merge_client(leads(2))[0].fields[LEADS] == 2
+        raw.script_flush()
+        assert store.acquire_lease("publisher", "w1", ttl=10.0, now=0.0) is True
+    finally:
+        store.close()
+        raw.close()
+        server.stop()
 
 
 # -- processes and threads ---------------------------------------------------------------
@@ -417,4 +426,15 @@ def test_reserve_job_inside_a_callback_commits_with_its_transaction(make: MakeSt
     store.update_job("240501-115959", update)
     assert reserved[-1] == "240501-120000"
     assert store.get_job("240501-120000") is not None
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"
+
+
+def test_a_reservation_sent_again_with_its_token_reserves_no_other_run(make: MakeStore) -> None:
+    """A reservation whose reply was lost, re-sent with its token, answers with the run it reserved."""
+    store = make()
+    item = {"t": "m", "e": 1714564800, "f": {}}  # 2024-05-01 12:00:00 UTC
+    (first,) = store._merge([dict(item)], "tok-1")
+    (again,) = store._merge([dict(item)], "tok-1")
+    assert first[7] == again[7] == "240501-120000"
+    assert [job.run_id for job in store.list_jobs()] == ["240501-120000"]
     assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from flask import Flask, jsonify
 
 import flask_jobmetrics as fjm
 from flask_jobmetrics import ConfigurationError, JobMetrics, StoreError
+from flask_jobmetrics.exceptions import StoreUnavailableError
+from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores.deferred import DeferredStore
+from flask_jobmetrics.stores.memory import MemoryStore
 
 from .faults import RedisServer
 from .gunicorn_support import free_port
@@ -114,6 +118,20 @@ def test_routes_that_need_the_store_answer_503_json(down: tuple[Flask, RedisServ
     assert client.post(f"/runs/{RUN}/clients/acme/done").status_code == 200
     row = service.store.get_client(RUN, "acme")
     assert row is not None and row.completed and row.fields[LEADS] == 1
+
+
+def test_a_burst_of_503s_is_logged_once(
+    down: tuple[Flask, RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty requests refused with 503 within the outage log's interval give one warning line."""
+    app, _ = down
+    app.extensions["jobmetrics"].service.outage.interval = 3600.0  # however slow the machine
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        statuses = {client.post(f"/runs/{RUN}/clients/c{i}/done").status_code for i in range(20)}
+    assert statuses == {503}
+    lines = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
+    assert len(lines) == 1 and "answered 503 to POST /runs/" in lines[0], lines
 
 
 def test_example_app_answers_503_while_the_store_is_down(tmp_path: Path) -> None:
@@ -237,3 +255,39 @@ def test_the_dashboard_says_the_store_is_unavailable(tmp_path: Path) -> None:
         assert response.get_json()["error"] == "store_unavailable"
     finally:
         ext.state(app).service.close()
+
+
+def test_an_outage_is_logged_in_a_few_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """While the store is down, the first failure is logged, then one line a minute with how
+    many calls failed and what is kept, and one line when the store is back (injected clock)."""
+    now = [datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)]
+    up = [False]
+
+    def opener() -> MemoryStore:
+        if not up[0]:
+            raise StoreUnavailableError("Redis at 127.0.0.1:1: connection refused")
+        return MemoryStore()
+
+    store = DeferredStore(
+        "memory://", opener, StoreUnavailableError("down"), durable=False, shared=False, retry_interval=0.0
+    )
+    service = MetricsService(store, clock=lambda: now[0], buffer_ttl=3600, flush_interval=3600)
+    service.buffer.stop(drain=False)  # the test sweeps, not the flusher thread
+    with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):
+        service.update_client_metrics(RUN, "acme", {LEADS: 1})  # reading the row fails: the first line
+        with pytest.raises(StoreError):
+            service.flush()  # raised to the caller, not logged
+        for _ in range(120):  # a sweep every 0.5 s for a minute
+            now[0] += timedelta(seconds=0.5)
+            service.buffer.sweep()
+        now[0] += timedelta(seconds=1)
+        up[0] = True
+        service.buffer.sweep()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_jobmetrics"]
+    assert len(lines) == 3, lines
+    assert "update buffered without reading the row" in lines[0] and "connection refused" in lines[0]
+    assert "still unavailable after 60 s: 120 more calls failed" in lines[1]
+    assert "1 buffered entries kept" in lines[1] and "connection refused" in lines[1]
+    assert "available again after 61 s (121 calls failed)" in lines[2]
+    assert service.store.get_client(RUN, "acme").fields[LEADS] == 1  # type: ignore[union-attr]
+    service.close()

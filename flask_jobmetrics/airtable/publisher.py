@@ -34,7 +34,8 @@ import requests
 
 from ..airtable_limits import MAX_RECORDS_PER_REQUEST
 from ..config import Settings
-from ..log import StructuredLogger
+from ..exceptions import StoreError
+from ..log import OutageLog, StructuredLogger
 from ..schema import MetricRegistry
 from ..stores.base import OutboxItem, Store
 from .fields import load_record
@@ -121,6 +122,8 @@ class Publisher:
         self.on_failed = on_failed
         self.on_dead = on_dead
         self.log = logger or StructuredLogger("SYSTEM", process="airtable")
+        #: Logs the passes that fail because the store is down: the first, one line a minute, the end.
+        self._outage = OutageLog(self.log, clock=lambda: self.clock())
         self.registry = registry if registry is not None else MetricRegistry()
         api = make_api(settings)
         base = self.base_id
@@ -195,10 +198,20 @@ class Publisher:
         while not self._stop.is_set():
             self._wake.wait(timeout=LINGER / 2)
             self._wake.clear()
-            try:
-                self.run_once()
-            except Exception as exc:  # the sender must survive anything; the outbox keeps the rows
-                self.log.error("Airtable publishing pass failed (rows stay in the outbox): %r", exc)
+            self.background_pass()
+
+    def background_pass(self) -> None:
+        """One pass of the sender thread: ``run_once``, its failures logged, never raised (the
+        outbox keeps the rows). While the store is down: the first failure, then one line a
+        minute, and one when it is back."""
+        try:
+            self.run_once()
+        except StoreError as exc:
+            self._outage.failed("Airtable publishing pass failed (rows stay in the outbox): %r", exc)
+        except Exception as exc:  # the sender must survive anything
+            self.log.error("Airtable publishing pass failed (rows stay in the outbox): %r", exc)
+        else:
+            self._outage.recovered()
 
     # -- one pass -------------------------------------------------------------------
 

@@ -343,12 +343,13 @@ end
 
 #: ARGV: prefix, now, idempotency expiry (now + ttl), its PX, retention ms ('0': never),
 #: items (JSON), '1'/'0' (keep an outbox), delivery token ('' for none; one already applied
-#: changes nothing). A client
+#: changes nothing, and its items reply applied = 2: by an earlier send). A client
 #: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
 #: it carries the new fields f={name: text} and version v instead. A job
 #: item {t='j', r, f, x, n, v, m} puts the job (n: only if it does not exist; m: the new run-ID
 #: high-water mark, epoch seconds). A reservation {t='m', e, f} creates the job at the first
-#: free second at or after e and past the mark, and moves the mark there. Returns per item
+#: free second at or after e and past the mark, and moves the mark there (with a token, the
+#: run is kept under ``idem-run:TOKEN``: a re-sent reservation answers with it). Returns per item
 #: {applied, version, completed, flat fields, client ids (job items), job completed, refused sums
 #: as flat [name, text...] (a sum beyond 2**53 is not added), run ID}.
 MERGE = (
@@ -440,10 +441,15 @@ local function reserve_job(it)  -- the first free second at or after it.e and pa
 end
 local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
 if token and token ~= '' then
-  if seen(token) then  -- this delivery was applied before (its reply was lost): change nothing
+  if seen(token) then  -- this delivery or commit was applied before (its reply was lost): change nothing
     for i, it in ipairs(items) do
-      local r = reply(load(k_client(it.r, it.c), 'client', it.r, it.c))
-      out[i] = {0, r[1], r[2], r[3], {}, 0, {}}
+      local client = it.t == 'c'
+      if it.t == 'm' then it.r = redis.call('GET', P .. 'idem-run:' .. token) end  -- the run it reserved
+      local row
+      if client then row = load(k_client(it.r, it.c), 'client', it.r, it.c)
+      else row = load(k_job(it.r), 'job', it.r, '') end
+      local r = reply(row)
+      out[i] = {2, r[1], r[2], r[3], client and {} or redis.call('SMEMBERS', k_clients(it.r)), 0, {}, it.r}
     end
     return out
   end
@@ -461,7 +467,14 @@ for i, it in ipairs(items) do
 end
 flush(RETENTION)
 for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
-if mark then redis.call('SET', K_MARK, string.format('%d', mark)) end
+if mark then
+  redis.call('SET', K_MARK, string.format('%d', mark))
+  if token and token ~= '' then  -- a re-sent reservation answers with this run, reserves no other
+    for _, it in ipairs(items) do
+      if it.t == 'm' then redis.call('SET', P .. 'idem-run:' .. token, it.r, 'PX', IDEM_PX) end
+    end
+  end
+end
 return out
 """
 )

@@ -27,6 +27,7 @@ from flask_jobmetrics.exceptions import StoreError
 from ..deltas import ClientDelta
 from ._common import copy_row, fresh_run_id, job_start_from_client, new_job_fields, next_client_row
 from .base import (
+    TOKEN_PREFIX,
     ClientRow,
     Finalize,
     JobRow,
@@ -207,10 +208,13 @@ class Transaction:
         expires = cast("str | None", self.pipe.get(name))
         return expires is not None and float(expires) > self.now
 
+    def committed(self, token: str) -> bool:
+        """Whether a commit carrying ``token`` was applied (the key is WATCHed)."""
+        return self._seen(TOKEN_PREFIX + token)
+
     # -- writes (recorded as merge-script items)
     def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
-        # A token needs no record here: a joined transaction commits once, by EXEC, which
-        # nothing re-sends (a lost EXEC reply is a WatchError, never a retry).
+        # The token needs no record here: the transaction records its own with its EXEC.
         return [self.merge_client(delta)[0] for delta in deltas]
 
     def merge_client(self, delta: ClientDelta, finalize: Finalize | None = None) -> tuple[ClientRow, bool]:

@@ -69,7 +69,7 @@ class DeferredStore:
                 self.error, self._last_try = exc, now
                 raise
             self.error = None
-            log.warning("jobmetrics: the store is reachable now; buffered updates go out")
+            log.info("jobmetrics: the store opened; buffered updates go out")
             return self._store
 
     # -- the Store protocol, each call on the opened store

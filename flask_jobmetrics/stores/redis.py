@@ -4,7 +4,9 @@ Merges without a callback are one Lua script call (``EVALSHA``), atomic on the s
 merge with ``finalize`` and ``update_job`` run Python inside the change: they WATCH the keys
 they read, call the callback, and commit with ``MULTI``/``EXEC`` (the same script replaying
 the result); when another client changed a watched key meanwhile, the whole change, callback
-included, runs again. Callbacks must therefore be pure functions of their inputs.
+included, runs again. Callbacks must therefore be pure functions of their inputs. Each such
+change carries a token its commit records, so a commit whose reply was lost is never applied
+twice by the attempt that follows.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError, WatchError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -147,21 +150,34 @@ class RedisStore(TransactionHolder):
             return cast(list[Any], self._eval("merge", self.merge_args(items, self._clock(), token)))
 
     def _transaction(self, what: str, body: Callable[[Transaction], _T]) -> _T:
-        """Run ``body`` with WATCHed reads and commit its writes atomically; again on conflicts."""
+        """Run ``body`` with WATCHed reads and commit its writes atomically; again on conflicts.
+
+        Each call carries a token the commit records with its writes (in the same script).
+        An attempt whose ``EXEC`` was sent but whose reply was lost (a reset, a timeout)
+        reaches redis-py as a ``WatchError``, like a conflict: the next attempt first reads
+        the token, and when it is there the change was applied, so the result of the
+        attempt that sent it is returned without running ``body`` again.
+        """
+        token = uuid.uuid4().hex
+        sent: list[_T] = []  # the result of the last attempt that sent its EXEC
         for attempt in range(_ATTEMPTS):
             with self._errors(what), self._redis.pipeline(transaction=True) as pipe:
                 tx = Transaction(self, pipe, self._clock())
                 self._local.tx = tx
                 try:
+                    if sent and tx.committed(token):
+                        return sent[-1]
                     result = body(tx)
                     if tx.items:
                         pipe.multi()
-                        self._eval("merge", self.merge_args(tx.items, tx.now), client=pipe)
+                        self._eval("merge", self.merge_args(tx.items, tx.now, token), client=pipe)
+                        sent[:] = [result]
                         pipe.execute()
                     return result
-                except WatchError as exc:
-                    if isinstance(exc.__cause__, RedisConnectionError):
-                        raise exc.__cause__ from exc
+                except WatchError:  # a conflict, or the connection failed (EXEC's outcome unknown)
+                    pass
+                except NoScriptError:  # the scripts were flushed (a restart) after redis-py loaded them
+                    pass  # EXEC ran nothing: the next attempt loads them again
                 finally:
                     self._local.tx = None
             if attempt >= 2:  # heavy contention: let the other writers through
@@ -243,12 +259,17 @@ class RedisStore(TransactionHolder):
     @joins_transaction(Transaction.ensure_job)
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         self.check_run_id(run_id)
-        (reply,) = self._merge([{"t": "j", "r": run_id, "f": texts(fields), "n": True}])
-        return self._job_reply(run_id, reply), reply[0] == 1
+        # With a token: a create whose reply was lost, re-sent by redis-py, reports it created.
+        item = {"t": "j", "r": run_id, "f": texts(fields), "n": True}
+        (reply,) = self._merge([item], uuid.uuid4().hex)
+        return self._job_reply(run_id, reply), reply[0] != 0
 
     @joins_transaction(Transaction.reserve_job)
     def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
-        (reply,) = self._merge([{"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}])
+        # With a token: a reservation whose reply was lost, re-sent by redis-py, answers with
+        # the run it reserved instead of reserving another.
+        item = {"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}
+        (reply,) = self._merge([item], uuid.uuid4().hex)
         return self._job_reply(reply[7], reply)
 
     @joins_transaction(Transaction.update_job)
