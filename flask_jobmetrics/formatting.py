@@ -30,7 +30,16 @@ def when(value: datetime | None, empty: str = "-") -> str:
 
 
 def span(seconds: float, *, units: int = 4) -> str:
-    """``45s``, ``3m 05s``, ``1h 02m 03s``, ``2d 04h 00m 00s``; at most ``units`` units."""
+    """``45s``, ``3m 05s``, ``1h 02m 03s``, ``2d 04h 00m 00s``; at most ``units`` units.
+
+    Under a second, tenths (``0.4s``), and under a tenth milliseconds (``35ms``, ``<1ms``), so
+    a sub-second run does not read as no time at all; ``0s`` is none."""
+    if 0 < seconds < 1:
+        if seconds < 0.095:
+            ms = round(seconds * 1000)
+            return f"{ms}ms" if ms >= 1 else "<1ms"
+        tenths = round(seconds, 1)
+        return f"{tenths:.1f}s" if tenths < 1 else "1s"
     total = max(int(seconds), 0)
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)

@@ -31,9 +31,21 @@ def expected_failures(ids: Sequence[str], offset: int = 0) -> list[str]:
     return [c for n, c in enumerate(ids) if _fails(offset + n)]
 
 
-def score(service: MetricsService, run_id: str, ids: Sequence[str], *, offset: int = 0) -> None:
+#: What a failing client reports before it stops: an error as long as real ones get.
+ERROR = (
+    "TimeoutError: scoring model did not answer within 30 s (attempt 3 of 3); "
+    "request id 7f3c2a9e-41d8-4b7e-9a0c-5d2e1f6b8c34, endpoint https://models.example.com/v1/score"
+)
+
+
+def score(
+    service: MetricsService, run_id: str, ids: Sequence[str], *, offset: int = 0, details: bool = True
+) -> None:
     """Report each client; its position (``offset`` + index) decides its fate: most complete, some
-    have no leads, every FAIL_EVERY-th stays Running until the job is completed (then Failed)."""
+    have no leads, every FAIL_EVERY-th stays Running until the job is completed (then Failed).
+
+    With ``details``, the failing ones record an error and progress lines first, and every
+    eleventh completed client leaves a note."""
     for n, client in enumerate(ids):
         i = offset + n
         if i % NO_LEADS_EVERY == 9:
@@ -52,5 +64,10 @@ def score(service: MetricsService, run_id: str, ids: Sequence[str], *, offset: i
         }
         if _fails(i):  # never completed: completing the job closes it as Failed
             service.update_client_metrics(run_id, client, metrics)
+            if details:
+                service.log_progress(run_id, client, f"fetched {leads} leads from the CRM export")
+                service.log_progress(run_id, client, f"scored {scored} profiles; harvesting posts")
+                service.record_error(run_id, client, ERROR)
         else:
-            service.complete_client_metrics(run_id, client, metrics)
+            notes = f"Skipped {i % 9} profiles without a public page." if details and i % 11 == 0 else None
+            service.complete_client_metrics(run_id, client, metrics, notes=notes)

@@ -98,6 +98,12 @@ def test_table_aligns_columns_and_right_aligns_numbers() -> None:
     ]
 
 
+def test_sub_second_durations_show_tenths_or_milliseconds_not_zero() -> None:
+    """Under a second a duration shows tenths, under a tenth milliseconds; only no time at all is 0s."""
+    spans = [span(s) for s in (0, 0.0002, 0.0034, 0.0941, 0.096, 0.44, 0.999, 1.7)]
+    assert spans == ["0s", "<1ms", "3ms", "94ms", "0.1s", "0.4s", "1s", "1s"]
+
+
 def test_durations_are_formatted_and_parsed() -> None:
     """Durations print as 45s / 3m 05s / 1h 02m 03s; --older-than accepts s, m, h, d and sums."""
     assert [span(45), span(185), span(3723), span(2 * 86400 + 60)] == [

@@ -11,12 +11,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_jobmetrics import StoreError, register_metric
+from flask_jobmetrics import StoreError
 from flask_jobmetrics.dashboard import views
 from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_value
 from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
-from flask_jobmetrics.dashboard.present import PAGE_SIZE
-from flask_jobmetrics.schema import MetricSpec
+from flask_jobmetrics.dashboard.present import NAME_CHARS, PAGE_SIZE
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 
@@ -493,21 +492,64 @@ def test_a_failed_clients_reason_is_shown_under_its_status(
     assert cells(html, "client-acme")[1] == "Completed"
 
 
-def test_an_error_column_appears_when_a_client_reports_error_details(make_app: AppFactory) -> None:
-    """A registered "Error Details" metric is shown in its own column next to the status."""
-    app = make_app()
-    with app.app_context():
-        register_metric(
-            MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
-        )
-    service = get_state(app).service
+def test_an_error_column_appears_when_a_client_reports_error_details(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """A client's Error Details get their own column next to the status, and are not repeated under it."""
     run = service.start_job().run_id
-    service.complete_client_metrics(
-        run, "acme", {"Error Details": "HTTP 429 from scoring API"}, success=False
-    )
-    html = app.test_client().get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    service.complete_client_metrics(run, "acme", error="HTTP 429 from scoring API")
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
     assert '<th data-key="error" data-type="text">Error</th>' in html
-    assert cells(html, "client-acme")[2] == "HTTP 429 from scoring API"
+    assert cells(html, "client-acme")[1:3] == ["Failed", "HTTP 429 from scoring API"]
+
+
+def test_long_client_ids_lose_their_middle_in_the_table_and_keep_the_whole_link(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """Long IDs sharing a prefix show distinct middle-elided names; the link and its title stay whole."""
+    ids = [f"A-Very-Long-Tenant-Name-Holdings-{i:03d}" for i in range(3)]
+    run = service.start_job().run_id
+    for client_id in [*ids, "acme"]:
+        service.complete_client_metrics(run, client_id, {"Leads Processed": 1})
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    short = re.findall(r'<span class="name-short" aria-hidden="true">([^<]+)</span>', html)
+    assert short == [shorten(c, NAME_CHARS) for c in ids] and len(set(short)) == 3
+    assert all(len(name) == NAME_CHARS for name in short)
+    for client_id in ids:
+        assert f'href="/jobmetrics/clients/{client_id}" title="{client_id}">' in html
+        assert f'<span class="name-full">{client_id}</span>' in html
+    assert 'title="acme">acme</a>' in html
+
+
+def test_details_list_clients_with_an_error_or_notes_not_every_progress_log(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """Under the table: clients with an error or notes, not every client with only the service's log lines."""
+    run = service.start_job().run_id
+    service.complete_client_metrics(run, "acme", {"Leads Processed": 3})
+    service.complete_client_metrics(run, "globex", {"Leads Processed": 3}, notes="re-run tomorrow")
+    service.complete_client_metrics(run, "initech", error="model timeout")
+    html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
+    assert re.findall(r'<details class="client-details" id="details-([^"]+)"', html) == ["initech", "globex"]
+
+
+def test_client_page_shows_each_runs_error_notes_and_progress_log(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """The client page lists, per run, its Error Details, notes and Progress Log; the newest and
+    the newest failed are open."""
+    old = service.start_job("230615-120000").run_id
+    service.log_progress(old, "initech", "fetched 40 leads")
+    service.complete_client_metrics(old, "initech", error="model timeout")
+    middle = service.start_job("230616-120000").run_id
+    service.complete_client_metrics(middle, "initech", {"Leads Processed": 2}, notes="quiet night")
+    new = service.start_job("230617-120000").run_id
+    service.complete_client_metrics(new, "initech", {"Leads Processed": 3}, notes="all good")
+    html = client.get("/jobmetrics/clients/initech").get_data(as_text=True)
+    details = re.findall(r'<details class="client-details" id="details-([0-9-]+)"( open)?>', html)
+    assert details == [(new, " open"), (middle, ""), (old, " open")]
+    old_part = html[html.index(f'id="details-{old}"') :]
+    assert "model timeout" in old_part and "fetched 40 leads" in old_part
 
 
 # -- client page and trends ------------------------------------------------------------------------

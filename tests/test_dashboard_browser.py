@@ -32,13 +32,11 @@ from werkzeug.serving import make_server  # noqa: E402
 from example_app import create_app, jobmetrics  # noqa: E402
 from example_app.batch import score_client  # noqa: E402
 from example_app.scoring import CLIENTS  # noqa: E402
-from flask_jobmetrics import register_metric  # noqa: E402
 from flask_jobmetrics.dashboard import views  # noqa: E402
-from flask_jobmetrics.schema import MetricSpec  # noqa: E402
 from flask_jobmetrics.service import MetricsService  # noqa: E402
 from flask_jobmetrics.state import get_state  # noqa: E402
 
-from .big_run import client_ids, expected_failures, score  # noqa: E402
+from .big_run import ERROR, client_ids, expected_failures, score  # noqa: E402
 from .support import AppFactory  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real browser
@@ -213,15 +211,10 @@ def test_runs_list_links_to_the_run_page(example: Flask, base_url: str, open_pag
 
 
 def _big_app(make_app: AppFactory, tmp_path: Path, **config: Any) -> Flask:
-    """A dashboard app on an SQLite file that knows the Error Details metric."""
-    app = make_app(
+    """A dashboard app on an SQLite file."""
+    return make_app(
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path / 'big.sqlite3'}", JOBMETRICS_DASHBOARD=True, **config
     )
-    with app.app_context():  # what apps will report a failure's reason in
-        register_metric(
-            MetricSpec(name="Error Details", field="Error Details", type="string", aggregate="last")
-        )
-    return app
 
 
 @pytest.fixture
@@ -316,6 +309,57 @@ def test_big_run_page_sorts_filters_searches_and_pages(
         assert page.inner_text("#jm-pager span").startswith("101\N{EN DASH}200")
 
 
+def test_big_run_page_tells_long_names_apart_and_shows_errors_once(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """Long client IDs lose their middle (whole on hover and focus, link whole); an error is in its
+    column and the details below; durations match the client page's; the client page shows each run's log."""
+    app, service = big
+    run = _finished_runs(service, runs=1)
+    long_failed = next(c for c in expected_failures(client_ids(CLIENTS_IN_BIG_RUN)) if c.startswith("A-Very"))
+    with _served(app) as url:
+        page = open_page(1366)
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)
+        names = page.eval_on_selector_all(
+            "#clients tbody th.client a", "links => links.map(a => a.innerText)"
+        )
+        long_names = [n for n in names if "\N{HORIZONTAL ELLIPSIS}" in n]
+        assert long_names and len(set(long_names)) == len(long_names)
+        link = page.locator(f"#client-{long_failed} th.client a")
+        assert link.get_attribute("title") == long_failed
+        assert link.get_attribute("href", timeout=WAIT_MS).endswith(f"/jobmetrics/clients/{long_failed}")
+        link.focus()
+        assert link.inner_text() == long_failed  # the whole ID while focused
+        page.mouse.move(0, 0)
+        page.locator("#jm-search").focus()
+        assert "\N{HORIZONTAL ELLIPSIS}" in link.inner_text()
+        link.hover()
+        assert link.inner_text() == long_failed
+
+        row = page.locator(f"#client-{long_failed}")
+        assert row.locator("td.error").get_attribute("title") == ERROR
+        assert row.locator("td.status .reason").count() == 0  # not repeated under the status
+        details = page.locator(f"#details-{long_failed}")
+        assert ERROR in details.locator("pre.error").inner_text()
+        assert "fetched" in details.locator("pre.log").inner_text()
+        assert page.evaluate(NO_OVERFLOW)
+        durations = page.eval_on_selector_all(
+            "#clients tbody tr",
+            "rows => Object.fromEntries(rows.map(r => [r.id.slice(7), r.children[4].innerText]))",
+        )
+        assert durations[long_failed] != "0s"  # reported, then closed: a sub-second span, not nothing
+        page.evaluate(f"() => document.getElementById('details-{long_failed}').scrollIntoView()")
+        _shot(page, "dashboard-300-details-1366-light.png", full_page=False)
+
+        page.goto(f"{url}/jobmetrics/clients/{long_failed}")
+        history = page.locator(f"#run-{run}")
+        assert history.locator("td.error").get_attribute("title") == ERROR
+        assert history.locator("td").nth(3).inner_text() == durations[long_failed]  # server and script agree
+        assert "fetched" in page.locator(f"#details-{run} pre.log").inner_text()
+        assert page.get_attribute(f"#details-{run}", "open") is not None
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("width", WIDTHS)
 def test_big_run_pages_fit_the_screen_light_and_dark(
@@ -353,6 +397,11 @@ def test_big_run_pages_fit_the_screen_light_and_dark(
 
         page.goto(f"{url}/jobmetrics/")
         assert page.evaluate(NO_OVERFLOW)
+        first_run = page.locator("#runs tbody tr").first
+        run_id_box = first_run.locator("td.client").bounding_box()
+        status_box = first_run.locator("td.status").bounding_box()
+        assert run_id_box is not None and status_box is not None
+        assert run_id_box["y"] < status_box["y"] if phone else run_id_box["x"] < status_box["x"]  # ID first
         for chart in ("trend-tokens", "trend-scored", "trend-failed", "trend-duration"):
             assert page.locator(f"#{chart} rect.col").count() == 6
         _shot(page, f"dashboard-300-runs-{width}-{scheme}.png")
@@ -394,7 +443,7 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
         with page.expect_response(lambda r: r.status == 304 and "/api/runs/" in r.url, timeout=WAIT_MS):
             pass  # unchanged: a poll costs a 304
 
-        score(service, run, ids[:150])
+        score(service, run, ids[:150], details=False)
         service.flush()
         done = 150 - len(expected_failures(ids[:150]))  # those stay Running until the job completes
         page.wait_for_function(
@@ -406,14 +455,14 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
         assert page.locator("#clients thead th[data-key='error']").count() == 0
 
         reason = "Scoring API answered 429 three times"
-        service.complete_client_metrics(run, ids[150], {"Error Details": reason}, success=False)
+        service.complete_client_metrics(run, ids[150], error=reason)
         page.wait_for_function(  # the first error adds the Error column in place
             "() => document.querySelector('#clients thead th[data-key=error] button') !== null",
             timeout=WAIT_MS,
         )
         row = page.locator(f"#client-{ids[150]}")
         assert row.locator("td.error").inner_text() == reason
-        assert row.locator("td.status .reason").inner_text() == reason
+        assert row.locator("td.status .reason").count() == 0  # said once, in its column
         page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
         _shot(page, "dashboard-300-error-1366-dark.png", full_page=False)
 

@@ -84,6 +84,11 @@ class ClientHistoryRow:
     tokens: str
     error: str
     notes: str
+    progress_log: str
+
+    @property
+    def has_details(self) -> bool:
+        return bool(self.error or self.notes or self.progress_log)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ def client_history(
             tokens=fmt_number(c.metrics.get(TOKENS)),
             error=error_of(c),
             notes=c.notes,
+            progress_log=c.progress_log,
         )
         for c in runs
     )

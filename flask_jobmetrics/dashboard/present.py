@@ -13,11 +13,12 @@ from typing import Any
 from .. import formatting
 from ..models import ClientRun, JobRun, Status
 from ..schema import CLIENTS_WITH_ERRORS, ERROR_DETAILS
-from .charts import Chart, bar_chart
+from .charts import Chart, bar_chart, shorten
 
 __all__ = [
     "CLIENT_COLUMNS",
     "ERROR_FIELD",
+    "NAME_CHARS",
     "PAGE_SIZE",
     "ClientRowView",
     "JobView",
@@ -47,6 +48,10 @@ POSTS_SCORED = "Posts Successfully Scored"
 ERROR_FIELD = ERROR_DETAILS
 #: Client rows on one page of the run page's table.
 PAGE_SIZE = 100
+
+#: Longest client ID the run table shows whole; longer ones lose their middle (in full on hover
+#: and focus), as the charts' labels do, so that names sharing a long prefix stay apart.
+NAME_CHARS = 26
 
 #: What an empty cell shows (an en dash).
 EMPTY = "\u2013"
@@ -143,6 +148,8 @@ class ClientRowView:
     """One line of a run's client table."""
 
     client_id: str
+    #: The client ID as the table shows it: middle elided past NAME_CHARS ('' when whole).
+    short_id: str
     status: str
     status_class: str
     start: str
@@ -158,7 +165,8 @@ class ClientRowView:
 
     @property
     def has_details(self) -> bool:
-        return bool(self.error or self.notes or self.progress_log)
+        """An error or notes to read (every client has a Progress Log: the service writes one)."""
+        return bool(self.error or self.notes)
 
 
 def reason_of(client: ClientRun) -> str:
@@ -170,6 +178,11 @@ def reason_of(client: ClientRun) -> str:
     return lines[-1] if lines else ""
 
 
+def _short_id(client_id: str) -> str:
+    short = shorten(client_id, NAME_CHARS)
+    return short if short != client_id else ""
+
+
 def client_row(client: ClientRun, now: datetime, day: datetime | None = None) -> ClientRowView:
     """The client's table row; its start shows the time alone when it is on ``day``'s date."""
     start = fmt_when(client.start_time)
@@ -177,6 +190,7 @@ def client_row(client: ClientRun, now: datetime, day: datetime | None = None) ->
     return ClientRowView(
         start_title=start,
         client_id=client.client_id,
+        short_id=_short_id(client.client_id),
         error=error_of(client),
         reason=reason_of(client),
         status=client.status.value,

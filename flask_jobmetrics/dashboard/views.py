@@ -28,7 +28,7 @@ from .blueprint import (
     started_within,
 )
 from .history import client_history, run_trends
-from .present import CLIENT_COLUMNS, PAGE_SIZE, JobView, by_attention, fmt_when, job_view, run_row
+from .present import CLIENT_COLUMNS, NAME_CHARS, PAGE_SIZE, JobView, by_attention, fmt_when, job_view, run_row
 
 __all__ = ["REFRESH_INTERVAL_MS"]
 
@@ -117,7 +117,12 @@ def run(run_id: str) -> Response | str:
     if isinstance(view, Response):
         return view
     return _page(
-        "jobmetrics/run.html", refresh=view.running, job=view, columns=CLIENT_COLUMNS, page_size=PAGE_SIZE
+        "jobmetrics/run.html",
+        refresh=view.running,
+        job=view,
+        columns=CLIENT_COLUMNS,
+        page_size=PAGE_SIZE,
+        name_chars=NAME_CHARS,
     )
 
 

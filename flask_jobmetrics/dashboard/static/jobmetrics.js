@@ -33,6 +33,14 @@
   function pad(n) { return n < 10 ? "0" + n : String(n); }
 
   function span(total) {
+    if (total > 0 && total < 1) {  // tenths under a second, milliseconds under a tenth: formatting.span
+      if (total < 0.095) {
+        var ms = Math.round(total * 1000);
+        return ms >= 1 ? ms + "ms" : "<1ms";
+      }
+      var tenths = Math.round(total * 10) / 10;
+      return tenths < 1 ? tenths.toFixed(1) + "s" : "1s";
+    }
     total = Math.max(Math.floor(total), 0);
     var parts = [[Math.floor(total / 86400), "d"], [Math.floor(total % 86400 / 3600), "h"],
                  [Math.floor(total % 3600 / 60), "m"], [total % 60, "s"]];
@@ -41,10 +49,22 @@
     return parts.map(function (p, i) { return (i ? pad(p[0]) : String(p[0])) + p[1]; }).join(" ");
   }
 
+  function shorten(label, width) {  // the middle elided, both ends kept: charts.shorten
+    var chars = Array.from(label);
+    if (chars.length <= width) return label;
+    var head = Math.floor((width - 1) / 2), tail = width - 1 - head;
+    return chars.slice(0, head).join("") + "\u2026" + chars.slice(chars.length - tail).join("");
+  }
+
+  function epoch(iso) {  // milliseconds, keeping the microseconds Date.parse drops
+    var fraction = /\.\d{3}(\d+)/.exec(iso);
+    return Date.parse(iso) + (fraction ? Number("0." + fraction[1]) : 0);
+  }
+
   function seconds(client, now) {
     if (!client.start_time) return -1;
-    var start = Date.parse(client.start_time);
-    if (client.end_time) return (Date.parse(client.end_time) - start) / 1000;
+    var start = epoch(client.start_time);
+    if (client.end_time) return (epoch(client.end_time) - start) / 1000;
     return client.status === "Running" ? (now - start) / 1000 : -1;
   }
 
@@ -87,6 +107,7 @@
     this.pager = section.querySelector("#jm-pager");
     this.clientUrl = section.getAttribute("data-client-url") || "";
     this.pageSize = parseInt(section.getAttribute("data-page-size") || "100", 10) || 100;
+    this.nameChars = parseInt(section.getAttribute("data-name-chars") || "26", 10) || 26;
     if (window.matchMedia("(max-width: 640px)").matches) this.pageSize = Math.min(this.pageSize, 25);  // cards
     this.clients = null;
     var params = new URLSearchParams(window.location.search);
@@ -208,21 +229,31 @@
       if (col.key === "client") {
         cell = el("th", "client");
         cell.scope = "row";
-        var link = el("a", "", client.client_id);
+        var link = el("a", "");
+        var short = shorten(client.client_id, self.nameChars);
+        if (short === client.client_id) link.textContent = client.client_id;
+        else {  // the middle elided, as the charts' labels; the whole name on hover and focus
+          var shown = el("span", "name-short", short);
+          shown.setAttribute("aria-hidden", "true");
+          link.appendChild(shown);
+          link.appendChild(el("span", "name-full", client.client_id));
+        }
         link.href = self.clientUrl.replace("__CLIENT__", encodeURIComponent(client.client_id));
         link.title = client.client_id;
         cell.appendChild(link);
       } else if (col.key === "status") {
         cell = el("td", "status");
         cell.appendChild(el("span", "badge badge-" + (CSS[client.status] || "running"), client.status));
-        var reason = reasonOf(client);
+        var reason = errorOf(client) ? "" : reasonOf(client);  // an error has its own column
         if (reason) {
           var why = el("span", "reason", reason);
           why.title = reason;
           cell.appendChild(why);
         }
       } else if (col.key === "error") {
-        cell = el("td", "error", errorOf(client));
+        cell = el("td", "error");
+        cell.appendChild(el("div", "lines", errorOf(client)));
+        if (errorOf(client)) cell.title = errorOf(client);
       } else if (col.key === "start") {  // the time alone on the job's start date; the full time in the title
         var start = when(client.start_time);
         cell = el("td", "mono", self.day && start.slice(0, 10) === self.day ? start.slice(11) : start);
@@ -426,9 +457,19 @@
     });
   }
 
+  // The JSON a poll showed said the run was still running but the summary fetched after it says
+  // finished: poll once more, so the table shows the finished clients too.
+  var catchUp = 0;
+
+  function stillRunning(data) {
+    return !!(data && ((data.job && data.job.status === "Running") ||
+      (data.runs && data.runs.some(function (r) { return r.status === "Running"; }))));
+  }
+
   function tick() {
     var node = liveNode();
-    var ms = interval(node);
+    var ms = interval(node) || catchUp;
+    catchUp = 0;
     if (!ms) { schedule(0); return; }
     if (document.hidden) { schedule(ms); return; }
     var poll = node.getAttribute("data-poll");
@@ -436,7 +477,10 @@
       ? getJSON(poll).then(function (data) {
         if (data === null) { touch(node); return ms; }  // 304: nothing changed
         if (table && data.clients) table.update(data);
-        return swap(node);
+        return swap(node).then(function (next) {
+          if (!next && stillRunning(data)) catchUp = ms;
+          return next || catchUp;
+        });
       })
       : swap(node);
     work.then(function (next) {
