@@ -357,6 +357,40 @@ def test_publishing_signals_carry_what_the_docs_say(
     assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")
 
 
+def test_a_senders_requests_never_put_six_into_one_second(tmp_path: Path) -> None:
+    """Whatever a request's delays, the sixth starts a second after the reply to the first came back."""
+    from flask_jobmetrics.airtable.publisher import sender_record, wait_for_slot
+    from flask_jobmetrics.config import read_settings
+    from flask_jobmetrics.stores.memory import MemoryStore
+
+    settings = read_settings(
+        {"JOBMETRICS_AIRTABLE_API_KEY": API_KEY, "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID}, str(tmp_path)
+    )
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = MemoryStore(clock=lambda: now[0])
+    recent = sender_record(settings)
+    delays = [0.0, 0.19, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.3] * 3
+    starts, replies = [], []
+    for delay in delays:  # a request starts, takes `delay` to reach Airtable and come back
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=recent)
+        starts.append(now[0])
+        now[0] += delay
+        replies.append(now[0])
+    # A request reached Airtable between its start and its reply: the latest the first of six
+    # can have arrived is its reply, the earliest the sixth can is its start.
+    assert all(starts[j + 5] - replies[j] >= 1.0 - 1e-9 for j in range(len(delays) - 5))
+    # Without delays it paces at the limit, plus the 2 % margin: six starts within 1.02 s.
+    quick, store = sender_record(settings), MemoryStore(clock=lambda: now[0])
+    first = now[0]
+    for _ in range(6):
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=quick)
+    assert now[0] - first <= 1.0 * 1.02 + 1e-9
+
+
 def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
     tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -397,3 +397,29 @@ def test_min_max_compare_instants_across_offsets(raw: redis.Redis, make: MakeSto
     job = store.get_job("run-1")
     assert job is not None
     assert job.fields[START] == earlier
+
+
+def test_reserve_job_inside_a_callback_commits_with_its_transaction(make: MakeStore) -> None:
+    """reserve_job from an update_job callback joins the transaction: the job and the mark commit together."""
+    store = make()
+    store.ensure_job("240501-115959", {})
+    reserved: list[str] = []
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        reserved.append(store.reserve_job("240501-120000", {"Status": "Running"}).run_id)
+
+    store.update_job("240501-115959", update)
+    assert reserved[-1] == "240501-120000"
+    assert store.get_job("240501-120000") is not None
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"
+
+
+def test_a_reservation_sent_again_with_its_token_reserves_no_other_run(make: MakeStore) -> None:
+    """A reservation whose reply was lost, re-sent with its token, answers with the run it reserved."""
+    store = make()
+    item = {"t": "m", "e": 1714564800, "f": {}}  # 2024-05-01 12:00:00 UTC
+    (first,) = store._merge([dict(item)], "tok-1")
+    (again,) = store._merge([dict(item)], "tok-1")
+    assert first[7] == again[7] == "240501-120000"
+    assert [job.run_id for job in store.list_jobs()] == ["240501-120000"]
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"

@@ -408,23 +408,34 @@ def test_ensure_job_lists_existing_clients(store: Store) -> None:
     assert job.client_ids == ("a", "b")
 
 
-def test_reserve_job_steps_to_next_free_id(store: Store) -> None:
-    """reserve_job takes the run ID if free, else steps until one is free."""
-    store.ensure_job("000101", {})
-    store.ensure_job("000102", {})
-    steps: list[str] = []
-
-    def step(run_id: str) -> str:
-        steps.append(run_id)
-        return f"{int(run_id) + 1:06d}"
-
-    job = store.reserve_job("000101", {STATUS: "Running"}, step)
-    assert job.run_id == "000103"
+def test_reserve_job_takes_the_earliest_second_when_free(store: Store) -> None:
+    """reserve_job creates the job at ``earliest`` when no job holds it and nothing was reserved."""
+    job = store.reserve_job("240501-120000", {STATUS: "Running"})
+    assert job.run_id == "240501-120000"
     assert job.fields == {STATUS: "Running"}
     assert job.version == 1
-    assert steps == ["000101", "000102"]
-    assert store.reserve_job("000200", {}, step).run_id == "000200"
-    assert store.get_job("000103") is not None
+    assert store.get_job("240501-120000") is not None
+
+
+def test_reserve_job_moves_past_its_high_water_mark(store: Store) -> None:
+    """Reservations in the same second take the following seconds, in order, across a day's end."""
+    ids = [store.reserve_job("241231-235958", {}).run_id for _ in range(4)]
+    assert ids == ["241231-235958", "241231-235959", "250101-000000", "250101-000001"]
+
+
+def test_reserve_job_steps_over_jobs_made_with_explicit_ids(store: Store) -> None:
+    """A second held by a job created with an explicit run ID (or by a client merge) is skipped."""
+    store.ensure_job("240501-120000", {})
+    store.merge_clients([ClientDelta("240501-120001", "acme", {LEADS: ("sum", 1)})])
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120002"
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120003"
+
+
+def test_reserve_job_follows_the_clock_once_it_passed_the_mark(store: Store) -> None:
+    """A later ``earliest`` than the mark is taken as it is (the mark never holds IDs back)."""
+    store.reserve_job("240501-120000", {})
+    assert store.reserve_job("240501-130000", {}).run_id == "240501-130000"
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-130001"
 
 
 def test_update_job_sees_client_rows_and_bumps_version(store: Store) -> None:
