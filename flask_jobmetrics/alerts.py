@@ -18,10 +18,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-
-import requests
+from typing import TYPE_CHECKING
 
 from .log import StructuredLogger
+
+if TYPE_CHECKING:  # imported when an alerter is made: requests takes a while to load
+    import requests
 
 __all__ = ["Alerter"]
 
@@ -63,6 +65,8 @@ class Alerter:
         self.first_retry = first_retry
         self.max_backoff = max_backoff
         self.log = logger or StructuredLogger("SYSTEM", process="alerts")
+        import requests
+
         self.session = session or requests.Session()
         self._lines: deque[str] = deque(maxlen=max_pending)
         self._dropped = 0
@@ -171,6 +175,8 @@ class Alerter:
 
     def _post(self, text: str) -> str:
         """``"sent"``, ``"retry"`` or ``"refused"``."""
+        import requests
+
         try:
             response = self.session.post(self.url, json={"text": text}, timeout=self.timeout)
         except requests.RequestException as exc:

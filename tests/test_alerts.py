@@ -17,9 +17,8 @@ from flask_jobmetrics import Status
 from flask_jobmetrics.alerts import Alerter
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import AppFactory, Clock
+from .support import AppFactory, Clock, airtable_config
 
 RUN = "230615-120000"
 
@@ -219,9 +218,7 @@ def test_a_dead_lettered_row_alerts(
     """A row Airtable refuses for good (422) posts an alert naming the row and the error."""
     app = make_app(
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
         JOBMETRICS_ALERT_WEBHOOK_URL=receiver.url,
     )

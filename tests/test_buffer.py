@@ -539,3 +539,28 @@ def test_add_refuses_keyed_or_completing_deltas(buf: MetricsBuffer, bad: ClientD
         buf.add(bad)
     assert len(buf) == 0
     assert buf.stats().added == 0
+
+
+def test_add_returns_the_keys_pending_ops(buf: MetricsBuffer) -> None:
+    """add() returns a copy of what pending() holds for its key right after it."""
+    assert buf.add(leads(2)) == {"Leads Processed": ("sum", 2)}
+    ops = buf.add(leads(3))
+    assert ops == {"Leads Processed": ("sum", 5)} == buf.pending(RUN, "acme")
+    assert ops is not None
+    ops["Leads Processed"] = ("sum", 0)
+    assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 5)}
+
+
+def test_frequent_writes_keep_the_idle_timeout_within_a_tenth_of_the_ttl(sink: Sink, clock: Clock) -> None:
+    """Writes closer together than ttl/10 reset the idle timeout lazily: the entry leaves
+    between 0.9 and 1.0 ttl after its last write, with every op."""
+    b = MetricsBuffer(sink, ttl=10, max_age=600, clock=clock.timestamp, autostart=False)
+    for _ in range(50):  # every 0.5 s for 25 s: never idle for 9 s
+        b.add(leads(1))
+        clock.advance(0.5)
+        assert b.sweep() == 0
+    clock.advance(8.4)  # 8.9 s after the last write
+    assert b.sweep() == 0
+    clock.advance(1.1)  # 10 s after the last write
+    assert b.sweep() == 1
+    assert sink.total("acme") == 50

@@ -67,9 +67,9 @@ def _app(tmp_path: Path, url: str, **config: Any) -> Flask:
 
 @pytest.fixture
 def down(tmp_path: Path) -> Iterator[tuple[Flask, RedisServer]]:
-    """An app initialised while its Redis (not started yet) is down."""
+    """An app initialised while its Redis (not started yet) is down, trying it on every call."""
     server = RedisServer(tmp_path)
-    app = _app(tmp_path, f"redis://127.0.0.1:{server.port}/0")
+    app = _app(tmp_path, f"redis://127.0.0.1:{server.port}/0", JOBMETRICS_STORE_RETRY_INTERVAL=0)
     yield app, server
     app.extensions["jobmetrics"].service.close()
     server.stop()
@@ -104,7 +104,6 @@ def test_updates_are_buffered_and_stored_once_the_store_is_back(down: tuple[Flas
     assert len(service.buffer) == 1
     server.start()
     assert isinstance(service.store, DeferredStore)
-    service.store.retry_interval = 0  # instead of waiting 5 s for the next attempt
     service.flush()
     row = service.store.get_client(RUN, "acme")
     assert row is not None and row.fields[LEADS] == 3
@@ -127,7 +126,6 @@ def test_routes_that_need_the_store_answer_503_json(down: tuple[Flask, RedisServ
     service = app.extensions["jobmetrics"].service
     assert len(service.buffer) == 0
     server.start()
-    service.store.retry_interval = 0
     assert client.post(f"/runs/{RUN}/clients/acme/done").status_code == 200
     row = service.store.get_client(RUN, "acme")
     assert row is not None and row.completed and row.fields[LEADS] == 1

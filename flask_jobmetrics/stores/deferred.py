@@ -94,8 +94,8 @@ class DeferredStore:
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         return self._open().ensure_job(run_id, fields)
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        return self._open().reserve_job(run_id, fields, step)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        return self._open().reserve_job(earliest, fields)
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
         return self._open().update_job(run_id, update, complete=complete)

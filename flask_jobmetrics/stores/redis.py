@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
+from flask_jobmetrics.runids import RunId
 
 from ..deltas import ClientDelta
 from . import _redis_lua as lua
@@ -79,6 +80,7 @@ class RedisStore(TransactionHolder):
 
     durable = True
     shared = True  # by every process and host reaching the server
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,
@@ -281,12 +283,12 @@ class RedisStore(TransactionHolder):
         return self._job_reply(run_id, reply), reply[0] != 0
 
     @joins_transaction(Transaction.reserve_job)
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        while True:  # each attempt is one atomic create-if-absent
-            job, created = self.ensure_job(run_id, fields)
-            if created:
-                return job
-            run_id = step(run_id)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        # With a token: a reservation whose reply was lost, re-sent by redis-py, answers with
+        # the run it reserved instead of reserving another.
+        item = {"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}
+        (reply,) = self._merge([item], uuid.uuid4().hex)
+        return self._job_reply(reply[7], reply)
 
     @joins_transaction(Transaction.update_job)
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
