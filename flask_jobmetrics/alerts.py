@@ -17,11 +17,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-
-import requests
+from typing import TYPE_CHECKING
 
 from .forksafe import at_fork_reset
 from .log import StructuredLogger
+
+if TYPE_CHECKING:  # imported when an alerter is made: requests takes a while to load
+    import requests
 
 __all__ = ["Alerter"]
 
@@ -65,6 +67,8 @@ class Alerter:
         self.first_retry = first_retry
         self.max_backoff = max_backoff
         self.log = logger or StructuredLogger("SYSTEM", process="alerts")
+        import requests
+
         self._own_session = session is None
         self.session = session or requests.Session()
         self._max_pending = max_pending
@@ -87,6 +91,8 @@ class Alerter:
         # queued lines stay the parent's to post). Our session's pooled connections are the
         # parent's sockets: a new session (one handed in is its owner's to renew).
         if self._own_session:
+            import requests
+
             self.session = requests.Session()
         self._lock, self._send_lock, self._start_lock = threading.Lock(), threading.Lock(), threading.Lock()
         self._wake, self._stop, self._thread = threading.Event(), threading.Event(), None
@@ -205,6 +211,8 @@ class Alerter:
 
     def _post(self, text: str) -> str:
         """``"sent"``, ``"retry"`` or ``"refused"``."""
+        import requests
+
         try:
             response = self.session.post(self.url, json={"text": text}, timeout=self.timeout)
         except requests.RequestException as exc:

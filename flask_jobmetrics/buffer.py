@@ -4,7 +4,8 @@ Deltas of the same key are merged by aggregation (``merge_ops``) in a
 cachetools ``TTLCache`` guarded by one lock. Data leaves ONLY through ``sink`` (the
 service wraps the store's ``merge_clients``); nothing is dropped:
 
-* TTL expiry (idle timeout, a write resets it) and capacity eviction are caught in
+* TTL expiry (idle timeout: a write resets it, at most every ``ttl / 10``) and capacity
+  eviction are caught in
   ``expire()``/``popitem()``/``__delitem__`` and moved to a *spill* list, which goes to the
   sink once the lock is released. ``sweep()`` also sends entries older than ``max_age``.
 * The sink is never called under the lock, and sink calls are serialized (a second
@@ -16,6 +17,8 @@ service wraps the store's ``merge_clients``); nothing is dropped:
   its batch is kept *sealed*: the next delivery re-sends it first, unchanged and with the
   same token (a store that applied it changes nothing), before anything added meanwhile.
   While the sink fails, the buffer may exceed ``maxsize``.
+* ``max_age == 0`` writes through: ``add()`` delivers its key at once, on the same path, so
+  a failed write is held sealed and re-sent like any other (``add()`` does not raise).
 * An ``atexit`` handler drains every live buffer; ``shutdown.install_sigterm_handler`` does
   the same on SIGTERM. A process ended by ``os._exit`` or SIGKILL loses its buffer, and
   buffers are tracked weakly: the owner (the service) must keep its buffer alive.
@@ -68,6 +71,8 @@ class BufferStats:
 class _Entry:
     delta: ClientDelta
     created: float
+    #: When the idle TTL was last reset (an add resets it at most every ``_refresh_after`` s).
+    refreshed: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,10 @@ class _SpillingCache(TTLCache[Key, _Entry]):
 
     def peek(self, key: Key) -> _Entry | None:
         """The entry of ``key``, expired or not, without touching the LRU order."""
-        return Cache.__getitem__(self, key) if Cache.__contains__(self, key) else None
+        try:
+            return Cache.__getitem__(self, key)
+        except KeyError:
+            return None
 
 
 class MetricsBuffer:
@@ -139,7 +147,13 @@ class MetricsBuffer:
         self.ttl, self.max_age, self.maxsize = ttl, max_age, maxsize
         #: How long the store keeps delivery tokens: a batch re-sent later may count twice.
         self.token_ttl = token_ttl
-        self.interval = max(0.05, min(ttl, max_age, 1.0) / 2)
+        #: Seconds between sweeps, and the pause after a failed delivery. Writing through,
+        #: the flusher only re-sends what failed: every half second at most.
+        self.interval = max(0.05, min(ttl, max_age or 1.0, 1.0) / 2)
+        #: An add resets the entry's idle TTL only when the last reset is this old, so the
+        #: idle timeout is between 0.9 and 1.0 times ``ttl`` (never longer): the hot path
+        #: skips re-linking the cache entry on most writes.
+        self._refresh_after = ttl / 10
         #: add() starts the flusher when it is not running in this process (after a fork too).
         self._want_thread = autostart
         self._reset()
@@ -167,47 +181,71 @@ class MetricsBuffer:
         self._thread_pid = 0
 
     # -- public API
-    def add(self, delta: ClientDelta) -> None:
-        """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through."""
+    def add(self, delta: ClientDelta) -> Ops | None:
+        """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through (a
+        failed write is held and re-sent, see ``_write_through``).
+
+        Returns what ``pending`` would return right after the add (a copy of the key's ops
+        not yet in the store, in-flight ones included): None when it was written through.
+        """
         if delta.idempotency_key is not None or delta.complete:
             raise ValueError("deltas with an idempotency key or complete=True go straight to the store")
-        if self.max_age == 0:
-            self._write_through(delta)
-            return
-        if self._want_thread and self._thread is None:
+        if self._want_thread and self._thread is None and self.max_age > 0:
             try:
                 self.start()
             except RuntimeError:  # interpreter shutting down: the atexit drain sends it
                 self._want_thread = False
         key = (delta.run_id, delta.client_id)
         cache = self._cache
-        with self._lock, cache.timer as now:
-            entry = cache.peek(key) if key in cache else None
-            if entry is None:
-                entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(delta.ops)), now)
-            else:
+        with self._lock:
+            now = self._clock()
+            entry = cache.peek(key)
+            if entry is not None and now < entry.refreshed + self.ttl:  # live: cachetools' own test
+                # Merged into the cached entry, the ops leave with it, however it leaves.
                 merge_ops(entry.delta.ops, delta.ops)
                 self._merged += 1
-            cache[key] = entry  # (re)sets the idle TTL; may expire/evict others into the spill
+                if now - entry.refreshed >= self._refresh_after:
+                    with cache.timer as now:
+                        if now < entry.refreshed + self.ttl:  # still live at the frozen time
+                            cache[key] = entry  # resets the idle TTL; may spill others
+                            entry.refreshed = now
+            else:  # new, or expired: setting it moves the expired one to the spill first
+                with cache.timer as now:
+                    entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(delta.ops)), now, now)
+                    cache[key] = entry
             self._added += 1
+            behind = self._in_flight or self._sealed is not None or cache.spill
+            pending = self._pending_of(key) if behind else dict(entry.delta.ops)
             spilled = bool(cache.spill) and now >= self._retry_at
+        if self.max_age == 0:
+            self._write_through(key)
+            return self.pending(*key)  # None once written; the ops held when the write failed
         if spilled:
             self._hand_off()
+        return pending
 
     def pending(self, run_id: str, client_id: str) -> Ops | None:
         """A copy of the ops of this key not yet in the store, in-flight ones included."""
-        key, found = (run_id, client_id), False
-        ops: Ops = {}
+        key = (run_id, client_id)
         with self._lock:
-            parts = [d for d in self._in_flight if (d.run_id, d.client_id) == key]
-            if self._sealed is not None:
-                parts += [d for d in self._sealed.deltas if (d.run_id, d.client_id) == key]
-            parts += [e.delta for k, e in self._cache.spill if k == key]
-            entry = self._cache.peek(key)
-            parts += [entry.delta] if entry is not None else []
-            for delta in parts:
-                merge_ops(ops, delta.ops)
-                found = True
+            if self._in_flight or self._sealed is not None or self._cache.spill:
+                return self._pending_of(key)
+            entry = self._cache.peek(key)  # the usual case: only the cached entry
+            return dict(entry.delta.ops) if entry is not None else None
+
+    def _pending_of(self, key: Key) -> Ops | None:
+        """Under the lock: the ops of ``key`` in flight, sealed, spilled and buffered, merged."""
+        found = False
+        ops: Ops = {}
+        parts = [d for d in self._in_flight if (d.run_id, d.client_id) == key]
+        if self._sealed is not None:
+            parts += [d for d in self._sealed.deltas if (d.run_id, d.client_id) == key]
+        parts += [e.delta for k, e in self._cache.spill if k == key]
+        entry = self._cache.peek(key)
+        parts += [entry.delta] if entry is not None else []
+        for delta in parts:
+            merge_ops(ops, delta.ops)
+            found = True
         return ops if found else None
 
     def clients_of(self, run_id: str) -> set[str]:
@@ -287,22 +325,19 @@ class MetricsBuffer:
             except Exception:  # the flusher must outlive anything (an on_error that raises...)
                 log.exception("jobmetrics flusher: sweep failed")
 
-    def _write_through(self, delta: ClientDelta) -> None:
-        batch = [ClientDelta(delta.run_id, delta.client_id, dict(delta.ops))]
-        with self._sink_lock:
-            with self._lock:
-                self._added += 1
-                self._in_flight = batch
+    def _write_through(self, key: Key) -> None:
+        """``max_age == 0``: deliver the entry of ``key`` now, on the path of every delivery
+        (a sealed batch first). A failure seals the batch, which the flusher (started for it)
+        re-sends with its token, and is reported through ``on_error``, never raised: the
+        update was accepted and is held. Within ``interval`` of a failure the store is left
+        to the flusher, so callers do not each wait for it to fail."""
+        if self._clock() >= self._retry_at:
+            self._deliver(lambda k, entry, now: k == key)
+        if self._want_thread and not self.running and len(self):
             try:
-                result = self._sink(batch, uuid.uuid4().hex)
-            except BaseException:
-                with self._lock:
-                    self._in_flight, self._failed = [], self._failed + 1
-                raise
-            with self._lock:
-                self._in_flight, self._flushed = [], self._flushed + 1
-        if self._on_delivered is not None:
-            self._on_delivered(result)
+                self.start()
+            except RuntimeError:  # interpreter shutting down: the atexit drain sends it
+                self._want_thread = False
 
     def _hand_off(self) -> None:
         """Send spilled pairs left by adders that found the sink busy (no-op in back-off)."""

@@ -33,6 +33,7 @@ AIRTABLE_OFF = "Airtable publishing is off (set JOBMETRICS_AIRTABLE_API_KEY and 
 #: ``sqlite:///<instance_path>/jobmetrics.sqlite3``).
 DEFAULTS: dict[str, Any] = {
     "STORE_URL": None,
+    "STORE_RETRY_INTERVAL": 5,
     "AIRTABLE_API_KEY": None,
     "AIRTABLE_BASE_ID": None,
     "AIRTABLE_ENDPOINT_URL": "https://api.airtable.com",
@@ -69,6 +70,8 @@ class Settings:
     """The validated configuration of one app."""
 
     store_url: str
+    #: Seconds between tries to open a store that could not be reached at start-up.
+    store_retry_interval: float
     airtable_api_key: str | None
     airtable_base_id: str | None
     airtable_endpoint_url: str
@@ -251,6 +254,7 @@ def _field_names(key: str, value: Any, *, table: bool = False) -> dict[str, Any]
 
 
 _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "STORE_RETRY_INTERVAL": _non_negative,
     "AIRTABLE_API_KEY": _optional_text,
     "AIRTABLE_BASE_ID": _optional_text,
     "AIRTABLE_ENDPOINT_URL": _url,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
-from flask import Flask, Response, has_request_context, request
+from flask import Flask, Request, Response, after_this_request, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from .deltas import Ops, merge_ops
@@ -28,7 +28,7 @@ from .log import StructuredLogger
 from .models import ClientRun
 from .runids import RunId, validate_client_id
 from .state import JobMetricsState, get_state
-from .unavailable import STORE_FAILED, store_unavailable
+from .unavailable import STORE_FAILED, store_failed
 
 __all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
 
@@ -58,20 +58,19 @@ class RunContext:
         self.run_error = run_error
         self.client_error = client_error
         self.process = process
-        #: A StructuredLogger bound to this run, client and process.
-        self.logger = StructuredLogger("CLIENT" if client_id else "SYSTEM", client_id, process, run_id=run_id)
+        self._logger: StructuredLogger | None = None
         self._pending: Ops = {}
         self._completion: bool | None = None
         self._error: BaseException | str | None = None
         self._discarded = False
         self._lock = threading.Lock()
-        self._token: Token[RunContext] | None = None
 
     @property
     def problem(self) -> str | None:
         """Why metrics cannot be recorded here (names the header or parameter), or None."""
-        problems = [str(e) for e in (self.run_error, self.client_error) if e is not None]
-        return "; ".join(problems) or None
+        if self.run_error is None and self.client_error is None:
+            return None
+        return "; ".join(str(e) for e in (self.run_error, self.client_error) if e is not None)
 
     @property
     def pending(self) -> dict[str, Any]:
@@ -87,10 +86,19 @@ class RunContext:
             raise self.client_error or InvalidClientIdError("no client ID")
         return self.run_id, self.client_id
 
+    @property
+    def logger(self) -> StructuredLogger:
+        """A StructuredLogger bound to this run, client and process (made on first use)."""
+        logger = self._logger
+        if logger is None or logger.process != self.process:
+            scope = "CLIENT" if self.client_id else "SYSTEM"
+            logger = StructuredLogger(scope, self.client_id, self.process, run_id=self.run_id)
+            self._logger = logger
+        return logger
+
     def set_process(self, process: str | None) -> None:
         """Name the process (e.g. ``lead_scoring``) in this context's log lines."""
         self.process = process
-        self.logger = self.logger.bind(process=process)
 
     def add(self, metrics: Mapping[str, Any]) -> None:
         """Add metrics, combined by each metric's aggregation and merged once at the end.
@@ -151,16 +159,25 @@ class RunContext:
             error, self._error = self._error, None
             if self._discarded or (not ops and completion is None and error is None):
                 return None
-        run, client = self.ids()
-        metrics = {name: value for name, (_, value) in ops.items()}
-        service = self.state.service
-        if completion is None:
-            if error is not None:
-                service.record_error(run, client, error)
-            return service.update_client_metrics(run, client, metrics, logger=self.logger)
-        return service.complete_client_metrics(
-            run, client, metrics, success=completion, error=error, logger=self.logger
+        run, client = self.ids()  # normalized by add(): merged as they are
+        return self.state.service.merge_client_ops(
+            run, client, ops, complete=completion, error=error, logger=self.logger
         )
+
+    def answer(self, response: Response) -> Response:
+        """After the view of this request's context answered: merge what was added (nothing
+        when the view answered 503 or 500 because the store failed), answer 503 or 500
+        (``store_failed``) if the store fails now, and name the run in the response (``X-Run-ID``, unless
+        the view set it). The teardown then has nothing left to merge."""
+        if request.environ.get(STORE_FAILED):
+            self.discard()
+        try:  # merged now, while the answer can still say the store failed
+            self.finish()
+        except StoreError as exc:
+            response = store_failed(exc)
+        if self.run_id is not None:
+            response.headers.setdefault(self.state.settings.run_id_header, self.run_id)
+        return response
 
     def __repr__(self) -> str:
         return f"<RunContext run={self.run_id!r} client={self.client_id!r} problem={self.problem!r}>"
@@ -187,34 +204,19 @@ current_run: RunContext = LocalProxy(_lookup)  # type: ignore[assignment]
 
 
 def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
-    """Read the run context before each request, merge its metrics once it ended."""
+    """Merge the metrics of a request once it ended, if it used its run context.
 
-    @app.before_request
-    def read_run_context() -> None:
-        if _ENVIRON_KEY not in request.environ:
-            _enter_request(state)
-
-    @app.after_request
-    def add_run_id_header(response: Response) -> Response:
-        ctx = request.environ.get(_ENVIRON_KEY)
-        if not isinstance(ctx, RunContext):
-            return response
-        if request.environ.get(STORE_FAILED):  # answered 503: record nothing, the sender retries
-            ctx.discard()
-        try:  # merged now, while the answer can still say the store failed
-            ctx.finish()
-        except StoreError as exc:
-            response = store_unavailable(exc)
-        if ctx.run_id is not None:
-            response.headers.setdefault(state.settings.run_id_header, ctx.run_id)
-        return response
+    Nothing is read before a request: its run context is read from the request the first
+    time a route, a decorator or a caller asks for it (``request_run``), which also has it
+    merged once the view answered (``RunContext.answer``). The teardown merges what is left
+    when the view raised; a request that never asked costs one dictionary look-up there.
+    """
 
     @app.teardown_request
     def finish_run_context(exc: BaseException | None) -> None:
         ctx = request.environ.pop(_ENVIRON_KEY, None)
-        if not isinstance(ctx, RunContext):
+        if ctx is None:
             return
-        _unbind(ctx)
         try:
             ctx.finish()
         except Exception:
@@ -222,24 +224,20 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
 
 
 def request_run() -> RunContext:
-    """The current request's run context (read from the request on first use)."""
-    ctx = request.environ.get(_ENVIRON_KEY)
-    if isinstance(ctx, RunContext):
+    """The current request's run context, read from the request on first use (one pass
+    over its headers, query parameters and view arguments).
+
+    Once the view answered, what was added is merged (``answer``, while the response can
+    still say the store failed) and the response carries the run ID (``X-Run-ID``).
+    """
+    environ = request.environ
+    ctx: RunContext | None = environ.get(_ENVIRON_KEY)
+    if ctx is not None:
         return ctx
-    return _enter_request(get_state())
-
-
-def _enter_request(state: JobMetricsState) -> RunContext:
-    ctx = _read_request(state)
-    request.environ[_ENVIRON_KEY] = ctx
-    ctx._token = _cv_run.set(ctx)
+    ctx = _read_request(get_state(), request._get_current_object())  # type: ignore[attr-defined]
+    environ[_ENVIRON_KEY] = ctx
+    after_this_request(ctx.answer)
     return ctx
-
-
-def _unbind(ctx: RunContext) -> None:
-    token, ctx._token = ctx._token, None
-    if token is not None:
-        _reset(token)
 
 
 def _reset(token: Token[RunContext]) -> None:
@@ -249,16 +247,45 @@ def _reset(token: Token[RunContext]) -> None:
         _cv_run.reset(token)
 
 
-def _read_request(state: JobMetricsState) -> RunContext:
-    """The run and client of the request; problems are kept for ``@tracked``, not raised."""
+def _environ_key(header: str) -> str:
+    """The WSGI environ key of a request header (as werkzeug's ``EnvironHeaders`` reads it)."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _read_request(state: JobMetricsState, req: Request) -> RunContext:
+    """The run and client of the request; problems are kept for ``@tracked``, not raised.
+
+    The common case — each ID given once, in a header or as a view argument, no query
+    string — is read with a few dictionary look-ups; anything else by ``_read_sources``.
+    """
+    settings = state.settings
+    environ = req.environ
+    view_args = req.view_args or {}
+    if not environ.get("QUERY_STRING"):
+        run_text = environ.get(_environ_key(settings.run_id_header))
+        client_text = environ.get(_environ_key(settings.client_id_header))
+        view_run, view_client = view_args.get("run_id"), view_args.get("client_id")
+        if (run_text is None) != (view_run is None) and (client_text is None) != (view_client is None):
+            try:
+                run = RunId.parse(run_text if run_text is not None else str(view_run))
+                client = validate_client_id(client_text if client_text is not None else str(view_client))
+            except JobMetricsError:
+                pass  # the general reader names the source of the problem
+            else:
+                if run.client is None or run.client == client:
+                    return RunContext(state, run.base, client)
+    return _read_sources(state, req, view_args)
+
+
+def _read_sources(state: JobMetricsState, req: Request, view_args: Mapping[str, Any]) -> RunContext:
+    """Every source of the run and client IDs, checked to agree; problems name the source."""
     run_header, client_header = state.settings.run_id_header, state.settings.client_id_header
-    view_args = request.view_args or {}
-    args = request.args
+    args = req.args
 
     def sources(header: str, query: tuple[str, str], view_arg: str) -> list[tuple[str, str | None]]:
         arg = view_args.get(view_arg)
         return [
-            (f"header {header}", request.headers.get(header)),
+            (f"header {header}", req.headers.get(header)),
             *((f"query parameter {name}", args.get(name)) for name in query),
             (f"view argument {view_arg}", None if arg is None else str(arg)),
         ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -37,9 +38,10 @@ SIGNATURE_HEADER = "X-Signature"
 _SIGNATURE_PREFIX = "sha256="
 
 
-def _call(view: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> Response:
-    """Run the view (sync or async) and turn what it returned into a Response."""
-    return make_response(current_app.ensure_sync(view)(*args, **kwargs))
+def _call(view: Callable[P, R], is_async: bool, /, *args: P.args, **kwargs: P.kwargs) -> Response:
+    """Run the view (an async one through ``ensure_sync``) and make what it returned a Response."""
+    result: Any = current_app.ensure_sync(view)(*args, **kwargs) if is_async else view(*args, **kwargs)
+    return result if isinstance(result, Response) else make_response(result)
 
 
 def _error(status: int, error: str, message: str) -> Response:
@@ -73,6 +75,8 @@ def tracked(
         raise TypeError(f"tracked(process: str, complete: bool), got {process!r}, {complete!r}")
 
     def decorator(view: Callable[P, R]) -> Callable[P, Response]:
+        is_async = inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
             ctx = request_run()
@@ -80,7 +84,7 @@ def tracked(
                 return _error(400, "invalid_run_context", ctx.problem)
             ctx.set_process(process)
             try:
-                response = _call(view, *args, **kwargs)
+                response = _call(view, is_async, *args, **kwargs)
             except HTTPException as exc:  # abort(response) carries its status on the response
                 status = exc.code or (exc.response.status_code if exc.response is not None else 500)
                 _finish_for_status(ctx, status, complete, exc)
@@ -130,9 +134,11 @@ def counts(
         raise TypeError(f"counts() value must be a number or a callable taking the response, got {value!r}")
 
     def decorator(view: Callable[P, R]) -> Callable[P, Response]:
+        is_async = inspect.iscoroutinefunction(view)
+
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            response = _call(view, *args, **kwargs)
+            response = _call(view, is_async, *args, **kwargs)
             if 200 <= response.status_code < 300:
                 amount = value(response) if callable(value) else value
                 ctx = request_run()
@@ -185,6 +191,8 @@ def signed(view: Callable[P, R]) -> Callable[P, Response]:
     body does not say which check failed (the log does).
     """
 
+    is_async = inspect.iscoroutinefunction(view)
+
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
         ctx = request_run()
@@ -193,7 +201,7 @@ def signed(view: Callable[P, R]) -> Callable[P, Response]:
             ctx.discard()
             ctx.logger.warning("refused a request to %s without a valid signature: %s", request.path, reason)
             return _error(401, "invalid_signature", f"the request needs a valid {SIGNATURE_HEADER} signature")
-        return _call(view, *args, **kwargs)
+        return _call(view, is_async, *args, **kwargs)
 
     return wrapper
 

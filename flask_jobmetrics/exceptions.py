@@ -66,7 +66,10 @@ class InvalidMetricError(JobMetricsError, ValueError):
 
 
 class StoreError(JobMetricsError):
-    """The store failed; the update was not applied (it stays buffered where it was)."""
+    """A store call failed. Its outcome may be unknown: the store may have applied the change
+    and lost the reply. Buffered updates are kept and re-sent with their delivery token
+    (applied once either way); a direct call that raised (a completion, an update with an
+    idempotency key, ``start_job``) may have been applied."""
 
 
 class StoreUnavailableError(StoreError):

@@ -82,7 +82,9 @@ class JobMetrics:
                 registry.register(spec)
         # With publishing off (and no sender elsewhere) nothing would drain an outbox: keep none.
         # Unreachable now: the app starts anyway, and the store is retried.
-        store = open_store(settings.store_url, outbox=settings.keeps_outbox)
+        store = open_store(
+            settings.store_url, outbox=settings.keeps_outbox, retry_interval=settings.store_retry_interval
+        )
         alerts = _make_alerter(app, settings, log_format)
         publisher = make_publisher(app, settings, store, registry, alerts.row_dead if alerts else None)
         # One fan-out hears the service's events: the signals, then the alerts (which it stops).

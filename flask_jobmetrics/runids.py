@@ -10,8 +10,10 @@ This module has no Flask imports.
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -108,8 +110,18 @@ class RunId:
         return datetime.strptime(self.base, _BASE_FORMAT).replace(tzinfo=timezone.utc)
 
     def next_second(self) -> RunId:
-        """The base run ID one second later (used to find a free ID)."""
+        """The base run ID one second later."""
         return RunId.from_datetime(self.timestamp + timedelta(seconds=1))
+
+    @property
+    def epoch(self) -> int:
+        """The run's start second as seconds since the Unix epoch (what stores count in)."""
+        return calendar.timegm(time.strptime(self.base, _BASE_FORMAT))
+
+    @classmethod
+    def from_epoch(cls, seconds: int) -> RunId:
+        """The base run ID of the UTC second ``seconds`` after the Unix epoch."""
+        return cls(time.strftime(_BASE_FORMAT, time.gmtime(seconds)))
 
     def for_client(self, client_id: Any) -> RunId:
         """This run in the client form for ``client_id``.
@@ -138,8 +150,8 @@ class RunId:
 #: A run ID as the operations take it: its text (base or client form) or a ``RunId``.
 RunIdLike = str | RunId
 
-# A job's run ID is parsed on every update: remember the last few thousand (errors are not cached).
-_parse_text = functools.lru_cache(maxsize=4096)(RunId._parse_text)
+# A job's run ID is parsed on every update: remember the last thousand (errors are not cached).
+_parse_text = functools.lru_cache(maxsize=1024)(RunId._parse_text)
 
 
 def generate_run_id(now: datetime | None = None) -> str:

@@ -7,15 +7,20 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
-
-from cachetools import LRUCache
 
 from .buffer import MetricsBuffer
 from .deltas import ClientDelta, Ops, merge_ops
 from .events import RunEvents
-from .exceptions import InvalidMetricError, InvalidRunIdError, StoreError, UnknownRunError
+from .exceptions import (
+    InvalidMetricError,
+    InvalidRunIdError,
+    StoreError,
+    StoreUnavailableError,
+    UnknownRunError,
+)
 from .forksafe import ForkSafeLock
 from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
@@ -39,9 +44,9 @@ from .schema import (
 )
 from .shutdown import guarded
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
-from .stores.deferred import DeferredStore
+from .stores.deferred import RETRY_INTERVAL
 from .validation import check_bool, check_text, idempotency_key, sort_update
-from .views import client_view, job_view, with_pending
+from .views import client_view, deferred_client_view, job_view, with_pending
 from .watchdog import LeasedTask
 
 __all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
@@ -77,6 +82,9 @@ class RowPublisher(Protocol):
     def stop(self) -> None:
         """Stop sending; safe to repeat."""
 
+
+#: Seconds a reserved run ID may run ahead of the clock before ``start_job`` warns.
+DRIFT_WARNING = 60
 
 _UNSEEN = object()
 _ABSENT = object()
@@ -151,13 +159,21 @@ class MetricsService:
             token_ttl=IDEMPOTENCY_TTL,
         )
         # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
-        self._rows: LRUCache[tuple[str, str], object] = LRUCache(maxsize=max(buffer_maxsize, 1024))
+        # A plain dict (oldest entry dropped past the bound; a completed job's rows are
+        # dropped by complete_job_metrics): the update path reads it on every call.
+        self._rows: dict[tuple[str, str], object] = {}
+        self._rows_max = max(buffer_maxsize, 1024)
+        self._aggregates: dict[str, str] = {}  # field -> aggregation, for registered fields
         self._rows_lock = ForkSafeLock()  # a forked child never inherits it held
+        #: Until when (``clock`` seconds) the update path does not read the store: it was unavailable.
+        self._reads_paused_until = float("-inf")
         #: The last store error of a buffer delivery, None once a merge went through.
         self._store_error: str | None = None
         #: Logs store failures while the store is down: the first, one line a minute, the end.
         self.outage = OutageLog(self.logger, lambda: len(self.buffer), clock=lambda: self.clock().timestamp())
         self._warned_unknown: set[str] = set()
+        self._drift_warned = 0
+        self._checked_ids: dict[tuple[str, str], tuple[str, str]] = {}
         #: The Airtable publisher when publishing is on.
         self.publisher = publisher
         #: The watchdog closing stalled jobs (``close_stalled``), when ``stale_after`` > 0; its
@@ -251,8 +267,17 @@ class MetricsService:
 
     def _remember(self, *rows: ClientRow) -> None:
         with self._rows_lock:
+            known = self._rows
             for row in rows:
-                self._rows[(row.run_id, row.client_id)] = row
+                known[(row.run_id, row.client_id)] = row
+            while len(known) > self._rows_max:
+                del known[next(iter(known))]
+
+    def _forget(self, run_id: str, client_ids: Sequence[str]) -> None:
+        """Drop the rows of a completed job: a late update reads its row from the store again."""
+        with self._rows_lock:
+            for client_id in client_ids:
+                self._rows.pop((run_id, client_id), None)
 
     def _known(self, run_id: str, client_id: str) -> ClientRow | None:
         """The row as this process last saw it in the store (None: not there), read once."""
@@ -260,16 +285,35 @@ class MetricsService:
         with self._rows_lock:
             row = self._rows.get(key, _UNSEEN)
         if row is _UNSEEN:
+            now = self.clock().timestamp()
+            if now < self._reads_paused_until:  # the store was unavailable moments ago: not again
+                return None
             try:
                 row = self.store.get_client(run_id, client_id)
             except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
+                if isinstance(exc, StoreUnavailableError):  # each read would wait for it to fail again
+                    self._reads_paused_until = now + RETRY_INTERVAL
                 self.outage.failed("store unreachable, update buffered without reading the row: %s", exc)
                 return None
             with self._rows_lock:
                 self._rows.setdefault(key, row if row is not None else _ABSENT)
+                if len(self._rows) > self._rows_max:
+                    del self._rows[next(iter(self._rows))]
         return row if isinstance(row, ClientRow) else None
 
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
+        """(base run ID, client ID) of valid arguments (the last thousand or so are remembered)."""
+        if type(run_id) is str and type(client_id) is str:
+            ids = self._checked_ids.get((run_id, client_id))
+            if ids is None:
+                ids = self._check_ids(run_id, client_id)
+                if len(self._checked_ids) >= 1024:
+                    self._checked_ids.clear()
+                self._checked_ids[(run_id, client_id)] = ids
+            return ids
+        return self._check_ids(run_id, client_id)
+
+    def _check_ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
         parsed = RunId.parse(run_id)
         client = validate_client_id(client_id)
         if parsed.client is not None and parsed.client != client:
@@ -327,8 +371,16 @@ class MetricsService:
 
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
-        aggregate_of = self.registry.aggregate_of
-        return {name: (aggregate_of(name), value) for name, value in values.items()}
+        aggregates = self._aggregates
+        ops: Ops = {}
+        for name, value in values.items():
+            aggregate = aggregates.get(name)
+            if aggregate is None:
+                aggregate = self.registry.aggregate_of(name)
+                if self.registry.by_field(name) is not None:  # a kept unknown field may be registered later
+                    aggregates[name] = aggregate
+            ops[name] = (aggregate, value)
+        return ops
 
     def _failed(self, run: str, client: str, error: str | None, *, stalled: bool = False) -> None:
         """Tell ``events`` of a failed client run. Never raises: the completion stands."""
@@ -347,11 +399,12 @@ class MetricsService:
         """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
         fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
 
-    def _activity(self, ops: Ops, *, first: bool) -> None:
+    def _activity(self, ops: Ops, *, first: bool, now: datetime | None = None) -> None:
         """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
         new row, and with ``first`` (this process has neither seen the row in the store nor
-        buffered any of it) the Progress Log's first line."""
-        now = self.clock()
+        buffered any of it) the Progress Log's first line. ``now``: the time of the update's
+        own lines, so that the first line comes before them."""
+        now = now if now is not None else self.clock()
         if START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         ops[LAST_UPDATE] = ("max", now)
@@ -378,8 +431,9 @@ class MetricsService:
         update: buffered, then kept in time order with every other process's lines)."""
         run, client = self._ids(run_id, client_id)
         check_text("message", message)
-        ops: Ops = {PROGRESS_LOG: self._line(message)}
-        self._activity(ops, first=self._is_new(run, client))
+        now = self.clock()
+        ops: Ops = {PROGRESS_LOG: self._line(message, now)}
+        self._activity(ops, first=self._is_new(run, client), now=now)
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
@@ -388,8 +442,9 @@ class MetricsService:
         without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
         run, client = self._ids(run_id, client_id)
         text = error_text(error)
-        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}")}
-        self._activity(ops, first=self._is_new(run, client))
+        now = self.clock()
+        ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}", now)}
+        self._activity(ops, first=self._is_new(run, client), now=now)
         self.buffer.add(ClientDelta(run, client, ops))
 
     @guarded
@@ -412,16 +467,70 @@ class MetricsService:
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
         values, rejected = self.normalize_update(metrics, run, client, logger)
         ops = self.ops_of(values)
+        return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+
+    @guarded
+    def merge_client_ops(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        *,
+        complete: bool | None = None,
+        totals: Mapping[str, Any] | None = None,
+        rejected: list[RejectedMetric] | None = None,
+        logger: StructuredLogger | None = None,
+        idempotency_key: str | None = None,
+        error: BaseException | str | None = None,
+        notes: str | None = None,
+    ) -> ClientRun:
+        """Merge normalized ops into a client run: the one way an update or a completion reaches
+        the buffer or the store, whether it came from a call, a signal or a request's
+        ``current_run``.
+
+        ``run`` and ``client`` are checked IDs (a base run ID), ``ops`` come from ``ops_of``
+        of normalized values (``normalize_update``; they are not checked again) and belong to
+        the callee from now on. ``complete`` True or False completes the run (successfully or
+        not) with ``totals`` as the authoritative sums (``totals=True``), ``error`` in its
+        ``Error Details`` and ``notes`` appended to its ``System Notes``; without ``complete``
+        an ``error`` is recorded (``record_error``) and the run stays open. ``rejected`` is
+        reported in the view, which is computed when first read.
+        """
+        if complete is None:
+            if error is not None:
+                self.record_error(run, client, error)
+            return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+        details = error_text(error) if error is not None else None
+        log = self._log(logger, run, client)
+        return self._complete(run, client, ops, complete, totals or {}, rejected, log, details, notes)
+
+    def _merge_ops(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        complete: bool | None,
+        totals: Mapping[str, Any] | None,
+        rejected: list[RejectedMetric] | None,
+        logger: StructuredLogger | None,
+        idempotency_key: str | None,
+    ) -> ClientRun:
+        if complete is not None:
+            log = self._log(logger, run, client)
+            return self._complete(run, client, ops, complete, totals or {}, rejected, log, None, None)
+        if START_TIME not in ops:
+            ops[START_TIME] = ("min", self.clock())
         known = self._known(run, client)
         pending = self.buffer.pending(run, client) or {}
         too_large = self._refuse_large_sums(ops, known, pending)
         if too_large:
             self._report_rejected(logger, run, client, too_large)
-            rejected += too_large
+            rejected = [*(rejected or ()), *too_large]
         self._activity(ops, first=known is None and not pending)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
-                "late update to a completed client run: %s", sorted(values) or "no metrics"
+                "late update to a completed client run: %s",
+                sorted(k for k in ops if k != START_TIME) or "no metrics",
             )
         if idempotency_key is not None:
             self.buffer.flush(run_id=run, client_id=client)
@@ -434,11 +543,19 @@ class MetricsService:
                 self._log(logger, run, client).info(
                     "update with idempotency key %r was already applied; nothing changed", idempotency_key
                 )
-            return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
-        self.buffer.add(ClientDelta(run, client, ops))
-        merge_ops(pending, ops)  # the view: the row as last seen, what was buffered, and this update
-        fields = with_pending(known.fields if known else None, pending)
-        return client_view(run, client, fields, completed=bool(known and known.completed), rejected=rejected)
+            completed = row.completed
+            return deferred_client_view(run, client, row.fields, None, completed=completed, rejected=rejected)
+        buffered = self.buffer.add(ClientDelta(run, client, ops))
+        if buffered is None:  # written through: the store's row is the view
+            known = self._known(run, client)
+        return deferred_client_view(
+            run,
+            client,
+            known.fields if known is not None else None,
+            buffered,
+            completed=known is not None and known.completed,
+            rejected=rejected,
+        )
 
     @guarded
     def complete_client_metrics(
@@ -469,12 +586,27 @@ class MetricsService:
         succeeded = success if success is not None else error_details is None
         log = self._log(logger, run, client)
         values, rejected = self.normalize_update(metrics, run, client, log)
-        now = self.clock()
         authoritative = {}
         if totals:
             authoritative = {k: values.pop(k) for k in list(values) if self.registry.aggregate_of(k) == "sum"}
-        explicit_status = values.get(STATUS)
         ops = self.ops_of(values)
+        return self._complete(run, client, ops, succeeded, authoritative, rejected, log, error_details, notes)
+
+    def _complete(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        succeeded: bool,
+        authoritative: Mapping[str, Any],
+        rejected: list[RejectedMetric] | None,
+        log: StructuredLogger,
+        error_details: str | None,
+        notes: str | None,
+    ) -> ClientRun:
+        """``merge_client_ops(complete=...)``: merge, set End Time and the final status, durably."""
+        now = self.clock()
+        explicit_status = ops[STATUS][1] if STATUS in ops else None
         ops.setdefault(START_TIME, ("min", now))
         ops.setdefault(END_TIME, ("max", now))
         ops[LAST_UPDATE] = ("max", now)
@@ -507,7 +639,7 @@ class MetricsService:
             self._failed(run, client, error_details)
         else:
             log.info("client run completed with status %s", row.fields.get(STATUS))
-        return client_view(run, client, row.fields, completed=row.completed, rejected=rejected)
+        return deferred_client_view(run, client, row.fields, None, completed=row.completed, rejected=rejected)
 
     @guarded
     def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
@@ -550,17 +682,32 @@ class MetricsService:
         if notes:
             fields[SYSTEM_NOTES] = bound_text(notes)
         if run_id is None:
-            row = self.store.reserve_job(
-                str(RunId.new(now)), fields, lambda r: RunId.parse(r).next_second().base
-            )
-            created = True
+            row, created = self.store.reserve_job(str(RunId.new(now)), fields), True
         else:
             row, created = self.store.ensure_job(RunId.parse(run_id).base, fields)
         log = self._log(logger, row.run_id)
+        if run_id is None:
+            self._check_drift(row.run_id, now, log)
         if created:
             log.info("job started")
             self._stored()
         return self._job_view(row.run_id, row)
+
+    def _check_drift(self, run: str, now: datetime, log: StructuredLogger) -> None:
+        """Warn when reserved run IDs ran ahead of the clock (jobs started faster than one
+        per second): once when the lead passes ``DRIFT_WARNING`` seconds, then once per
+        further ``DRIFT_WARNING`` seconds."""
+        ahead = RunId.parse(run).epoch - int(now.timestamp())
+        if ahead < DRIFT_WARNING:
+            self._drift_warned = 0
+            return
+        if ahead >= self._drift_warned + DRIFT_WARNING:
+            self._drift_warned = ahead - ahead % DRIFT_WARNING
+            log.warning(
+                "run IDs are %d s ahead of the clock: jobs start faster than one per second "
+                "(a run ID names one second; see the run IDs docs)",
+                ahead,
+            )
 
     @guarded
     def update_job_aggregate_metrics(
@@ -628,6 +775,7 @@ class MetricsService:
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         job = self._update_job(run, finish, complete=True)
+        self._forget(run, job.client_ids)
         if job.status is Status.FAILED and not stalled and self.events is not None:
             try:
                 self.events.job_failed(run, notes)
@@ -760,7 +908,8 @@ class MetricsService:
             fields, client_ids, completed = row.fields, set(row.client_ids) | set(buffered), row.completed
         if completed:
             return job_view(run, fields, client_ids)
-        stored = {c.client_id: c.fields for c in self.store.list_clients(run)}  # one read for all clients
+        # One read for all clients; none for a job without clients (a job just started).
+        stored = {c.client_id: c.fields for c in self.store.list_clients(run)} if client_ids else {}
         clients = [with_pending(stored.get(c), self.buffer.pending(run, c)) for c in sorted(client_ids)]
         return job_view(run, fields, client_ids, aggregate_clients(self.registry, clients))
 
@@ -778,7 +927,7 @@ class MetricsService:
     def health(self) -> Health:
         """Whether the store answers, as this process last saw it (no store call is made)."""
         error = self._store_error
-        if error is None and isinstance(self.store, DeferredStore) and self.store.error is not None:
+        if error is None and self.store.error is not None:
             error = str(self.store.error)
         return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
@@ -798,12 +947,15 @@ class MetricsService:
 
     @guarded
     def close(self) -> None:
-        """Drain the buffer, stop the background threads and close the store."""
-        self.buffer.stop(drain=True)
-        if self.watchdog is not None:
-            self.watchdog.stop()
-        if self.publisher is not None:
-            self.publisher.stop()
-        if self.events is not None:
-            self.events.close()
-        self.store.close()
+        """Drain the buffer, stop the background threads and close the store. Every step runs
+        even when an earlier one failed (the store down for the drain); the error is raised
+        once they all ran, and what could not be drained stays in the buffer."""
+        with ExitStack() as after_drain:  # run last to first, whatever raised before
+            after_drain.callback(self.store.close)
+            if self.events is not None:
+                after_drain.callback(self.events.close)
+            if self.publisher is not None:
+                after_drain.callback(self.publisher.stop)
+            if self.watchdog is not None:
+                after_drain.callback(self.watchdog.stop)
+            self.buffer.stop(drain=True)

@@ -73,7 +73,7 @@ def sort_update(
     """
     if metrics is None:
         metrics = {}
-    if not isinstance(metrics, Mapping):
+    if type(metrics) is not dict and not isinstance(metrics, Mapping):
         problem = RejectedMetric(metric="metrics", value=metrics, reason="must be a mapping of name to value")
         raise InvalidMetricError([problem])
     values, rejected, unknown = registry.normalize(metrics)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .deltas import client_fields_after
+from pydantic import BaseModel
+
+from .deltas import Ops, client_fields_after
 from .models import ClientRun, JobRun, RejectedMetric, Status
 from .rules import as_time
 from .schema import (
@@ -17,7 +19,7 @@ from .schema import (
     SYSTEM_NOTES,
 )
 
-__all__ = ["client_view", "job_view", "with_pending"]
+__all__ = ["client_view", "deferred_client_view", "job_view", "with_pending"]
 
 _OWN_ATTRIBUTES = frozenset({STATUS, START_TIME, END_TIME, SYSTEM_NOTES, ERROR_DETAILS, PROGRESS_LOG})
 
@@ -60,22 +62,113 @@ def client_view(
     completed: bool,
     rejected: list[RejectedMetric] | None = None,
 ) -> ClientRun:
-    return _trusted(
-        {
-            "run_id": run_id,
-            "client_id": client_id,
-            "client_run_id": f"{run_id}-{client_id}",
-            "status": _status(fields.get(STATUS)),
-            "start_time": as_time(fields.get(START_TIME)),
-            "end_time": as_time(fields.get(END_TIME)),
-            "metrics": _metrics(fields),
-            "notes": fields.get(SYSTEM_NOTES) or "",
-            "error": fields.get(ERROR_DETAILS) or None,
-            "progress_log": fields.get(PROGRESS_LOG) or "",
-            "rejected": rejected or [],
-            "completed": completed,
-        }
-    )
+    return _trusted(_values(run_id, client_id, fields, completed, rejected))
+
+
+def _values(
+    run_id: str,
+    client_id: str,
+    fields: Mapping[str, Any],
+    completed: bool,
+    rejected: list[RejectedMetric] | None,
+) -> dict[str, Any]:
+    """The attribute values of a ClientRun of a row's fields."""
+    return {
+        "run_id": run_id,
+        "client_id": client_id,
+        "client_run_id": f"{run_id}-{client_id}",
+        "status": _status(fields.get(STATUS)),
+        "start_time": as_time(fields.get(START_TIME)),
+        "end_time": as_time(fields.get(END_TIME)),
+        "metrics": _metrics(fields),
+        "notes": fields.get(SYSTEM_NOTES) or "",
+        "error": fields.get(ERROR_DETAILS) or None,
+        "progress_log": fields.get(PROGRESS_LOG) or "",
+        "rejected": rejected or [],
+        "completed": completed,
+    }
+
+
+# The instance-dict slot of pydantic models, under the ``__dict__`` property of _DeferredClientRun.
+_DICT_SLOT: Any = BaseModel.__dict__["__dict__"]
+
+
+class _DeferredClientRun(ClientRun):
+    """A ``ClientRun`` whose values are computed when first read.
+
+    The update path returns one per call and most callers never look at it, so it only
+    keeps what the values are made of (the row as last seen in the store and the ops
+    buffered at the time of the call, both copies) and builds them on first access. To
+    every reader it is a ``ClientRun``: its ``__class__``, equality, ``repr``, pydantic
+    serialization (``model_dump``, ``TypeAdapter``), copies and pickles see the values.
+    """
+
+    __slots__ = ("__jm_parts__",)
+
+    @property
+    def __dict__(self) -> dict[str, Any]:
+        values: dict[str, Any] = _DICT_SLOT.__get__(self)
+        if not values:
+            values.update(_client_values(*self.__jm_parts__))
+            object.__setattr__(self, "__pydantic_fields_set__", set(_CLIENT_RUN_FIELDS))
+            object.__setattr__(self, "__pydantic_extra__", None)
+            object.__setattr__(self, "__pydantic_private__", None)
+        return values
+
+    @__dict__.setter
+    def __dict__(self, values: dict[str, Any]) -> None:
+        _DICT_SLOT.__set__(self, values)
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[ClientRun]:  # type: ignore[override]
+        return ClientRun
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__  # computes the values and sets pydantic's own slots
+        if name in values:
+            return values[name]
+        if name in _PYDANTIC_SLOTS:
+            return object.__getattribute__(self, name)
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return _trusted(dict(self.__dict__)).__reduce_ex__(protocol)
+
+
+_PYDANTIC_SLOTS = frozenset({"__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"})
+
+
+def deferred_client_view(
+    run_id: str,
+    client_id: str,
+    stored: Mapping[str, Any] | None,
+    pending: Ops | None,
+    *,
+    completed: bool,
+    rejected: list[RejectedMetric] | None = None,
+) -> ClientRun:
+    """``client_view`` of ``stored`` fields with ``pending`` ops applied, computed on first read.
+
+    ``stored`` must not change afterwards (store rows are not), and ``pending`` is the
+    caller's own copy.
+    """
+    run = _new_deferred(_DeferredClientRun)
+    object.__setattr__(run, "__jm_parts__", (run_id, client_id, stored, pending, completed, rejected))
+    return run
+
+
+_new_deferred = object.__new__
+
+
+def _client_values(
+    run_id: str,
+    client_id: str,
+    stored: Mapping[str, Any] | None,
+    pending: Ops | None,
+    completed: bool,
+    rejected: list[RejectedMetric] | None,
+) -> dict[str, Any]:
+    return _values(run_id, client_id, with_pending(stored, pending), completed, rejected)
 
 
 def job_view(

@@ -12,9 +12,9 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 if [ ! -f "$stamp" ]; then
-  echo "installing flask_jobmetrics[dev,redis,prometheus] into $venv" >&2
+  echo "installing flask_jobmetrics[dev,redis,prometheus,docs,bench] into $venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -e "$root[dev,redis,prometheus,docs]" >&2
+  "$venv/bin/python" -m pip install -q -e "$root[dev,redis,prometheus,docs,bench]" >&2
   rm -f "$venv"/.installed-*
   touch "$stamp"
 fi

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from flask_jobmetrics import JobMetrics
+from flask_jobmetrics.stores.base import Store
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
@@ -38,6 +42,8 @@ class Clock:
 
 #: ``make_app(*, name=None, instance=None, clock=None, **config) -> Flask`` (the conftest fixture).
 AppFactory = Callable[..., Flask]
+#: ``make_store(**options) -> Store`` (the conftest fixture, one store kind per test).
+MakeStore = Callable[..., Store]
 
 
 class AppMaker:
@@ -118,3 +124,53 @@ class Recorder:
 
     def close(self) -> None:
         self.closed = True
+
+
+#: The Redis server the tests use. The tests that need it fail when it does not answer, unless
+#: ``JOBMETRICS_TEST_SKIP_REDIS=1`` says to skip them (so Redis coverage never vanishes silently).
+REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SKIP_REDIS = "JOBMETRICS_TEST_SKIP_REDIS"
+
+
+class RedisKeys:
+    """A key prefix of the test Redis that is one test's own: ``url()`` names a store under it
+    (``url(db=2)`` in another database), ``drop()`` deletes its keys in every database named.
+
+    Built through the ``redis_url`` fixture, which fails when Redis does not answer."""
+
+    def __init__(self, server: str = REDIS_URL) -> None:
+        self.server = server
+        self.prefix = f"jmtest:{uuid.uuid4().hex[:12]}:"
+        self._servers = {server}
+
+    def url(self, db: int | None = None) -> str:
+        server = self.server if db is None else f"{self.server.rsplit('/', 1)[0]}/{db}"
+        self._servers.add(server)
+        return f"{server}?prefix={self.prefix}"
+
+    def require(self) -> None:
+        """Fail the test when the server does not answer (skip it only when SKIP_REDIS=1)."""
+        import redis
+
+        client = redis.Redis.from_url(self.server, socket_connect_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            message = f"no Redis server at {self.server} ({exc})"
+            if os.environ.get(SKIP_REDIS) == "1":
+                pytest.skip(f"{message} ({SKIP_REDIS}=1)")
+            pytest.fail(f"{message}; start one, or set {SKIP_REDIS}=1 to skip the Redis tests", pytrace=False)
+        finally:
+            client.close()
+
+    def drop(self) -> None:
+        import redis
+
+        for server in self._servers:
+            client = redis.Redis.from_url(server)
+            try:  # the prefix is letters, digits and colons: no glob characters to escape
+                keys = list(client.scan_iter(match=self.prefix + "*", count=1000))
+                if keys:
+                    client.delete(*keys)
+            finally:
+                client.close()

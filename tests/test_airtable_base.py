@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -322,25 +320,12 @@ def test_rows_of_a_failed_request_are_retried_together(make_app: AppFactory, fak
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL two apps share: an SQLite file, or a key prefix on the test Redis (dropped after)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/shared.sqlite3"
-        return
-    import redis
-
-    url = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    prefix = f"jmtest:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(url)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis server at {url}: {exc}")
-    yield f"{url}?prefix={prefix}"
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL two apps share: an SQLite file, or the test's own prefix on the test Redis."""
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        return url
+    return f"sqlite:///{tmp_path}/shared.sqlite3"
 
 
 def test_flush_without_the_lease_has_the_holder_publish_at_once(

@@ -22,7 +22,7 @@ from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
 from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID, retire_emulator
 
-from .support import AppFactory, client_rows
+from .support import AppFactory, airtable_config, client_rows
 
 RUN = "230615-120000"
 CLIENTS = "Client Run Results"
@@ -35,9 +35,7 @@ def make_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) 
     return functools.partial(
         make_app,
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
         JOBMETRICS_AIRTABLE_RATE_LIMIT_PAUSE=0.3,
         JOBMETRICS_AIRTABLE_TIMEOUT=(2, 0.5),
@@ -234,9 +232,7 @@ def test_memory_store_after_a_restart_adds_to_what_airtable_shows(
     config = {
         "TESTING": True,
         "JOBMETRICS_STORE_URL": "memory://",
-        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
+        **airtable_config(fake),
         "JOBMETRICS_PROGRESS_INTERVAL": 0,
     }
     for life, leads in enumerate((7, 3)):  # two lives of the process, each with an empty memory store
@@ -278,12 +274,7 @@ def _publishing_to(fake: FakeAirtable, tmp_path: Path) -> Settings:
     """Settings that publish to ``fake``."""
     from flask_jobmetrics.config import read_settings
 
-    settings = {
-        "JOBMETRICS_AIRTABLE_API_KEY": API_KEY,
-        "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID,
-        "JOBMETRICS_AIRTABLE_ENDPOINT_URL": fake.url,
-    }
-    return read_settings(settings, str(tmp_path))
+    return read_settings(airtable_config(fake), str(tmp_path))
 
 
 def test_a_row_changed_while_being_sent_is_sent_once_more_only_if_it_changed_again(
@@ -366,6 +357,40 @@ def test_publishing_signals_carry_what_the_docs_say(
     assert failed[0]["error"].startswith("INVALID_VALUE_FOR_COLUMN: ")
 
 
+def test_a_senders_requests_never_put_six_into_one_second(tmp_path: Path) -> None:
+    """Whatever a request's delays, the sixth starts a second after the reply to the first came back."""
+    from flask_jobmetrics.airtable.publisher import sender_record, wait_for_slot
+    from flask_jobmetrics.config import read_settings
+    from flask_jobmetrics.stores.memory import MemoryStore
+
+    settings = read_settings(
+        {"JOBMETRICS_AIRTABLE_API_KEY": API_KEY, "JOBMETRICS_AIRTABLE_BASE_ID": BASE_ID}, str(tmp_path)
+    )
+    now = [1000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = MemoryStore(clock=lambda: now[0])
+    recent = sender_record(settings)
+    delays = [0.0, 0.19, 0.0, 0.0, 0.0, 0.0, 0.4, 0.0, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0, 0.3] * 3
+    starts, replies = [], []
+    for delay in delays:  # a request starts, takes `delay` to reach Airtable and come back
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=recent)
+        starts.append(now[0])
+        now[0] += delay
+        replies.append(now[0])
+    # A request reached Airtable between its start and its reply: the latest the first of six
+    # can have arrived is its reply, the earliest the sixth can is its start.
+    assert all(starts[j + 5] - replies[j] >= 1.0 - 1e-9 for j in range(len(delays) - 5))
+    # Without delays it paces at the limit, plus the 2 % margin: six starts within 1.02 s.
+    quick, store = sender_record(settings), MemoryStore(clock=lambda: now[0])
+    first = now[0]
+    for _ in range(6):
+        wait_for_slot(store, settings, clock=lambda: now[0], sleep=sleep, recent=quick)
+    assert now[0] - first <= 1.0 * 1.02 + 1e-9
+
+
 def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
     tmp_path: Path, fake_airtable_factory: Callable[..., FakeAirtable], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -384,8 +409,9 @@ def test_a_store_outage_is_logged_by_the_sender_in_a_few_lines(
         return SQLiteStore(f"sqlite:///{tmp_path}/store.sqlite3")
 
     settings = _publishing_to(fake_airtable_factory(rate_limit=None), tmp_path)
-    store = DeferredStore("redis://", opener, StoreUnavailableError("down"), durable=True, shared=True)
-    store.retry_interval = 0.0
+    store = DeferredStore(
+        "redis://", opener, StoreUnavailableError("down"), durable=True, shared=True, retry_interval=0.0
+    )
     now = [1000.0]
     publisher = Publisher(store, settings, clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="flask_jobmetrics"):

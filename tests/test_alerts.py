@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 import requests
+from flask import Flask
 
 from flask_jobmetrics import Status
 from flask_jobmetrics.alerts import Alerter
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
 
-from .support import AppFactory, Clock
+from .support import AppFactory, Clock, airtable_config
 
 RUN = "230615-120000"
 
@@ -221,6 +221,14 @@ def test_a_retried_batch_goes_back_in_front_and_overflow_is_counted(receiver: Re
 # -- from the app ---------------------------------------------------------------------------
 
 
+def posted_lines(app: Flask, receiver: Receiver, count: int) -> list[str]:
+    """Post the app's waiting alerts now; ``count`` lines go out as one post: its lines."""
+    alerter = get_state(app).alerter
+    assert alerter is not None and alerter.run_once(force=True) == count
+    (text,) = receiver.texts()
+    return text.splitlines()[1:]
+
+
 def test_the_app_alerts_on_failed_clients_failed_and_stalled_jobs(
     make_app: AppFactory, receiver: Receiver, clock: Clock
 ) -> None:
@@ -242,13 +250,8 @@ def test_the_app_alerts_on_failed_clients_failed_and_stalled_jobs(
     service.flush()
     clock.advance(3601)
     assert service.close_stalled() == [stalled]
-    alerter = get_state(app).alerter
-    assert alerter is not None
-    assert alerter.run_once(force=True) == 3
-    (text,) = receiver.texts()
     link = f"<http://ops.example.com/jobmetrics/runs/{RUN}|open run {RUN}>"
-    assert text.splitlines() == [
-        "flask_jobmetrics:",
+    assert posted_lines(app, receiver, 3) == [
         f"Client run failed: initech in run {RUN}: TimeoutError: no answer {link}",
         f"Job run failed: {RUN}: aborted {link}",
         f"Job run stalled and was closed: {stalled}; still running, now Failed: globex"
@@ -263,9 +266,7 @@ def test_a_dead_lettered_row_alerts(
     """A row Airtable refuses for good (422) posts an alert naming the row and the error."""
     app = make_app(
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
         JOBMETRICS_ALERT_WEBHOOK_URL=receiver.url,
     )
@@ -274,13 +275,10 @@ def test_a_dead_lettered_row_alerts(
     service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
     report = service.flush(timeout=30)
     assert report.dead == 1
-    alerter = get_state(app).alerter
-    assert alerter is not None and alerter.run_once(force=True) == 1
-    (text,) = receiver.texts()
-    assert text.splitlines()[1] == (
+    assert posted_lines(app, receiver, 1) == [
         f"Airtable refused {RUN} acme in Client Run Results (dead-lettered):"
         " INVALID_VALUE_FOR_COLUMN: bad value"
-    )
+    ]
 
 
 def test_a_bad_alert_url_is_a_clear_error(make_app: AppFactory) -> None:
@@ -314,10 +312,7 @@ def test_a_stalled_job_posts_one_line_naming_its_clients(
     with signals.client_failed.connected_to(heard, sender=app):
         assert service.close_stalled() == [RUN]
     assert sorted(failed) == clients
-    alerter = get_state(app).alerter
-    assert alerter is not None and alerter.run_once(force=True) == 1
-    (text,) = receiver.texts()
-    assert text.splitlines()[1] == (
+    assert posted_lines(app, receiver, 1) == [
         f"Job run stalled and was closed: {RUN}; still running, now Failed: {', '.join(clients[:10])}"
         " and 190 more"
-    )
+    ]

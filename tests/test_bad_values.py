@@ -197,27 +197,6 @@ def test_bad_run_ids_are_documented_errors(run_id: Any) -> None:
     service.close()
 
 
-@pytest.fixture(scope="module")
-def redis_store() -> Iterator[Store]:
-    """One Redis store (a prefix of its own) shared by every example: totals accumulate."""
-    import uuid
-
-    from flask_jobmetrics.exceptions import StoreError
-    from flask_jobmetrics.stores.redis import RedisStore
-
-    prefix = f"jmtest:{uuid.uuid4().hex[:12]}:"
-    try:
-        store = RedisStore(f"redis://127.0.0.1:6379/0?prefix={prefix}")
-    except StoreError as exc:
-        pytest.skip(f"no Redis server: {exc}")
-    yield store
-    client = store._redis
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    store.close()
-
-
 @settings(
     max_examples=60,
     deadline=None,

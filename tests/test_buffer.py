@@ -55,6 +55,19 @@ def leads(n: int, client: str = "acme", run: str = RUN) -> ClientDelta:
     return ClientDelta(run, client, {"Leads Processed": ("sum", n)})
 
 
+def reporting_buffer(
+    sink: Sink, clock: Clock, errors: list[tuple[BaseException, int]], **options: Any
+) -> MetricsBuffer:
+    """A buffer on ``clock`` without a flusher, its failures appended to ``errors`` (with their sizes)."""
+    return MetricsBuffer(
+        sink,
+        clock=clock.timestamp,
+        autostart=False,
+        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
+        **options,
+    )
+
+
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
@@ -159,18 +172,56 @@ def test_max_age_sends_entry_that_keeps_being_written(buf: MetricsBuffer, sink: 
 
 
 def test_write_through_when_max_age_zero(sink: Sink, clock: Clock) -> None:
-    """max_age == 0 calls the sink inside add(); its error propagates and nothing stays buffered."""
+    """max_age == 0 calls the sink inside add(), and nothing stays buffered nor runs behind."""
     b = MetricsBuffer(sink, max_age=0, clock=clock.timestamp)
     b.add(leads(2))
-    assert sink.total("acme") == 2
+    b.add(leads(3, client="globex"))
+    assert sink.total("acme") == 2 and sink.total("globex") == 3
     assert len(b) == 0
     assert not b.running
+    assert b.stats() == BufferStats(buffered=0, added=2, merged=0, flushed=2, failed=0, in_flight=0)
+
+
+def test_a_failed_write_through_is_held_and_resent_with_its_token(sink: Sink, clock: Clock) -> None:
+    """A write-through whose sink call failed does not raise: it is reported, held sealed and
+    re-sent with the same token before the next write; the store is not tried again within
+    the interval after the failure."""
+    errors: list[tuple[BaseException, int]] = []
+    b = reporting_buffer(sink, clock, errors, max_age=0)
     sink.fail = RuntimeError("store down")
-    with pytest.raises(RuntimeError, match="store down"):
-        b.add(leads(3))
+    b.add(leads(3))  # accepted and held
+    assert [(str(exc), n) for exc, n in errors] == [("store down", 1)]
+    assert b.pending(RUN, "acme") == {"Leads Processed": ("sum", 3)}
+    b.add(leads(1, client="globex"))  # within the interval: not sent, held for the flusher
+    assert len(sink.tokens) == 1 and len(b) == 2
+    sink.fail = None
+    clock.advance(b.interval)
+    b.add(leads(4))
+    first, resent, *rest = sink.tokens
+    assert resent == first and rest and first not in rest
+    assert [d.ops["Leads Processed"] for d in sink.calls[0]] == [("sum", 3)]
+    assert sink.total("acme") == 7
+    assert b.sweep() == 1  # the flusher's sweep sends what waited out the pause
+    assert sink.total("globex") == 1
     assert len(b) == 0
-    assert b.pending(RUN, "acme") is None
-    assert b.stats() == BufferStats(buffered=0, added=2, merged=0, flushed=1, failed=1, in_flight=0)
+    assert b.stats().failed == 1
+
+
+def test_a_failed_write_through_starts_the_flusher() -> None:
+    """A write-through that failed starts the flusher, which delivers the held batch once the
+    store answers."""
+    sink = Sink()
+    sink.fail = RuntimeError("store down")
+    b = MetricsBuffer(sink, max_age=0, on_error=lambda exc, deltas: None)
+    try:
+        b.add(leads(5))
+        assert b.running
+        sink.fail = None
+        assert sink.delivered.wait(5)
+        assert sink.total("acme") == 5
+        assert sink.tokens[0] == sink.tokens[-1]
+    finally:
+        b.stop(drain=True)
 
 
 def test_capacity_eviction_never_drops(sink: Sink, clock: Clock) -> None:
@@ -282,13 +333,7 @@ def test_a_late_resend_is_logged(sink: Sink, clock: Clock, caplog: pytest.LogCap
 def test_background_failures_keep_entries_and_report(sink: Sink, clock: Clock) -> None:
     """With a failing sink a full buffer grows past maxsize, reports via on_error, then delivers all."""
     errors: list[tuple[BaseException, int]] = []
-    b = MetricsBuffer(
-        sink,
-        maxsize=10,
-        clock=clock.timestamp,
-        autostart=False,
-        on_error=lambda exc, deltas: errors.append((exc, len(deltas))),
-    )
+    b = reporting_buffer(sink, clock, errors, maxsize=10)
     sink.fail = RuntimeError("store down")
     for i in range(50):
         b.add(leads(1, client=f"c{i}"))
@@ -494,3 +539,28 @@ def test_add_refuses_keyed_or_completing_deltas(buf: MetricsBuffer, bad: ClientD
         buf.add(bad)
     assert len(buf) == 0
     assert buf.stats().added == 0
+
+
+def test_add_returns_the_keys_pending_ops(buf: MetricsBuffer) -> None:
+    """add() returns a copy of what pending() holds for its key right after it."""
+    assert buf.add(leads(2)) == {"Leads Processed": ("sum", 2)}
+    ops = buf.add(leads(3))
+    assert ops == {"Leads Processed": ("sum", 5)} == buf.pending(RUN, "acme")
+    assert ops is not None
+    ops["Leads Processed"] = ("sum", 0)
+    assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 5)}
+
+
+def test_frequent_writes_keep_the_idle_timeout_within_a_tenth_of_the_ttl(sink: Sink, clock: Clock) -> None:
+    """Writes closer together than ttl/10 reset the idle timeout lazily: the entry leaves
+    between 0.9 and 1.0 ttl after its last write, with every op."""
+    b = MetricsBuffer(sink, ttl=10, max_age=600, clock=clock.timestamp, autostart=False)
+    for _ in range(50):  # every 0.5 s for 25 s: never idle for 9 s
+        b.add(leads(1))
+        clock.advance(0.5)
+        assert b.sweep() == 0
+    clock.advance(8.4)  # 8.9 s after the last write
+    assert b.sweep() == 0
+    clock.advance(1.1)  # 10 s after the last write
+    assert b.sweep() == 1
+    assert sink.total("acme") == 50

@@ -25,9 +25,9 @@ from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+from flask_jobmetrics.testing.pytest_plugin import BASE_ID
 
-from .support import START, AppFactory, Clock
+from .support import START, AppFactory, Clock, airtable_config
 
 OLD = "230615-120000"
 NEW = "230616-120000"
@@ -566,9 +566,7 @@ class _Terminal(io.StringIO):
 def airtable_app(make_app: AppFactory, fake_airtable: FakeAirtable) -> Flask:
     """An app on the memory store publishing to ``fake_airtable`` (running rows wait for completion)."""
     return make_app(
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
     )
 

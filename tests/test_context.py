@@ -274,3 +274,68 @@ def test_bind_run_checks_its_ids(app: Flask) -> None:
         pass
     with pytest.raises(ValueError, match="belongs to client"), bind_run(f"{RUN}-acme", "globex", app=app):
         pass
+
+
+def test_added_values_are_normalized_once(tmp_path: Any) -> None:
+    """current_run.add() normalizes a value when added; the end of the request merges it as it is."""
+    from flask_jobmetrics import JobMetrics, MetricSpec
+
+    calls: list[Any] = []
+
+    def normalize(value: Any) -> int:
+        calls.append(value)
+        return int(value)
+
+    app = Flask("once", instance_path=str(tmp_path))
+    app.config.update(JOBMETRICS_STORE_URL="memory://")
+    ext = JobMetrics(app)
+    ext.register_metric(MetricSpec(name="widgets", field="Widgets", normalize=normalize))
+
+    @app.post("/work")
+    def work() -> dict[str, bool]:
+        current_run.add({"widgets": "2"})
+        current_run.add({"widgets": "3"})
+        return {"ok": True}
+
+    try:
+        assert app.test_client().post("/work", headers=HEADERS).status_code == 200
+        assert calls == ["2", "3"]
+        fields = stored_metrics(app, RUN, "acme")
+        assert fields is not None and fields["Widgets"] == 5
+    finally:
+        ext.state(app).service.close()
+
+
+def test_a_request_that_never_reads_its_run_context_is_left_alone(app: Flask, client: FlaskClient) -> None:
+    """A route that never asks for current_run gets no run context and no X-Run-ID header."""
+    from flask import request
+
+    from flask_jobmetrics.context import _ENVIRON_KEY
+
+    seen: list[bool] = []
+
+    @app.post("/untouched")
+    def untouched() -> str:
+        seen.append(_ENVIRON_KEY in request.environ)
+        return "ok"
+
+    response = client.post("/untouched", headers=HEADERS)
+    assert response.status_code == 200 and seen == [False]
+    assert "X-Run-ID" not in response.headers
+    assert service_of(app).buffer.stats().added == 0
+
+
+def test_a_tracked_route_that_aborts_still_names_the_run(app: Flask, client: FlaskClient) -> None:
+    """The error response of a tracked view that raised an HTTPException carries X-Run-ID."""
+    from flask import abort
+
+    from flask_jobmetrics import JobMetrics
+
+    @app.post("/conflict")
+    @JobMetrics.tracked()
+    def conflict() -> str:
+        abort(409)
+
+    response = client.post("/conflict", headers=HEADERS)
+    assert response.status_code == 409
+    assert response.headers["X-Run-ID"] == RUN

@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_jobmetrics import StoreError
+from flask_jobmetrics import StoreError, StoreUnavailableError
 from flask_jobmetrics.dashboard import views
 from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_value
 from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
@@ -263,16 +263,22 @@ def test_pages_send_security_headers_and_static_files_are_served(client: FlaskCl
 
 
 def test_a_store_failure_is_a_503(client: FlaskClient, service: MetricsService, monkeypatch: Any) -> None:
-    """When the store fails the dashboard answers 503 with JSON for the API."""
+    """When the store is unavailable the dashboard answers 503 with JSON for the API; another
+    store error is a 500 store_error."""
+    error: StoreError = StoreUnavailableError("database is locked")
 
     def broken(**_: Any) -> list[Any]:
-        raise StoreError("database is locked")
+        raise error
 
     monkeypatch.setattr(service, "list_job_runs", broken)
     response = client.get("/jobmetrics/api/runs")
     assert response.status_code == 503
     assert response.get_json()["error"] == "store_unavailable"
     assert client.get("/jobmetrics/").status_code == 503
+    error = StoreError("the file is not an SQLite database")
+    response = client.get("/jobmetrics/api/runs")
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "store_error"
 
 
 # -- JSON API ------------------------------------------------------------------------------------

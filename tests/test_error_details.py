@@ -17,9 +17,9 @@ from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.signals import client_completed, client_failed
 from flask_jobmetrics.state import get_state
 from flask_jobmetrics.testing import FakeAirtable
-from flask_jobmetrics.testing.pytest_plugin import API_KEY, BASE_ID
+from flask_jobmetrics.testing.pytest_plugin import BASE_ID
 
-from .support import AppFactory, Clock, Recorder
+from .support import AppFactory, Clock, Recorder, airtable_config
 from .test_journal import lines
 
 RUN = "230615-120000"
@@ -187,9 +187,7 @@ def test_log_progress_on_the_extension_and_current_app(app: Flask) -> None:
 def airtable_app(make_app: AppFactory, tmp_path: Path, fake_airtable: FakeAirtable) -> Flask:
     return make_app(
         JOBMETRICS_STORE_URL=f"sqlite:///{tmp_path}/store.sqlite3",
-        JOBMETRICS_AIRTABLE_API_KEY=API_KEY,
-        JOBMETRICS_AIRTABLE_BASE_ID=BASE_ID,
-        JOBMETRICS_AIRTABLE_ENDPOINT_URL=fake_airtable.url,
+        **airtable_config(fake_airtable),
         JOBMETRICS_PROGRESS_INTERVAL=0,
     )
 

@@ -125,3 +125,14 @@ def test_operations_show_the_services_parameters(name: str) -> None:
     assert list(inspect.signature(getattr(JobMetrics, name)).parameters.values()) == service
     assert list(inspect.signature(getattr(fjm, name)).parameters.values()) == service[1:]
     assert "**kwargs" not in pydoc.render_doc(getattr(JobMetrics, name))
+
+
+def test_a_bare_import_loads_no_optional_backend() -> None:
+    """A bare import loads none of pyairtable, requests, redis, prometheus_client or the dashboard."""
+    import subprocess
+    import sys
+
+    lazy = ["pyairtable", "requests", "redis", "prometheus_client", "flask_jobmetrics.dashboard.views"]
+    probe = f"import sys, flask_jobmetrics; print([m for m in {lazy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 from flask import Flask
 
@@ -44,7 +43,6 @@ from .gunicorn_support import ROOT, gunicorn_server
 
 pytestmark = pytest.mark.slow  # gunicorn workers
 
-REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLIENTS = ("acme", "globex", "umbrella", "wayne")
 SECRETS = {client: f"{client}-secret-{n}" for n, client in enumerate(CLIENTS)}
 THREADS = 8
@@ -257,22 +255,6 @@ def fake() -> Iterator[FakeAirtable]:
     emulator.start()
     yield emulator
     emulator.stop()
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis store URL with a key prefix of its own; its keys are deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis server at {REDIS_URL}: {exc}")
-    prefix = f"jmtest:{uuid.uuid4().hex[:12]}:"
-    yield f"{REDIS_URL}?prefix={prefix}"
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def outbox_cli(env: Mapping[str, str]) -> str:

@@ -1,17 +1,16 @@
 """Redis-specific behaviour of ``RedisStore``: URLs, failures, processes, retention, values.
 
 The shared behaviour is in ``test_store_contract.py``. These tests need the Redis server at
-``JOBMETRICS_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and start their own
-``redis-server`` for the failure tests; each uses its own key prefix and deletes its keys.
+``JOBMETRICS_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; they fail without it
+unless ``JOBMETRICS_TEST_SKIP_REDIS=1``) and start their own ``redis-server`` for the failure
+tests; each uses its own key prefix (the ``redis_url`` fixture), deleted after it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -29,8 +28,8 @@ from flask_jobmetrics.stores.redis import RedisStore, parse_url
 
 from .faults import RedisServer
 from .gunicorn_support import free_port
+from .support import REDIS_URL, RedisKeys
 
-REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LEADS = "Leads Processed"
 START = "Start Time"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -38,40 +37,27 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 MakeStore = Callable[..., RedisStore]
 
 
-def _drop(client: redis.Redis, prefix: str) -> None:
-    pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-    keys = list(client.scan_iter(match=pattern, count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
-def raw() -> Iterator[redis.Redis]:
-    """A plain client of the test server (skips the test when there is none)."""
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client of the test server (the test fails when there is none, see ``redis_url``)."""
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis server at {REDIS_URL}: {exc}")
     yield client
     client.close()
 
 
 @pytest.fixture
-def make(raw: redis.Redis) -> Iterator[Callable[..., RedisStore]]:
+def make(redis_url: str) -> Iterator[Callable[..., RedisStore]]:
     """make(name="a", **options): a store whose prefix is unique to this test and ``name``."""
-    test_id = uuid.uuid4().hex[:12]
     made: list[RedisStore] = []
 
     def make_store(name: str = "a", query: str = "", **options: Any) -> RedisStore:
-        store = RedisStore(f"{REDIS_URL}?prefix=jmtest:{test_id}:{name}:{query}", **options)
+        store = RedisStore(f"{redis_url}{name}:{query}", **options)
         made.append(store)
         return store
 
     yield make_store
     for store in made:
         store.close()
-    _drop(raw, f"jmtest:{test_id}:")
 
 
 def leads(n: Any, client: str = "acme", run: str = "run-1") -> ClientDelta:
@@ -93,10 +79,10 @@ def test_url_options_prefix_retention_and_the_rest() -> None:
             parse_url(f"redis://h/0?retention={bad}")
 
 
-def test_db_from_url_and_load_store(raw: redis.Redis, make: MakeStore) -> None:
+def test_db_from_url_and_load_store(raw: redis.Redis, redis_keys: RedisKeys) -> None:
     """The URL's DB number is used, and load_store routes redis:// to RedisStore."""
-    prefix = f"jmtest:{uuid.uuid4().hex[:12]}:"
-    store = load_store(f"{REDIS_URL.rsplit('/', 1)[0]}/2?prefix={prefix}&retention=60")
+    prefix = redis_keys.prefix
+    store = load_store(f"{redis_keys.url(db=2)}&retention=60")
     assert isinstance(store, RedisStore)
     other_db = redis.Redis.from_url(f"{REDIS_URL.rsplit('/', 1)[0]}/2", decode_responses=True)
     try:
@@ -105,7 +91,6 @@ def test_db_from_url_and_load_store(raw: redis.Redis, make: MakeStore) -> None:
         assert raw.exists(f"{prefix}job:run-1") == 0
         assert store.retention == 60.0
     finally:
-        _drop(other_db, prefix)
         other_db.close()
         store.close()
 
@@ -412,3 +397,29 @@ def test_min_max_compare_instants_across_offsets(raw: redis.Redis, make: MakeSto
     job = store.get_job("run-1")
     assert job is not None
     assert job.fields[START] == earlier
+
+
+def test_reserve_job_inside_a_callback_commits_with_its_transaction(make: MakeStore) -> None:
+    """reserve_job from an update_job callback joins the transaction: the job and the mark commit together."""
+    store = make()
+    store.ensure_job("240501-115959", {})
+    reserved: list[str] = []
+
+    def update(fields: dict[str, Any], clients: Any) -> None:
+        reserved.append(store.reserve_job("240501-120000", {"Status": "Running"}).run_id)
+
+    store.update_job("240501-115959", update)
+    assert reserved[-1] == "240501-120000"
+    assert store.get_job("240501-120000") is not None
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"
+
+
+def test_a_reservation_sent_again_with_its_token_reserves_no_other_run(make: MakeStore) -> None:
+    """A reservation whose reply was lost, re-sent with its token, answers with the run it reserved."""
+    store = make()
+    item = {"t": "m", "e": 1714564800, "f": {}}  # 2024-05-01 12:00:00 UTC
+    (first,) = store._merge([dict(item)], "tok-1")
+    (again,) = store._merge([dict(item)], "tok-1")
+    assert first[7] == again[7] == "240501-120000"
+    assert [job.run_id for job in store.list_jobs()] == ["240501-120000"]
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120001"

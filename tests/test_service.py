@@ -347,6 +347,16 @@ def test_start_job_mints_unique_run_ids_in_one_second(service: MetricsService) -
     assert first.status is Status.RUNNING and first.start_time == START
 
 
+def test_start_job_warns_once_when_run_ids_run_a_minute_ahead_of_the_clock(
+    service: MetricsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs started faster than one per second: one warning when the IDs are 60 s ahead, not per job."""
+    ids = [service.start_job().run_id for _ in range(90)]
+    assert len(set(ids)) == 90 and ids[-1] == "230615-120129"
+    warnings = [r for r in caplog.records if "ahead of the clock" in r.getMessage()]
+    assert len(warnings) == 1 and "60 s ahead" in warnings[0].getMessage()
+
+
 def test_start_job_for_an_existing_run_returns_it_unchanged(service: MetricsService, clock: Clock) -> None:
     """start_job(existing) changes nothing."""
     service.start_job(RUN, notes="first")
@@ -493,3 +503,67 @@ def test_a_late_failure_turns_a_completed_job_into_completed_with_errors(service
     service.complete_job_metrics(other, success=False)
     service.complete_client_metrics(other, "acme", {"Leads Processed": 1})
     assert service.get_job_run(other).status is Status.FAILED  # type: ignore[union-attr]
+
+
+# -- the returned view -------------------------------------------------------------------
+
+
+def test_update_view_shows_the_run_as_of_the_call(service: MetricsService) -> None:
+    """A view read after later updates and a flush still shows the totals of its own call."""
+    first = service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 3})
+    service.flush()
+    second = service.update_client_metrics(RUN, "acme", {"Leads Processed": 4})
+    assert first.metrics["Leads Processed"] == 2
+    assert second.metrics["Leads Processed"] == 9
+
+
+def test_update_view_is_a_client_run_to_every_reader(service: MetricsService) -> None:
+    """The view compares, prints, serializes, copies and pickles as the equal ClientRun."""
+    import copy
+    import pickle
+
+    from pydantic import TypeAdapter
+
+    def view() -> ClientRun:
+        return service.update_client_metrics(RUN, "acme", {"Leads Processed": 0})
+
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 5})
+    plain = ClientRun.model_validate(view().model_dump())
+    assert isinstance(view(), ClientRun) and view().__class__ is ClientRun
+    assert view() == plain and plain == view()
+    assert repr(view()) == repr(plain)
+    assert view().model_dump() == plain.model_dump()
+    assert view().model_dump_json() == plain.model_dump_json()
+    assert TypeAdapter(list[ClientRun]).dump_python([view()]) == [plain.model_dump()]
+    assert copy.copy(view()) == plain and copy.deepcopy(view()) == plain
+    assert view().model_copy(update={"notes": "x"}).notes == "x"
+    assert pickle.loads(pickle.dumps(view())) == plain
+    assert dict(view()) == dict(plain)
+    with pytest.raises(ValidationError):
+        view().notes = "changed"  # type: ignore[misc]
+
+
+def test_update_view_with_write_through_includes_the_update(clock: Clock) -> None:
+    """With flush_interval=0 the returned view is the merged row, this update included."""
+    service = MetricsService(MemoryStore(), clock=clock, flush_interval=0)
+    service.update_client_metrics(RUN, "acme", {"Leads Processed": 2})
+    assert service.update_client_metrics(RUN, "acme", {"Leads Processed": 3}).metrics["Leads Processed"] == 5
+
+
+def test_a_first_error_line_comes_after_the_opening_line_whatever_the_clock(clock: Clock) -> None:
+    """record_error on a new row: the log opens, then says the error, though the clock ticks between."""
+
+    def ticking() -> datetime:
+        return clock.advance(0.001)  # a millisecond per reading: every line stamp differs
+
+    service = MetricsService(MemoryStore(), clock=ticking, buffer_ttl=3600, flush_interval=3600)
+    service.record_error(RUN, "acme", KeyError("profile"))
+    service.log_progress(RUN, "other", "fetched 3 pages")
+    acme, other = service.get_client_run(RUN, "acme"), service.get_client_run(RUN, "other")
+    assert acme is not None and other is not None
+    assert [line.split(" ", 2)[2] for line in acme.progress_log.splitlines()] == [
+        "started (first update)",
+        "error: KeyError: 'profile'",
+    ]
+    assert other.progress_log.splitlines()[-1].endswith("fetched 3 pages")

@@ -40,8 +40,7 @@ if action == "merge":
         store.merge_client(ClientDelta("run", arg, {"Leads Processed": ("sum", 1)}))
     print("done", flush=True)
 elif action == "reserve":
-    step = lambda run_id: f"{int(run_id) + 1:06d}"
-    print(json.dumps([store.reserve_job(arg, {}, step).run_id for _ in range(count)]), flush=True)
+    print(json.dumps([store.reserve_job(arg, {}).run_id for _ in range(count)]), flush=True)
 elif action == "merge-then-wait":
     from datetime import datetime
     when = datetime.fromisoformat("2024-05-01T12:00:00.250000+00:00")
@@ -551,10 +550,10 @@ def test_processes_merging_own_rows_share_one_job(store: SQLiteStore, db: Path) 
 @pytest.mark.slow
 def test_processes_reserving_the_same_id_get_distinct_ids(store: SQLiteStore, db: Path) -> None:
     """Two processes reserving from the same candidate at once never get the same run ID."""
-    lines = _workers(_url(db), [("reserve", "000001", 40)] * 2)
+    lines = _workers(_url(db), [("reserve", "240501-120000", 40)] * 2)
     ids = [run_id for line in lines for run_id in json.loads(line)]
     assert len(ids) == 80
-    assert sorted(ids) == [f"{i:06d}" for i in range(1, 81)]
+    assert sorted(ids) == [f"240501-12{i // 60:02d}{i % 60:02d}" for i in range(80)]
     assert len(store.list_jobs(limit=1000)) == 80
 
 

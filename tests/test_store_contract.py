@@ -1,98 +1,27 @@
 """The store protocol's behaviour, checked the same way against every store.
 
-A backend joins the suite by adding one entry to ``FACTORIES`` (e.g. ``"redis"``).
+Each test runs on every store of ``STORE_FACTORIES`` (tests/conftest.py, the ``make_store``
+fixture); a backend joins the suite by adding one entry there.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.stores.base import ClientRow, OutboxItem, Store
-from flask_jobmetrics.stores.memory import MemoryStore
-from flask_jobmetrics.stores.sqlite import SQLiteStore
 
-from .support import Clock
+from .support import Clock, MakeStore
 
 LEADS = "Leads Processed"
 START = "Start Time"
 END = "End Time"
 STATUS = "Status"
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def _memory(tmp_path: Path, **options: Any) -> Store:
-    return MemoryStore("memory://", **options)
-
-
-def _sqlite(tmp_path: Path, **options: Any) -> Store:
-    return SQLiteStore(f"sqlite:///{tmp_path / 'stores' / 'jobmetrics.sqlite3'}", **options)
-
-
-#: The Redis server of the redis factory; every test gets its own key prefix, dropped after it.
-REDIS_URL = os.environ.get("JOBMETRICS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-_REDIS_SESSION = uuid.uuid4().hex[:8]
-_redis_prefixes: set[str] = set()
-
-
-def _redis(tmp_path: Path, **options: Any) -> Store:
-    from flask_jobmetrics.exceptions import StoreError
-    from flask_jobmetrics.stores.redis import RedisStore
-
-    prefix = f"jmtest:{_REDIS_SESSION}:{tmp_path.name}:"  # shared by the stores of one test
-    _redis_prefixes.add(prefix)
-    try:
-        return RedisStore(f"{REDIS_URL}?prefix={prefix}", **options)
-    except StoreError as exc:
-        pytest.skip(f"no Redis server: {exc}")
-
-
-@pytest.fixture(autouse=True)
-def _drop_redis_keys() -> Iterator[None]:
-    """Delete the keys of every Redis prefix a test used (runs after its stores are closed)."""
-    yield
-    if not _redis_prefixes:
-        return
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        for prefix in list(_redis_prefixes):
-            pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
-            _redis_prefixes.discard(prefix)
-    finally:
-        client.close()
-
-
-#: name -> factory(tmp_path, **options); options are ``clock`` and ``idempotency_ttl``.
-FACTORIES: dict[str, Callable[..., Store]] = {"memory": _memory, "sqlite": _sqlite, "redis": _redis}
-
-MakeStore = Callable[..., Store]
-
-
-@pytest.fixture(params=list(FACTORIES))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    made: list[Store] = []
-
-    def make(**options: Any) -> Store:
-        store = FACTORIES[request.param](tmp_path, **options)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 @pytest.fixture
@@ -479,23 +408,34 @@ def test_ensure_job_lists_existing_clients(store: Store) -> None:
     assert job.client_ids == ("a", "b")
 
 
-def test_reserve_job_steps_to_next_free_id(store: Store) -> None:
-    """reserve_job takes the run ID if free, else steps until one is free."""
-    store.ensure_job("000101", {})
-    store.ensure_job("000102", {})
-    steps: list[str] = []
-
-    def step(run_id: str) -> str:
-        steps.append(run_id)
-        return f"{int(run_id) + 1:06d}"
-
-    job = store.reserve_job("000101", {STATUS: "Running"}, step)
-    assert job.run_id == "000103"
+def test_reserve_job_takes_the_earliest_second_when_free(store: Store) -> None:
+    """reserve_job creates the job at ``earliest`` when no job holds it and nothing was reserved."""
+    job = store.reserve_job("240501-120000", {STATUS: "Running"})
+    assert job.run_id == "240501-120000"
     assert job.fields == {STATUS: "Running"}
     assert job.version == 1
-    assert steps == ["000101", "000102"]
-    assert store.reserve_job("000200", {}, step).run_id == "000200"
-    assert store.get_job("000103") is not None
+    assert store.get_job("240501-120000") is not None
+
+
+def test_reserve_job_moves_past_its_high_water_mark(store: Store) -> None:
+    """Reservations in the same second take the following seconds, in order, across a day's end."""
+    ids = [store.reserve_job("241231-235958", {}).run_id for _ in range(4)]
+    assert ids == ["241231-235958", "241231-235959", "250101-000000", "250101-000001"]
+
+
+def test_reserve_job_steps_over_jobs_made_with_explicit_ids(store: Store) -> None:
+    """A second held by a job created with an explicit run ID (or by a client merge) is skipped."""
+    store.ensure_job("240501-120000", {})
+    store.merge_clients([ClientDelta("240501-120001", "acme", {LEADS: ("sum", 1)})])
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120002"
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-120003"
+
+
+def test_reserve_job_follows_the_clock_once_it_passed_the_mark(store: Store) -> None:
+    """A later ``earliest`` than the mark is taken as it is (the mark never holds IDs back)."""
+    store.reserve_job("240501-120000", {})
+    assert store.reserve_job("240501-130000", {}).run_id == "240501-130000"
+    assert store.reserve_job("240501-120000", {}).run_id == "240501-130001"
 
 
 def test_update_job_sees_client_rows_and_bumps_version(store: Store) -> None:

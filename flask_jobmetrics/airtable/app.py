@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
@@ -11,7 +11,9 @@ from ..schema import MetricRegistry
 from ..signals import publish_failed, records_published
 from ..stores.base import Store
 from .names import table_field_names
-from .publisher import Dead, Publisher
+
+if TYPE_CHECKING:
+    from .publisher import Dead, Publisher
 
 __all__ = ["make_publisher"]
 
@@ -32,6 +34,8 @@ def make_publisher(
     if not settings.airtable_enabled:
         table_field_names(settings, registry.specs)
         return None
+    # Imported only when publishing is on: pyairtable and requests take a while to load.
+    from .publisher import Publisher
 
     def published(table: str, records: list[dict[str, Any]]) -> None:
         records_published.send(app, table=table, records=records)

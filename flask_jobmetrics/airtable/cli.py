@@ -8,14 +8,17 @@ pushes the base over Airtable's 5 requests per second.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ..cli_group import ServiceGroup
 from ..config import AIRTABLE_OFF, Settings
 from ..service import MetricsService
 from ..state import get_state
-from . import schema
-from .publisher import wait_for_slot
+
+if TYPE_CHECKING:  # imported by the commands when they run: pyairtable takes a while to load
+    from . import schema
 
 __all__ = ["airtable_cli"]
 
@@ -33,12 +36,17 @@ def _settings() -> Settings:
 
 def _pacer(service: MetricsService, settings: Settings) -> schema.Pace:
     """Wait for a slot of the base's shared request budget (the publisher's) before a request."""
-    return lambda: wait_for_slot(service.store, settings)
+    from .publisher import sender_record, wait_for_slot
+
+    recent = sender_record(settings)
+    return lambda: wait_for_slot(service.store, settings, recent=recent)
 
 
 @airtable_cli.service_command("check")
 def check(service: MetricsService) -> None:
     """Report missing tables, fields and Status choices, and fields of another type."""
+    from . import schema
+
     settings = _settings()
     assert settings.airtable_base_id is not None  # airtable_enabled
     report = schema.check(
@@ -56,6 +64,8 @@ def check(service: MetricsService) -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would be created; change nothing.")
 def init(service: MetricsService, dry_run: bool) -> None:
     """Create the missing tables and fields (existing ones are left as they are)."""
+    from . import schema
+
     settings = _settings()
     base_id = settings.airtable_base_id
     assert base_id is not None  # airtable_enabled

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,7 +45,7 @@ from .schema import AirtableSchemaError, make_api, read_tables
 from .seed import ReadBack
 from .targets import MAX_REQUEST_BYTES, Target, request_bytes
 
-__all__ = ["PublishResult", "Publisher", "wait_for_slot"]
+__all__ = ["PublishResult", "Publisher", "sender_record", "wait_for_slot"]
 
 Published = Callable[[str, list[dict[str, Any]]], None]
 Failed = Callable[[str, str, list[dict[str, Any]]], None]
@@ -58,7 +59,12 @@ MAX_LINGER = 5.0  # ...but never longer than this
 FAR_FUTURE = 10 * 365 * 24 * 3600.0
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 60.0
 BLOCKED_BACKOFF = 60.0
-PACING_MARGIN = 1.2  # requests 20 % further apart than 1/rate: delays must not bunch six into a second
+#: The shared pacing spaces requests 2 % further apart than ``1 / rate`` (evenly, no burst),
+#: for requests of different senders; a sender's own requests are also kept in step with
+#: their replies (``wait_for_slot``), so no delay on the way can put more than the limit
+#: into one second. docs/airtable.md says why this is safe; benchmarks/bench_pacing.py
+#: measures it against an emulator enforcing the limit on a sliding second.
+PACING_MARGIN = 1.02
 _UNKNOWN_FIELD = re.compile(r'Unknown field name: "(?P<name>.+)"')
 
 
@@ -112,6 +118,7 @@ class Publisher:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        self._recent = sender_record(settings)
         self.on_published = on_published
         self.on_failed = on_failed
         self.on_dead = on_dead
@@ -360,7 +367,7 @@ class Publisher:
             self.store.outbox_retry(item, due_at=due_at, error=error)
 
     def _wait_for_slot(self) -> None:
-        wait_for_slot(self.store, self.settings, clock=self.clock, sleep=self.sleep)
+        wait_for_slot(self.store, self.settings, clock=self.clock, sleep=self.sleep, recent=self._recent)
 
     # -- schema ---------------------------------------------------------------------
 
@@ -429,14 +436,35 @@ class Publisher:
                     self.log.info("could not withdraw the flush request (it expires by itself): %r", exc)
 
 
+def sender_record(settings: Settings) -> deque[float]:
+    """A sender's record for ``wait_for_slot(recent=)``: when its last ``limit + 1`` waits
+    began (``limit``: whole requests per second of ``JOBMETRICS_AIRTABLE_RATE_LIMIT``, >= 1)."""
+    return deque(maxlen=max(1, int(settings.airtable_rate_limit)) + 1)
+
+
 def wait_for_slot(
     store: Store,
     settings: Settings,
     *,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    recent: deque[float] | None = None,
 ) -> None:
-    """Wait for the next request slot of the base, shared by every process using ``store``."""
+    """Wait for the next request slot of the base, shared by every process using ``store``.
+
+    ``recent`` is the sender's own record (``sender_record``; one per sender, which sends one
+    request at a time). A request starts at least one second after the wait for the request
+    ``limit - 1`` before it began; that wait began once the reply to the request ``limit``
+    before had come back, so that request had reached Airtable: whatever the delays on the
+    way, no second ever holds more than ``limit`` of this sender's requests.
+    """
+    if recent is not None:
+        began = clock()
+        recent.append(began)
+        if len(recent) == recent.maxlen:  # recent[1]: the wait that began after the reply to recent[0]'s
+            wait = min(1.0, recent[1] + 1.0 - began)  # never more than a second (a clock set back)
+            if wait > 0:
+                sleep(wait)
     rate = settings.airtable_rate_limit / PACING_MARGIN
     while (wait := store.take_token(f"airtable-rate:{settings.airtable_base_id}", rate, clock())) > 0:
         sleep(wait)

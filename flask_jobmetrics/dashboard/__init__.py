@@ -10,8 +10,6 @@ from __future__ import annotations
 from flask import Flask
 
 from ..state import JobMetricsState
-from . import api, login, views  # noqa: F401  (each adds its routes to bp)
-from .blueprint import bp
 
 __all__ = ["register_dashboard"]
 
@@ -20,4 +18,8 @@ def register_dashboard(app: Flask, state: JobMetricsState) -> None:
     """Mount the ``jobmetrics`` blueprint on ``app`` when its dashboard is switched on."""
     if not state.settings.dashboard:
         return
+    # Loaded only when switched on (templates, charts, the Prometheus exposition).
+    from . import api, login, views  # noqa: F401  (each adds its routes to bp)
+    from .blueprint import bp
+
     app.register_blueprint(bp)

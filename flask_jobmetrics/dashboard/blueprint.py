@@ -11,7 +11,7 @@ from datetime import date, timezone
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
-from ..exceptions import InvalidRunIdError, StoreError
+from ..exceptions import InvalidRunIdError, StoreError, StoreUnavailableError
 from ..models import ClientRun, JobRun, Status
 from ..runids import RunId
 from ..schema import normalize_status
@@ -159,7 +159,9 @@ def _bad_request(exc: BadRequest) -> Response:
 
 @bp.errorhandler(StoreError)
 def _store_down(exc: StoreError) -> Response:
-    return error(503, "store_unavailable", f"The metrics store is unavailable: {exc}")
+    if isinstance(exc, StoreUnavailableError):
+        return error(503, "store_unavailable", f"The metrics store is unavailable: {exc}")
+    return error(500, "store_error", f"The metrics store failed: {exc}")
 
 
 def parse_limit(args: Mapping[str, str]) -> int:

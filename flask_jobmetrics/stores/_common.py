@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -11,12 +11,14 @@ from typing import Any
 from flask_jobmetrics.deltas import ClientDelta, client_fields_after
 from flask_jobmetrics.exceptions import StoreError
 from flask_jobmetrics.models import Status
+from flask_jobmetrics.runids import RunId
 from flask_jobmetrics.schema import START_TIME, STATUS
 from flask_jobmetrics.stores.base import ClientRow, Finalize, JobRow, OutboxItem, decode_fields, encode_fields
 
 __all__ = [
     "copy_row",
     "due_items",
+    "fresh_run_id",
     "next_client_row",
     "dumps_fields",
     "job_start_from_client",
@@ -58,6 +60,23 @@ def next_client_row(old: ClientRow | None, delta: ClientDelta, finalize: Finaliz
         version=(old.version if old is not None else 0) + 1,
         refused=tuple(refused),
     )
+
+
+def fresh_run_id(earliest: str, mark: int | None, taken: Callable[[str], bool]) -> tuple[str, int]:
+    """The run ID a reservation takes, and the store's new high-water mark (epoch seconds).
+
+    The first second at or after both ``earliest`` and the one after ``mark`` (the last
+    second reserved) that no job row holds (``taken``). Only rows made with an explicit run
+    ID are ever stepped over, each at most once: the mark moves past them.
+    """
+    second = RunId.parse(earliest).epoch
+    if mark is not None:
+        second = max(second, mark + 1)
+    run_id = str(RunId.from_epoch(second))
+    while taken(run_id):
+        second += 1
+        run_id = str(RunId.from_epoch(second))
+    return run_id, second
 
 
 def new_job_fields(client_fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ __all__ = [
 _HEAD = r"""
 local P = ARGV[1]
 local K_JOBS, K_OUTBOX, K_DEAD, K_META = P .. 'jobs', P .. 'outbox', P .. 'outbox:dead', P .. 'outbox:meta'
+local K_MARK = P .. 'runid:mark'
 local function esc(s) return (string.gsub(string.gsub(s, '%%', '%%25'), ':', '%%3A')) end
 local function k_job(run) return P .. 'job:' .. run end
 local function k_client(run, cid) return P .. 'client:' .. esc(run) .. ':' .. cid end
@@ -345,9 +346,12 @@ end
 #: changes nothing, and its items reply applied = 2: by an earlier send). A client
 #: item {t='c', r, c, o=[[name, agg, text]...], x, k} merges ops; from a Python transaction
 #: it carries the new fields f={name: text} and version v instead. A job
-#: item {t='j', r, f, x, n, v} puts the job (n: only if it does not exist). Returns per item
+#: item {t='j', r, f, x, n, v, m} puts the job (n: only if it does not exist; m: the new run-ID
+#: high-water mark, epoch seconds). A reservation {t='m', e, f} creates the job at the first
+#: free second at or after e and past the mark, and moves the mark there (with a token, the
+#: run is kept under ``idem-run:TOKEN``: a re-sent reservation answers with it). Returns per item
 #: {applied, version, completed, flat fields, client ids (job items), job completed, refused sums
-#: as flat [name, text...] (a sum beyond 2**53 is not added)}.
+#: as flat [name, text...] (a sum beyond 2**53 is not added), run ID}.
 MERGE = (
     _HEAD
     + _VALUES
@@ -398,6 +402,7 @@ local function merge_client(it)
   end
   return 1, row, job, refused
 end
+local mark
 local function put_job(it)
   local job = load(k_job(it.r), 'job', it.r, '')
   if it.n and job.exists then return 0, job end
@@ -405,18 +410,46 @@ local function put_job(it)
   if it.x ~= nil then job.c = it.x end
   touch(job)
   if it.v then job.v = it.v end
+  if it.m then mark = it.m end
   return 1, job
+end
+local function civil(z)  -- days since 1970-01-01 -> year, month, day (proleptic Gregorian)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local f = math.floor
+  local yoe = f((doe - f(doe / 1460) + f(doe / 36524) - f(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d, m = doy - math.floor((153 * mp + 2) / 5) + 1, mp < 10 and mp + 3 or mp - 9
+  return yoe + era * 400 + (m <= 2 and 1 or 0), m, d
+end
+local function run_id_at(s)  -- epoch seconds -> YYMMDD-HHMMSS (UTC)
+  local days = math.floor(s / 86400)
+  local y, m, d = civil(days)
+  local t = s - days * 86400
+  local hh, mm = math.floor(t / 3600), math.floor(t % 3600 / 60)
+  return string.format('%02d%02d%02d-%02d%02d%02d', y % 100, m, d, hh, mm, t % 60)
+end
+local function reserve_job(it)  -- the first free second at or after it.e and past the mark
+  local s, last = it.e, redis.call('GET', K_MARK)
+  if last and tonumber(last) + 1 > s then s = tonumber(last) + 1 end
+  it.r = run_id_at(s)
+  while load(k_job(it.r), 'job', it.r, '').exists do s = s + 1; it.r = run_id_at(s) end
+  it.n, it.m = true, s
+  return put_job(it)
 end
 local out, items, token = {}, cjson.decode(ARGV[6]), ARGV[8]
 if token and token ~= '' then
   if seen(token) then  -- this delivery or commit was applied before (its reply was lost): change nothing
     for i, it in ipairs(items) do
       local client = it.t == 'c'
+      if it.t == 'm' then it.r = redis.call('GET', P .. 'idem-run:' .. token) end  -- the run it reserved
       local row
       if client then row = load(k_client(it.r, it.c), 'client', it.r, it.c)
       else row = load(k_job(it.r), 'job', it.r, '') end
       local r = reply(row)
-      out[i] = {2, r[1], r[2], r[3], client and {} or redis.call('SMEMBERS', k_clients(it.r)), 0, {}}
+      out[i] = {2, r[1], r[2], r[3], client and {} or redis.call('SMEMBERS', k_clients(it.r)), 0, {}, it.r}
     end
     return out
   end
@@ -424,14 +457,24 @@ if token and token ~= '' then
 end
 for i, it in ipairs(items) do
   local done, row, job, refused
-  if it.t == 'c' then done, row, job, refused = merge_client(it) else done, row = put_job(it) end
+  if it.t == 'c' then done, row, job, refused = merge_client(it)
+  elseif it.t == 'm' then done, row = reserve_job(it)
+  else done, row = put_job(it) end
   local r = reply(row)
   local job_done = (job and job.exists and job.c) and 1 or 0
-  local ids = it.t == 'j' and redis.call('SMEMBERS', k_clients(it.r)) or {}
-  out[i] = {done, r[1], r[2], r[3], ids, job_done, refused or {}}
+  local ids = it.t ~= 'c' and redis.call('SMEMBERS', k_clients(it.r)) or {}
+  out[i] = {done, r[1], r[2], r[3], ids, job_done, refused or {}, it.r}
 end
 flush(RETENTION)
 for _, key in ipairs(keys) do redis.call('SET', P .. 'idem:' .. key, IDEM_EXP, 'PX', IDEM_PX) end
+if mark then
+  redis.call('SET', K_MARK, string.format('%d', mark))
+  if token and token ~= '' then  -- a re-sent reservation answers with this run, reserves no other
+    for _, it in ipairs(items) do
+      if it.t == 'm' then redis.call('SET', P .. 'idem-run:' .. token, it.r, 'PX', IDEM_PX) end
+    end
+  end
+end
 return out
 """
 )

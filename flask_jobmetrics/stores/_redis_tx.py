@@ -25,7 +25,7 @@ from redis.client import Pipeline
 from flask_jobmetrics.exceptions import StoreError
 
 from ..deltas import ClientDelta
-from ._common import copy_row, job_start_from_client, new_job_fields, next_client_row
+from ._common import copy_row, fresh_run_id, job_start_from_client, new_job_fields, next_client_row
 from .base import (
     TOKEN_PREFIX,
     ClientRow,
@@ -266,10 +266,17 @@ class Transaction:
             return existing, False
         return self.put_job(run_id, fields, create=True), True
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        while self.job(run_id) is not None:
-            run_id = step(run_id)
-        return self.put_job(run_id, fields, create=True)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        key = self.store.key("runid", "mark")
+        self._watch(key)
+        last = cast("str | None", self.pipe.get(key))
+        run_id, mark = fresh_run_id(earliest, int(last) if last is not None else None, self._has_job)
+        row = self.put_job(run_id, fields, create=True)
+        self.items[-1]["m"] = mark
+        return row
+
+    def _has_job(self, run_id: str) -> bool:
+        return self.job(run_id) is not None
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
         job = self.job(run_id)

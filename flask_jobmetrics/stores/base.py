@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..deltas import ClientDelta, Op, Ops
+from ..exceptions import StoreError
 
 __all__ = [
     "ClientRow",
@@ -132,6 +133,10 @@ class Store(Protocol):
     #: Whether changed rows are queued in the outbox (False when no one publishes them).
     outbox: bool
 
+    @property
+    def error(self) -> StoreError | None:
+        """Why the store could not be opened yet (a ``DeferredStore``); None once it is open."""
+
     # -- client rows
     def merge_clients(self, deltas: Sequence[ClientDelta], *, token: str | None = None) -> list[ClientRow]:
         """Merge several deltas in one transaction; returns the rows in order.
@@ -158,8 +163,14 @@ class Store(Protocol):
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         """Create the job row with ``fields`` unless it exists; returns (row, created)."""
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        """Create a job row at ``run_id`` or, while taken, at ``step(run_id)``; atomic."""
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        """Create a job row with ``fields`` at a fresh base run ID; atomic, one round trip.
+
+        The ID is the first second at or after both ``earliest`` (a base run ID, the
+        clock's now) and the second after the last one this store reserved (its high-water
+        mark, kept in the store), that no job row holds. The cost does not grow with the
+        number of runs stored: only rows created with an explicit run ID are stepped over.
+        """
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
         """Call ``update(fields, client_rows)`` on the job row in one transaction.

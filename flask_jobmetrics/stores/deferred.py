@@ -18,9 +18,12 @@ from ..exceptions import StoreUnavailableError
 from ..forksafe import ForkSafeLock
 from .base import ClientRow, Finalize, JobRow, JobUpdate, OutboxItem, Store
 
-__all__ = ["DeferredStore"]
+__all__ = ["RETRY_INTERVAL", "DeferredStore"]
 
 log = logging.getLogger("flask_jobmetrics")
+
+#: Seconds between attempts to reach a store found unavailable.
+RETRY_INTERVAL = 5.0
 
 
 class DeferredStore:
@@ -35,7 +38,7 @@ class DeferredStore:
         durable: bool,
         shared: bool,
         outbox: bool = True,
-        retry_interval: float = 5.0,
+        retry_interval: float = RETRY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url, self.durable, self.shared, self.outbox = url, durable, shared, outbox
@@ -62,12 +65,15 @@ class DeferredStore:
             now = self._clock()
             if now < self._last_try + self.retry_interval:
                 assert self.error is not None
-                raise self.error
+                # A new exception each time: re-raising the one instance would add frames (and
+                # their locals) to its traceback on every call for as long as the store is down.
+                raise StoreUnavailableError(str(self.error)) from self.error.__cause__
             self._last_try = now
             try:
                 self._store = self._opener()
             except StoreUnavailableError as exc:
-                self.error, self._last_try = exc, now
+                self.error, self._last_try = StoreUnavailableError(str(exc)), now
+                self.error.__cause__ = exc.__cause__  # kept without this call's traceback
                 raise
             self.error = None
             log.info("jobmetrics: the store opened; buffered updates go out")
@@ -89,8 +95,8 @@ class DeferredStore:
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         return self._open().ensure_job(run_id, fields)
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        return self._open().reserve_job(run_id, fields, step)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        return self._open().reserve_job(earliest, fields)
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
         return self._open().update_job(run_id, update, complete=complete)

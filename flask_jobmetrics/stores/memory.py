@@ -16,6 +16,7 @@ from ..forksafe import ForkSafeLock
 from ._common import (
     copy_row,
     due_items,
+    fresh_run_id,
     job_start_from_client,
     new_job_fields,
     next_client_row,
@@ -43,6 +44,7 @@ class MemoryStore:
 
     durable = False
     shared = False
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class MemoryStore:
         self._lock = ForkSafeLock()  # a forked child never inherits it held
         self._clients: dict[tuple[str, str], ClientRow] = {}
         self._jobs: dict[str, JobRow] = {}
+        self._run_id_mark: int | None = None  # the last second reserve_job took
         self._keys: dict[str, float] = {}
         self._purge_at = 1024
         self._outbox: dict[_Key, OutboxItem] = {}
@@ -193,10 +196,9 @@ class MemoryStore:
                 return self._job_row(existing), False
             return self._job_row(self._put_job(run_id, dict(fields))), True
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
         with self._atomic():
-            while run_id in self._jobs:
-                run_id = step(run_id)
+            run_id, self._run_id_mark = fresh_run_id(earliest, self._run_id_mark, self._jobs.__contains__)
             return self._job_row(self._put_job(run_id, dict(fields)))
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:

@@ -23,12 +23,24 @@ from typing import Any, TypeVar, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError, WatchError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+    WatchError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from flask_jobmetrics.exceptions import StoreError, StoreUnavailableError
+from flask_jobmetrics.runids import RunId
 
 from ..deltas import ClientDelta
 from . import _redis_lua as lua
@@ -50,6 +62,8 @@ from .base import IDEMPOTENCY_TTL, TOKEN_PREFIX, ClientRow, Finalize, JobRow, Jo
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_RETENTION", "RedisStore", "parse_url"]
 
+#: Redis errors of a state that passes (a failover, memory, a cluster re-forming): unavailable.
+_PASSING = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
 #: Optimistic attempts of a change with a callback before giving up.
 _ATTEMPTS = 50
 #: Extra milliseconds a lease or pacing key outlives its use (its value decides, not its TTL).
@@ -66,6 +80,7 @@ class RedisStore(TransactionHolder):
 
     durable = True
     shared = True  # by every process and host reaching the server
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,
@@ -115,9 +130,13 @@ class RedisStore(TransactionHolder):
             message = str(exc).split(" script: ", 1)[0]
             if message.startswith("JMTYPE "):
                 raise TypeError(message[7:]) from exc
-            raise StoreError(f"Redis at {self.where}: cannot {what}: {message}") from exc
+            # A replica after a failover, out of memory, busy with a script: it may work later.
+            passing = isinstance(exc, _PASSING) or message.startswith("BUSY ")
+            kind = StoreUnavailableError if passing else StoreError
+            raise kind(f"Redis at {self.where}: cannot {what}: {message}") from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            kind = StoreError if isinstance(exc, AuthenticationError) else StoreUnavailableError
+            refused = isinstance(exc, (AuthenticationError, AuthorizationError))  # fix the config
+            kind = StoreError if refused else StoreUnavailableError
             raise kind(f"Redis at {self.where}: cannot {what}: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"Redis at {self.where}: cannot {what}: {exc}") from exc
@@ -264,12 +283,12 @@ class RedisStore(TransactionHolder):
         return self._job_reply(run_id, reply), reply[0] != 0
 
     @joins_transaction(Transaction.reserve_job)
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
-        while True:  # each attempt is one atomic create-if-absent
-            job, created = self.ensure_job(run_id, fields)
-            if created:
-                return job
-            run_id = step(run_id)
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
+        # With a token: a reservation whose reply was lost, re-sent by redis-py, answers with
+        # the run it reserved instead of reserving another.
+        item = {"t": "m", "e": RunId.parse(earliest).epoch, "f": texts(fields)}
+        (reply,) = self._merge([item], uuid.uuid4().hex)
+        return self._job_reply(reply[7], reply)
 
     @joins_transaction(Transaction.update_job)
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:

@@ -24,6 +24,7 @@ from ..deltas import ClientDelta
 from ..forksafe import ForkSafeLock
 from ._common import (
     dumps_fields,
+    fresh_run_id,
     job_start_from_client,
     loads_fields,
     new_job_fields,
@@ -39,6 +40,8 @@ __all__ = ["SQLiteStore", "sqlite_path"]
 _PURGE_INTERVAL = 60.0
 _OUTBOX_COLUMNS = "kind, run_id, client_id, version, attempts, due_at, last_error, dead"
 _JOB_BY_ID = "SELECT fields, completed, version FROM jobs WHERE run_id = ?"
+#: The ``meta`` key of the last second ``reserve_job`` took (epoch seconds).
+_RUN_ID_MARK = "run_id_mark"
 
 
 def _outbox_item(row: Sequence[Any]) -> OutboxItem:
@@ -50,6 +53,7 @@ class SQLiteStore:
 
     durable = True
     shared = True  # by the processes of one host
+    error = None  # open once constructed (see Store.error)
 
     def __init__(
         self,
@@ -284,10 +288,15 @@ class SQLiteStore:
                 return existing, False
             return self._put_job(conn, run_id, dict(fields), None), True
 
-    def reserve_job(self, run_id: str, fields: Mapping[str, Any], step: Callable[[str], str]) -> JobRow:
+    def reserve_job(self, earliest: str, fields: Mapping[str, Any]) -> JobRow:
         with self._transaction() as conn:
-            while conn.execute("SELECT 1 FROM jobs WHERE run_id = ?", (run_id,)).fetchone() is not None:
-                run_id = step(run_id)
+            found = conn.execute("SELECT value FROM meta WHERE key = ?", (_RUN_ID_MARK,)).fetchone()
+
+            def taken(run_id: str) -> bool:
+                return conn.execute("SELECT 1 FROM jobs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+            run_id, mark = fresh_run_id(earliest, int(found[0]) if found else None, taken)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_RUN_ID_MARK, str(mark)))
             return self._put_job(conn, run_id, dict(fields), None)
 
     def update_job(self, run_id: str, update: JobUpdate, *, complete: bool | None = None) -> JobRow:
