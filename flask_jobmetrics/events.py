@@ -23,7 +23,7 @@ class RunEvents(Protocol):
         ``run_stalled`` follows and names it)."""
 
     def job_failed(self, run_id: str, notes: str) -> None:
-        """A job run completed as ``Failed`` (not reported for a job the watchdog closed)."""
+        """A job run completed as ``Failed``."""
 
     def run_stalled(self, run_id: str, client_ids: Sequence[str]) -> None:
         """The watchdog closed a job that stopped updating; ``client_ids`` it closed as Failed."""

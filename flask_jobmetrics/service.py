@@ -752,13 +752,7 @@ class MetricsService:
         run = RunId.parse(run_id).base
         check_bool("success", success)
         check_text("notes", notes)
-        return self._complete_job(run, success, notes, self._log(logger, run))
-
-    def _complete_job(
-        self, run: str, success: bool, notes: str, log: StructuredLogger, *, stalled: bool = False
-    ) -> JobRun:
-        """``complete_job_metrics`` of a checked run (``stalled``: the watchdog's closing, whose
-        ``run_stalled`` reports it instead of ``job_failed``)."""
+        log = self._log(logger, run)
         self.buffer.flush(run_id=run)
         now = self.clock()  # an unknown run has no clients, and _update_job raises UnknownRunError
         note = f"Still running when job {run} completed at {now:%Y-%m-%d %H:%M:%S} UTC; closed as Failed."
@@ -776,7 +770,7 @@ class MetricsService:
 
         job = self._update_job(run, finish, complete=True)
         self._forget(run, job.client_ids)
-        if job.status is Status.FAILED and not stalled and self.events is not None:
+        if job.status is Status.FAILED and self.events is not None:
             try:
                 self.events.job_failed(run, notes)
             except Exception as exc:  # the completion stands
@@ -873,7 +867,7 @@ class MetricsService:
         )
         if stalled:
             note += f"; {len(stalled)} running client run(s) closed as Failed"
-        self._complete_job(run, True, note + ".", log, stalled=True)
+        self.complete_job_metrics(run, notes=note + ".", logger=log)
         log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
         if self.events is not None:
             try:

@@ -205,3 +205,19 @@ def test_a_forked_child_takes_the_lease_under_its_own_name(store_service: Any, c
     answer = os.read(read, 1)
     os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+def test_a_stalled_job_is_reported_once_as_stalled(store_service: Any, clock: Clock) -> None:
+    """A job whose only client stalled is reported as stalled once (no job_failed: it is
+    Completed with Errors), and its client as a stalled failure."""
+    events = Recorder()
+    service = store_service(clock, stale_after=6 * HOUR, events=events)
+    service.update_client_metrics(RUN, "globex", {"Leads Processed": 1})
+    service.flush()
+    clock.advance(6 * HOUR + 1)
+    assert service.close_stalled() == [RUN]
+    job = service.get_job_run(RUN)
+    assert job is not None and job.status is Status.COMPLETED_WITH_ERRORS
+    assert events.stalled == [(RUN, ["globex"])]
+    assert events.jobs_failed == []
+    assert [(client, stalled) for _, client, _, stalled in events.failed] == [("globex", True)]
