@@ -637,17 +637,18 @@ def test_an_error_column_appears_when_a_client_reports_error_details(
 def test_long_client_ids_lose_their_middle_in_the_table_and_keep_the_whole_link(
     client: FlaskClient, service: MetricsService
 ) -> None:
-    """Long IDs sharing a prefix show distinct middle-elided names; the link and its title stay whole."""
+    """Long IDs sharing a prefix show distinct middle-elided names; the link, its title and its
+    accessible name stay whole."""
     ids = [f"A-Very-Long-Tenant-Name-Holdings-{i:03d}" for i in range(3)]
     run = service.start_job().run_id
     for client_id in [*ids, "acme"]:
         service.complete_client_metrics(run, client_id, {"Leads Processed": 1})
     html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
-    short = re.findall(r'<span class="name-short" aria-hidden="true">([^<]+)</span>', html)
+    short = re.findall(r'<span class="name-short">([^<]+)</span>', html)
     assert short == [shorten(c, NAME_CHARS) for c in ids] and len(set(short)) == 3
     assert all(len(name) == NAME_CHARS for name in short)
     for client_id in ids:
-        assert f'href="/jobmetrics/clients/{client_id}" title="{client_id}">' in html
+        assert f'href="/jobmetrics/clients/{client_id}" title="{client_id}" aria-label="{client_id}">' in html
         assert f'<span class="name-full">{client_id}</span>' in html
     assert 'title="acme">acme</a>' in html
 

@@ -33,8 +33,9 @@ __all__ = ["API_CACHE_CONTROL", "PREVIEW_CHARS", "client_summary"]
 #: The API may be kept but must be revalidated: an unchanged answer then costs a 304.
 API_CACHE_CONTROL = "no-cache, private"
 
-#: The longest error, notes or reason a client of the run JSON carries (cut ones end in "…").
-PREVIEW_CHARS = 160
+#: The longest error, notes or reason a client of the run JSON carries (cut ones end in "…"):
+#: an error as long as real ones get (a message with a request ID and a URL) stays whole.
+PREVIEW_CHARS = 240
 
 #: The ClientRun fields a client of the run JSON carries as they are.
 _SUMMARY_FIELDS = {"client_id", "status", "completed", "start_time", "end_time", "metrics"}
