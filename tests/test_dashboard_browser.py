@@ -469,7 +469,8 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
     big: tuple[Flask, MetricsService], open_page: PageFactory
 ) -> None:
     """A live 300-client run: the page polls the JSON API (304 while unchanged, never the page
-    itself), shows progress as clients finish, and stops at the finished state."""
+    itself), shows progress as clients finish (a new error in its column and its details), and
+    stops at the finished state."""
     app, service = big
     ids = client_ids(CLIENTS_IN_BIG_RUN)
     run = service.start_job(notes="Live batch").run_id
@@ -513,6 +514,11 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
         row = page.locator(f"#client-{ids[150]}")
         assert row.locator("td.error").inner_text() == reason
         assert row.locator("td.status .reason").count() == 0  # said once, in its column
+        block = page.locator(f"[id='details-{ids[150]}']")  # new, with an error: open, filled from its JSON
+        block.locator("pre.error").wait_for(timeout=WAIT_MS)
+        assert block.get_attribute("open") is not None
+        assert block.locator("pre.error").inner_text() == reason
+        assert "error: " + reason in block.locator("pre.log").inner_text()
         page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
         _shot(page, "dashboard-300-error-1366-dark.png", full_page=False)
 
