@@ -172,6 +172,10 @@ class Store(Protocol):
     def list_clients(self, run_id: str) -> list[ClientRow]:
         """The client rows of a run, ordered by client ID."""
 
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        """The client rows of several runs in one read: run ID -> its rows by client ID
+        (``[]`` for a run without any), for every run asked."""
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         """Create the job row with ``fields`` unless it exists; returns (row, created)."""
