@@ -177,7 +177,7 @@ class MetricsBuffer:
         self._cache = _SpillingCache(self.maxsize, self.ttl, self._clock)
         self._in_flight: list[ClientDelta] = []
         self._sealed: _Sealed | None = None
-        self._added = self._merged = self._flushed = self._failed = 0
+        self._added = self._created = self._flushed = self._failed = 0  # merged: added - created
         self._retry_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -187,17 +187,16 @@ class MetricsBuffer:
     def add(
         self,
         delta: ClientDelta,
-        *,
         stored: ClientRow | None = None,
-        first: Callable[[], Ops] | None = None,
+        first: Callable[[ClientDelta], Ops] | None = None,
     ) -> tuple[Ops | None, list[tuple[str, Any]]]:
         """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through (a
         failed write is held and re-sent, see ``_write_through``).
 
         ``stored``: the row as the store last had it. A sum whose total with its fields and
         the ops held for the key would pass 2**53 is left out of the delta (the store
-        would refuse it, and with it the valid sums held beside it). ``first``: ops put
-        before the delta's when nothing of the key is held (its first update here).
+        would refuse it, and with it the valid sums held beside it). ``first``: makes the ops
+        put before the delta's when nothing of the key is held (its first update here).
 
         Returns what ``pending`` would return right after the add (a copy of the key's ops
         not yet in the store, in-flight ones included; None when it was written through),
@@ -205,7 +204,7 @@ class MetricsBuffer:
         """
         if delta.idempotency_key is not None or delta.complete:
             raise ValueError("deltas with an idempotency key or complete=True go straight to the store")
-        if self._want_thread and self._thread is None and self.max_age > 0:
+        if self._thread is None and self._want_thread and self.max_age > 0:
             try:
                 self.start()
             except RuntimeError:  # interpreter shutting down: the atexit drain sends it
@@ -230,7 +229,6 @@ class MetricsBuffer:
                 else:
                     refused = merge_ops(entry.delta.ops, ops, stored.fields, stored.headroom)
                 self._added += 1
-                self._merged += 1
                 if now - entry.refreshed < self._refresh_after:
                     pending = dict(entry.delta.ops)
                     spilled = False
@@ -260,7 +258,7 @@ class MetricsBuffer:
         key: Key,
         delta: ClientDelta,
         stored: ClientRow | None,
-        first: Callable[[], Ops] | None,
+        first: Callable[[ClientDelta], Ops] | None,
         now: float,
     ) -> tuple[Ops | None, list[tuple[str, Any]], bool]:
         """Under the lock: ``add`` when the key's ops are not all in one live entry (a new
@@ -270,17 +268,17 @@ class MetricsBuffer:
         held = self._pending_of(key)
         refused = refuse_inexact_sums(ops, None if stored is None else stored.fields, held)
         if held is None and first is not None:
-            ops = first()
+            ops = first(delta)
             merge_ops(ops, delta.ops)
         found = cache.data.get(key)
         self._added += 1
         if found is not None and now < found.refreshed + self.ttl:
             merge_ops(found.delta.ops, ops)
-            self._merged += 1
             if now - found.refreshed >= self._refresh_after:
                 pending, spilled = self._refresh(key, found)
                 return pending, refused, spilled
             return self._pending_now(key, found), refused, bool(cache.spill) and now >= self._retry_at
+        self._created += 1
         with cache.timer as now:  # new, or expired: setting it moves the expired one to the spill first
             entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(ops)), now, now)
             cache[key] = entry
@@ -370,8 +368,8 @@ class MetricsBuffer:
 
     def stats(self) -> BufferStats:
         with self._lock:
-            counts = self._added, self._merged, self._flushed, self._failed, len(self._in_flight)
-            return BufferStats(self._count(), *counts)
+            added, merged, flushed = self._added, self._added - self._created, self._flushed
+            return BufferStats(self._count(), added, merged, flushed, self._failed, len(self._in_flight))
 
     def __len__(self) -> int:
         with self._lock:

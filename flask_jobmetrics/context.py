@@ -109,15 +109,14 @@ class RunContext:
         """
         run, client = self.ids()
         service = self.state.service
-        values, _rejected = service.normalize_update(metrics, run, client, self.logger)
-        ops = service.ops_of(values)
+        ops = service.registry.plain_sums(metrics)  # the usual update: nothing to report, no logger
+        if ops is None:
+            ops, _rejected = service.normalized_ops(metrics, run, client, self.logger)
         with self._lock:
             if not self._discarded:
                 merge_ops(self._pending, ops)
                 return
-        self.logger.warning(
-            "metrics added after the request was refused are not recorded: %s", sorted(values)
-        )
+        self.logger.warning("metrics added after the request was refused are not recorded: %s", sorted(ops))
 
     def complete(self, *, success: bool = True, error: BaseException | str | None = None) -> None:
         """Complete the client run when the request or block ends (a failure sticks);

@@ -21,7 +21,6 @@ __all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merg
 
 Op = tuple[str, Any]
 _NUMBERS = (int, float)
-_MIN_MAX = frozenset({"min", "max"})
 Ops = dict[str, Op]
 
 
@@ -41,30 +40,47 @@ def merge_ops(
     larger ones are looked up in ``within``.
     """
     refused = _NONE_REFUSED
+    low = -headroom
     for name, op in new.items():  # the update path: the usual ops merged inline
         old = into.get(name)
-        agg, value = op
         if old is None:
-            merged = op  # ops are tuples: shared, never changed
-        else:
-            old_agg, old_value = old
-            if agg == "sum" and type(value) is int and type(old_value) is int:
-                merged = (old_agg, old_value + value)
-            elif agg == old_agg and value is not None and old_value is not None and agg in _MIN_MAX:
-                merged = op if (value > old_value if agg == "max" else value < old_value) else old
-            elif agg == "set":
-                merged = op
-            elif agg == APPEND and old_agg == APPEND:
-                merged = (APPEND, merge_appends(old_value, value))
-            else:
-                merged = (old_agg, combine(agg, old_value, value))
-        if within is not None and agg == "sum" and not -headroom <= merged[1] <= headroom:
-            total = merged[1] + (within.get(name) or 0)
-            if not -MAX_EXACT <= total <= MAX_EXACT:
+            if (
+                within is not None
+                and op[0] == "sum"
+                and not low <= op[1] <= headroom
+                and _beyond(name, op[1], within)
+            ):
+                refused = [*refused, (name, op[1])]
+                continue
+            into[name] = op  # ops are tuples: shared, never changed
+            continue
+        agg, value = op
+        old_agg, old_value = old
+        if agg == "sum":  # numbers (normalized), added to a sum or to a total (set)
+            total = old_value + value
+            if within is not None and not low <= total <= headroom and _beyond(name, total, within):
                 refused = [*refused, (name, value)]
                 continue
-        into[name] = merged
+            into[name] = (old_agg, total)
+        elif agg == "max" and old_agg == "max":  # Last Update, End Time
+            if old_value is None or (value is not None and value > old_value):
+                into[name] = op
+        elif agg == "min" and old_agg == "min":  # Start Time
+            if old_value is None or (value is not None and value < old_value):
+                into[name] = op
+        elif agg == "set":
+            into[name] = op
+        elif agg == APPEND and old_agg == APPEND:
+            into[name] = (APPEND, merge_appends(old_value, value))
+        else:
+            into[name] = (old_agg, combine(agg, old_value, value))
     return refused
+
+
+def _beyond(name: str, total: Any, within: Mapping[str, Any]) -> bool:
+    """Whether ``total`` with the stored value of ``name`` passes 2**53."""
+    total += within.get(name) or 0
+    return not -MAX_EXACT <= total <= MAX_EXACT
 
 
 def refuse_inexact_sums(

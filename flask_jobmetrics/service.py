@@ -22,9 +22,9 @@ from .exceptions import (
     StoreUnavailableError,
     UnknownRunError,
 )
-from .forksafe import ForkSafeLock
 from .formatting import shorten, span
 from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
+from .known_rows import UNSEEN, KnownRows
 from .log import LogFormat, OutageLog, StructuredLogger
 from .longtext import bound_text
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
@@ -86,10 +86,8 @@ class RowPublisher(Protocol):
 #: Seconds a reserved run ID may run ahead of the clock before ``start_job`` warns.
 DRIFT_WARNING = 60
 
-_UNSEEN = object()
 #: The rejections of the usual update (never appended to).
 _NO_REJECTIONS: list[RejectedMetric] = []
-_ABSENT = object()
 
 
 def _check_logger(logger: object) -> None:
@@ -160,13 +158,10 @@ class MetricsService:
             on_delivered=lambda rows: self._merged(*rows),
             token_ttl=IDEMPOTENCY_TTL,
         )
-        # The last store row seen per key (or _ABSENT): the update path reads the store once per key.
-        # A plain dict (oldest entry dropped past the bound; a completed job's rows are
-        # dropped by complete_job_metrics): the update path reads it on every call.
-        self._rows: dict[tuple[str, str], object] = {}
-        self._rows_max = max(buffer_maxsize, 1024)
+        #: The last store row seen per key: the update path reads the store once per key
+        #: (a completed job's rows are dropped by complete_job_metrics).
+        self._rows = KnownRows(max(buffer_maxsize, 1024))
         self._aggregates: dict[str, str] = {}  # field -> aggregation, for registered fields
-        self._rows_lock = ForkSafeLock()  # a forked child never inherits it held
         #: Until when (``clock`` seconds) the update path does not read the store: it was unavailable.
         self._reads_paused_until = float("-inf")
         #: The last store error of a buffer delivery, None once a merge went through.
@@ -209,7 +204,7 @@ class MetricsService:
         late webhooks), wake the publisher. Never raises: what was merged stays merged."""
         self._store_error = None
         self.outage.recovered()
-        self._remember(*rows)
+        self._rows.remember(rows)
         for row in rows:
             if row.refused:
                 self._report_refused(row)
@@ -249,40 +244,25 @@ class MetricsService:
             "could not merge %d buffered entries into the store (kept, retried later): %s", len(deltas), exc
         )
 
-    def _remember(self, *rows: ClientRow) -> None:
-        with self._rows_lock:
-            known = self._rows
-            for row in rows:
-                known[(row.run_id, row.client_id)] = row
-            while len(known) > self._rows_max:
-                del known[next(iter(known))]
-
-    def _forget(self, run_id: str, client_ids: Sequence[str]) -> None:
-        """Drop the rows of a completed job: a late update reads its row from the store again."""
-        with self._rows_lock:
-            for client_id in client_ids:
-                self._rows.pop((run_id, client_id), None)
-
     def _known(self, run_id: str, client_id: str) -> ClientRow | None:
         """The row as this process last saw it in the store (None: not there), read once."""
-        key = (run_id, client_id)
-        row = self._rows.get(key, _UNSEEN)  # one dict read: atomic, no lock needed
-        if row is _UNSEEN:
-            now = self.clock().timestamp()
-            if now < self._reads_paused_until:  # the store was unavailable moments ago: not again
-                return None
-            try:
-                row = self.store.get_client(run_id, client_id)
-            except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
-                if isinstance(exc, StoreUnavailableError):  # each read would wait for it to fail again
-                    self._reads_paused_until = now + RETRY_INTERVAL
-                self.outage.failed("store unreachable, update buffered without reading the row: %s", exc)
-                return None
-            with self._rows_lock:
-                self._rows.setdefault(key, row if row is not None else _ABSENT)
-                if len(self._rows) > self._rows_max:
-                    del self._rows[next(iter(self._rows))]
-        return row if isinstance(row, ClientRow) else None
+        row = self._rows.get((run_id, client_id), UNSEEN)
+        return row if row is not UNSEEN else self._read_row(run_id, client_id)
+
+    def _read_row(self, run_id: str, client_id: str) -> ClientRow | None:
+        """``_known`` of a row not seen yet: read from the store and remembered."""
+        now = self.clock().timestamp()
+        if now < self._reads_paused_until:  # the store was unavailable moments ago: not again
+            return None
+        try:
+            row = self.store.get_client(run_id, client_id)
+        except StoreError as exc:  # the update is still buffered; only its returned view lacks the store
+            if isinstance(exc, StoreUnavailableError):  # each read would wait for it to fail again
+                self._reads_paused_until = now + RETRY_INTERVAL
+            self.outage.failed("store unreachable, update buffered without reading the row: %s", exc)
+            return None
+        self._rows.read((run_id, client_id), row)
+        return row
 
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
         """(base run ID, client ID) of valid arguments (the last thousand or so are remembered)."""
@@ -394,9 +374,10 @@ class MetricsService:
         """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
         fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
 
-    def _opening(self, now: datetime) -> Ops:
+    def _opening(self, delta: ClientDelta) -> Ops:
         """The ops of a row's first update in this process, before its own: ``Start Time``
-        and the Progress Log's first line."""
+        and the Progress Log's first line, at the update's time (its ``Last Update``)."""
+        now = delta.ops[LAST_UPDATE][1]
         return {START_TIME: ("min", now), PROGRESS_LOG: self._line("started (first update)", now)}
 
     def _counts(self, fields: Mapping[str, Any]) -> str:
@@ -497,7 +478,9 @@ class MetricsService:
         one), and the row's first update here opens its Progress Log (``_opening``). Sums
         whose total would pass 2**53 are left out and reported."""
         now = now if now is not None else self.clock()
-        known = self._known(run, client)
+        known = self._rows.get((run, client), UNSEEN)
+        if known is UNSEEN:
+            known = self._read_row(run, client)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
                 "late update to a completed client run: %s", sorted(ops) or "no metrics"
@@ -506,12 +489,13 @@ class MetricsService:
         if known is not None and known.fields.get(START_TIME) is None and START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         if idempotency_key is not None:
-            return self._merge_once(run, client, ops, rejected, logger, idempotency_key, now, known)
+            return self._merge_once(run, client, ops, rejected, logger, idempotency_key, known)
         delta = ClientDelta(run, client, ops)
-        if known is None:  # Start Time comes with the first ops of the row (what this process holds has it)
-            buffered, refused = self.buffer.add(delta, first=lambda: self._opening(now))
+        # Start Time comes with the first ops of a row not stored (what this process holds has it)
+        if known is None:
+            buffered, refused = self.buffer.add(delta, None, self._opening)
         else:
-            buffered, refused = self.buffer.add(delta, stored=known)
+            buffered, refused = self.buffer.add(delta, known)
         if refused:
             too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in refused]
             self._report_rejected(logger, run, client, too_large)
@@ -530,17 +514,16 @@ class MetricsService:
         rejected: list[RejectedMetric] | None,
         logger: StructuredLogger | None,
         idempotency_key: str,
-        now: datetime,
         known: ClientRow | None,
     ) -> ClientRun:
         """``_merge_ops`` with an idempotency key: straight into the store, after what the
         buffer holds for the row; a key applied before changes nothing."""
+        delta = ClientDelta(run, client, ops, idempotency_key=idempotency_key)
         if known is None and self.buffer.pending(run, client) is None:
-            opening = self._opening(now)
-            merge_ops(opening, ops)
-            ops = opening
+            delta.ops = self._opening(delta)
+            merge_ops(delta.ops, ops)
         self.buffer.flush(run_id=run, client_id=client)
-        row, applied = self.store.merge_client(ClientDelta(run, client, ops, idempotency_key=idempotency_key))
+        row, applied = self.store.merge_client(delta)
         if applied:
             self._merged(row)
         else:
@@ -761,7 +744,7 @@ class MetricsService:
             fields[STATUS] = job_status((c.fields for c in clients), success=success)
 
         job = self._update_job(run, finish, complete=True)
-        self._forget(run, job.client_ids)
+        self._rows.forget(run, job.client_ids)
         if job.status is Status.FAILED and self.events is not None:
             try:
                 self.events.job_failed(run, notes)
@@ -802,7 +785,7 @@ class MetricsService:
         row, _ = self.store.merge_client(
             ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close
         )
-        self._remember(row)
+        self._rows.remember([row])
         if closed:
             log.bind(scope="CLIENT", client_id=client).warning(
                 "client run was still running; closed as Failed"
