@@ -59,4 +59,3 @@ def bound_text(text: str, limit: int = LONG_TEXT_LIMIT, *, head: int = 0) -> str
     if newline != -1:
         tail = tail[newline + 1 :]
     return kept_head + _mark(already + len(rest) - len(tail)) + tail
-
