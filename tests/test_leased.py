@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -58,13 +59,17 @@ def loops() -> Iterator[list[LeasedLoop]]:
         loop.stop()
 
 
-def _leased(store: Store, clock: Clock, loops: list[LeasedLoop]) -> tuple[LeasedLoop, Steps]:
-    lease = Lease(store, "test-loop", ttl=30.0, clock=clock.timestamp, logger=LOG)
-    steps = Steps(lease)
-    loop = LeasedLoop(steps, name="test-loop", wait=FOREVER, logger=LOG, lease=lease)
+def _started(steps: Steps, loops: list[LeasedLoop], **options: Any) -> LeasedLoop:
+    """A started loop running ``steps``, waiting an hour between steps unless woken."""
+    loop = LeasedLoop(steps, name="test-loop", wait=FOREVER, logger=LOG, lease=steps.lease, **options)
     loops.append(loop)
     loop.start()
-    return loop, steps
+    return loop
+
+
+def _leased(store: Store, clock: Clock, loops: list[LeasedLoop]) -> tuple[LeasedLoop, Steps]:
+    steps = Steps(Lease(store, "test-loop", ttl=30.0, clock=clock.timestamp, logger=LOG))
+    return _started(steps, loops), steps
 
 
 def test_one_of_two_loops_on_a_store_holds_the_lease(
@@ -101,9 +106,7 @@ def test_a_failing_step_is_logged_and_the_loop_goes_on(
 ) -> None:
     """A step that raises is logged as the loop's failure, and the next step runs."""
     steps = Steps(fail=1)
-    loop = LeasedLoop(steps, name="test-loop", wait=FOREVER, logger=LOG, failed="testing failed (retried)")
-    loops.append(loop)
-    loop.start()
+    loop = _started(steps, loops, failed="testing failed (retried)")
     with caplog.at_level(logging.ERROR, logger="flask_jobmetrics"):
         steps.next(loop)
         steps.next(loop)
@@ -117,9 +120,7 @@ def test_a_failing_step_is_logged_and_the_loop_goes_on(
 def test_stop_wakes_a_waiting_loop_at_once(loops: list[LeasedLoop]) -> None:
     """A loop waiting an hour for its next step ends when stopped, and runs no step more."""
     steps = Steps()
-    loop = LeasedLoop(steps, name="test-loop", wait=FOREVER, logger=LOG)
-    loops.append(loop)
-    loop.start()
+    loop = _started(steps, loops)
     steps.next(loop)
     loop.stop()
     assert not loop.running
@@ -129,9 +130,7 @@ def test_stop_wakes_a_waiting_loop_at_once(loops: list[LeasedLoop]) -> None:
 def test_a_stopped_loop_starts_again(loops: list[LeasedLoop]) -> None:
     """start() after stop() runs the loop anew (start is safe to repeat)."""
     steps = Steps()
-    loop = LeasedLoop(steps, name="test-loop", wait=FOREVER, logger=LOG)
-    loops.append(loop)
-    loop.start()
+    loop = _started(steps, loops)
     loop.stop()
     loop.start()
     loop.start()
