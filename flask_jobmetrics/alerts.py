@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .forksafe import at_fork_reset
+from .leased import LeasedLoop
 from .log import StructuredLogger
 
 if TYPE_CHECKING:  # imported when an alerter is made: requests takes a while to load
@@ -80,22 +81,26 @@ class Alerter:
         self._failures = 0
         self._lock = threading.Lock()  # the queue; never held during I/O
         self._send_lock = threading.Lock()  # one post at a time
-        self._start_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: The thread posting the lines when they are due (every process posts its own).
+        self._loop = LeasedLoop(
+            self.run_once,
+            name="jobmetrics-alerts",
+            wait=self._next_look,
+            logger=self.log,
+            failed="posting alerts failed (retried)",
+        )
         at_fork_reset(self)
 
     def _after_fork_in_child(self) -> None:
-        # The parent's thread does not exist here and its locks may be held: start afresh (the
-        # queued lines stay the parent's to post). Our session's pooled connections are the
-        # parent's sockets: a new session (one handed in is its owner's to renew).
+        # The parent's locks may be held here: start afresh (the queued lines stay the
+        # parent's to post; the loop starts afresh by itself). Our session's pooled
+        # connections are the parent's sockets: a new session (one handed in is its owner's
+        # to renew).
         if self._own_session:
             import requests
 
             self.session = requests.Session()
-        self._lock, self._send_lock, self._start_lock = threading.Lock(), threading.Lock(), threading.Lock()
-        self._wake, self._stop, self._thread = threading.Event(), threading.Event(), None
+        self._lock, self._send_lock = threading.Lock(), threading.Lock()
         self._lines.clear()
         self._dropped, self._batch_started, self._retry_at, self._failures = 0, None, 0.0, 0
         self._sending = 0
@@ -239,30 +244,19 @@ class Alerter:
     def _start(self) -> None:
         if not self.background:
             return
-        if self._thread is not None and self._thread.is_alive():
-            self._wake.set()
-            return
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name="jobmetrics-alerts", daemon=True)
-                self._thread.start()
+        if self._loop.running:
+            self._loop.wake()
+        else:
+            self._loop.start()
 
     def wake(self) -> None:
         """Let the thread look now (e.g. after the clock moved)."""
-        self._wake.set()
+        self._loop.wake()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            wait = self.due_in()
-            self._wake.wait(timeout=self.window if wait is None else min(max(wait, 0.05), self.window))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.run_once()
-            except Exception as exc:  # the thread must survive anything; the lines stay queued
-                self.log.error("posting alerts failed (retried): %r", exc)
+    def _next_look(self) -> float:
+        """How long the thread waits: until the next post is due (a window when none waits)."""
+        wait = self.due_in()
+        return self.window if wait is None else min(max(wait, 0.05), self.window)
 
     def close(self) -> None:
         """``stop`` (the service closes)."""
@@ -270,10 +264,7 @@ class Alerter:
 
     def stop(self) -> None:
         """Stop the thread, then try once to post what waits (a short exit drain)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join(timeout=5)
+        self._loop.stop()
         if self.pending():
             try:
                 self.run_once(force=True)

@@ -15,7 +15,7 @@ import re
 
 from .airtable_limits import MAX_CELL_TEXT_LENGTH, text_length
 
-__all__ = ["LONG_TEXT_LIMIT", "append_line", "bound_text"]
+__all__ = ["LONG_TEXT_LIMIT", "bound_text"]
 
 #: Airtable's limit for a text cell, in UTF-16 code units (``text_length``).
 LONG_TEXT_LIMIT = MAX_CELL_TEXT_LENGTH
@@ -59,8 +59,3 @@ def bound_text(text: str, limit: int = LONG_TEXT_LIMIT, *, head: int = 0) -> str
     if newline != -1:
         tail = tail[newline + 1 :]
     return kept_head + _mark(already + len(rest) - len(tail)) + tail
-
-
-def append_line(previous: str | None, line: str, limit: int = LONG_TEXT_LIMIT) -> str:
-    """``previous`` with ``line`` appended as a new line, bounded to ``limit`` characters."""
-    return bound_text(f"{previous}\n{line}" if previous else line, limit)

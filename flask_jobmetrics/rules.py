@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from .longtext import append_line
+from .journal import append_op, append_text
 from .models import Status
 from .schema import (
     CLIENTS_PROCESSED,
@@ -58,8 +58,10 @@ def job_status(clients: Iterable[Mapping[str, Any]], *, success: bool) -> str:
 
 
 def add_note(fields: dict[str, Any], note: str) -> None:
-    """Append ``note`` as a line of ``System Notes`` (bounded: the oldest lines give way)."""
-    fields[SYSTEM_NOTES] = append_line(fields.get(SYSTEM_NOTES), note)
+    """Append ``note`` as a line of ``System Notes``, as the store's merge appends a buffered
+    note (``journal.append_text``: lines in time order, bounded: the oldest lines give way)."""
+    _, value = append_op(note)
+    fields[SYSTEM_NOTES] = append_text(fields.get(SYSTEM_NOTES), value)
 
 
 def as_time(value: Any) -> datetime | None:

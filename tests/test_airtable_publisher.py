@@ -319,9 +319,28 @@ def test_a_stopped_publisher_hands_its_lease_on(make_app: AppFactory) -> None:
     service.complete_client_metrics(RUN, "acme", {"Leads Processed": 1})
     service.flush(timeout=10)
     now = publisher.clock()
-    assert not service.store.acquire_lease(publisher.lease, "someone-else", 30.0, now)
+    assert not service.store.acquire_lease(publisher.lease.name, "someone-else", 30.0, now)
     publisher.stop()
-    assert service.store.acquire_lease(publisher.lease, "someone-else", 30.0, publisher.clock())
+    assert service.store.acquire_lease(publisher.lease.name, "someone-else", 30.0, publisher.clock())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_sends_under_its_own_name(make_app: AppFactory) -> None:
+    """A worker forked from a process whose sender holds the lease (gunicorn ``--preload``)
+    asks for the sender and flush leases as another process, not as its parent."""
+    from .test_forksafe import in_child
+
+    publisher = get_state(make_app()).service.publisher
+    assert publisher is not None
+    publisher.run_once()
+    parents = (publisher.lease.owner, publisher.flush_lease.owner)
+    answer = in_child(lambda: str(not set(parents) & set(_owners(publisher))))
+    assert answer == "True"
+    assert _owners(publisher) == parents
+
+
+def _owners(publisher: Any) -> tuple[str, str]:
+    return (publisher.lease.owner, publisher.flush_lease.owner)
 
 
 def test_an_app_left_running_is_quiet_once_its_emulator_is_retired(

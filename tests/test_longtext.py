@@ -7,7 +7,7 @@ import re
 import pytest
 
 from flask_jobmetrics.airtable_limits import text_length
-from flask_jobmetrics.longtext import LONG_TEXT_LIMIT, append_line, bound_text
+from flask_jobmetrics.longtext import LONG_TEXT_LIMIT, bound_text
 from flask_jobmetrics.rules import add_note
 from flask_jobmetrics.schema import SYSTEM_NOTES
 
@@ -68,7 +68,15 @@ def test_notes_appended_without_end_stay_within_the_cell_limit() -> None:
     notes = fields[SYSTEM_NOTES]
     assert isinstance(notes, str) and len(notes) <= LONG_TEXT_LIMIT
     assert notes.endswith("client 04999: 40 leads scored, 3 posts harvested")
-    assert append_line(None, "first") == "first"
+
+
+def test_a_note_is_a_line_of_its_own() -> None:
+    """The first note is System Notes alone; each next one follows on a new line."""
+    fields: dict[str, object] = {}
+    add_note(fields, "first")
+    assert fields[SYSTEM_NOTES] == "first"
+    add_note(fields, "second")
+    assert fields[SYSTEM_NOTES] == "first\nsecond"
 
 
 def test_length_is_counted_as_airtable_counts_it() -> None:

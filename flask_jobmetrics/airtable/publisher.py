@@ -17,13 +17,10 @@ everything pending now, and returns as soon as the outbox is empty.
 from __future__ import annotations
 
 import math
-import os
 import random
 import re
-import socket
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +33,7 @@ from ..airtable_limits import MAX_RECORDS_PER_REQUEST
 from ..config import Settings
 from ..exceptions import StoreError
 from ..forksafe import at_fork_reset
+from ..leased import Lease, LeasedLoop
 from ..log import OutageLog, StructuredLogger
 from ..schema import MetricRegistry
 from ..stores.base import OutboxItem, Store
@@ -137,10 +135,14 @@ class Publisher:
         self.targets: dict[Kind, Target] = {
             kind: Target(kind, name, api.table(base, name), names[kind]) for kind, name in tables.items()
         }
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease = f"airtable-publisher:{base}"
+
+        def lease(name: str, what: str) -> Lease:
+            return Lease(store, name, ttl=LEASE_TTL, clock=lambda: self.clock(), logger=self.log, what=what)
+
+        #: One sender at a time per base: the holder of this lease sends.
+        self.lease = lease(f"airtable-publisher:{base}", "the Airtable sender lease")
         #: Held by a process whose flush() waits on the lease holder: "publish everything now".
-        self.flush_lease = f"airtable-flush:{base}"
+        self.flush_lease = lease(f"airtable-flush:{base}", "the flush request")
         self.blocked: str | None = None
         #: A memory store starts empty after a restart: read each run's rows once before publishing.
         self.read_back = (
@@ -154,11 +156,14 @@ class Publisher:
         self._last_sent: dict[tuple[str, str, str], float] = {}
         self._first_due: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()  # one pass at a time (the sender thread and flush())
-        self._start_lock = threading.Lock()  # one sender thread per process
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        #: The sender thread: a pass every LINGER / 2 seconds, or as soon as it is woken.
+        self._loop = LeasedLoop(
+            self.background_pass,
+            name="jobmetrics-airtable",
+            wait=LINGER / 2,
+            logger=self.log,
+            lease=self.lease,
+        )
         _PUBLISHERS.add(self)
         at_fork_reset(self)
 
@@ -166,41 +171,23 @@ class Publisher:
 
     def wake(self) -> None:
         """Start the sender thread in this process if needed, and let it look now."""
-        with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._stop = threading.Event()
-                self._thread = threading.Thread(target=self._run, name="jobmetrics-airtable", daemon=True)
-                self._thread.start()
-        self._wake.set()
+        self._loop.start()
+        self._loop.wake()
 
     def _after_fork_in_child(self) -> None:
-        # Nothing of the parent's thread or locks is usable in a forked child: start afresh.
-        self._lock, self._start_lock = threading.Lock(), threading.Lock()
-        self._stop, self._wake, self._thread = threading.Event(), threading.Event(), None
-        self._pid = os.getpid()
+        # The parent's pass may hold the lock in a forked child (the loop and the leases
+        # start afresh by themselves).
+        self._lock = threading.Lock()
 
     def stop(self) -> None:
         """Stop the sender thread and hand back the lease, so another sender need not wait."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            self._thread.join(timeout=5)
-        try:  # renewing our own lease with no time left releases it; another holder's is untouched
-            self.store.acquire_lease(self.lease, self.owner, 0.0, self.clock())
-        except Exception as exc:
-            self.log.info("could not release the Airtable sender lease (it expires by itself): %r", exc)
+        self._loop.stop()
 
     def retire(self) -> None:
         """Stop for good, as when the Airtable it sends to is gone (a test's emulator): the
         sender thread ends and later passes send nothing; the rows stay in the outbox."""
         self._paused_until = math.inf
         self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(timeout=LINGER / 2)
-            self._wake.clear()
-            self.background_pass()
 
     def background_pass(self) -> None:
         """One pass of the sender thread: ``run_once``, its failures logged, never raised (the
@@ -223,12 +210,12 @@ class Publisher:
         with self._lock:
             now = self.clock()
             # Renewed while paused too: another process must not send into Airtable's 429 lock.
-            self._leading = self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, now)
+            self._leading = self.lease.take(now)
             if not self._leading or now < self._paused_until:
                 return 0
             # A flush waiting in another process: publish as it would here. (Taking the lease
             # for no time succeeds, and changes nothing, only when no one holds it.)
-            force = force or not self.store.acquire_lease(self.flush_lease, self.owner, 0.0, now)
+            force = force or not self.flush_lease.take(now, ttl=0.0)
             self._read_schema()
             due = self.store.outbox_due(math.inf if force else now, 1000)
             ready: dict[Kind, list[tuple[OutboxItem, dict[str, Any]]]] = {"client": [], "job": []}
@@ -255,7 +242,7 @@ class Publisher:
     def _still_leader(self) -> bool:
         """Renew the lease before a request; False when another sender holds it now (a pass
         that outlasted the lease)."""
-        return self.store.acquire_lease(self.lease, self.owner, LEASE_TTL, self.clock())
+        return self.lease.take()
 
     def _pick(self, item: OutboxItem, now: float, force: bool) -> tuple[OutboxItem, dict[str, Any]] | None:
         """The entry (at the version of the row as read) and its record, or None: not now."""
@@ -426,14 +413,11 @@ class Publisher:
                     return PublishResult(published, pending, dead)
                 if not self._leading:  # renewed while waiting; the holder looks on every pass
                     ttl = LEASE_TTL if deadline is None else min(LEASE_TTL, deadline - now)
-                    asking = self.store.acquire_lease(self.flush_lease, self.owner, ttl, now) or asking
+                    asking = self.flush_lease.take(now, ttl=ttl) or asking
                 self.sleep(0.05)
         finally:
             if asking:  # hand the request back: the holder need not force any longer
-                try:
-                    self.store.acquire_lease(self.flush_lease, self.owner, 0.0, self.clock())
-                except Exception as exc:
-                    self.log.info("could not withdraw the flush request (it expires by itself): %r", exc)
+                self.flush_lease.release()
 
 
 def sender_record(settings: Settings) -> deque[float]:
