@@ -264,8 +264,14 @@ class MetricsService:
         self._rows.read((run_id, client_id), row)
         return row
 
+    def checked_ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
+        """(base run ID, client ID) of valid arguments, else ``InvalidRunIdError`` /
+        ``InvalidClientIdError`` (a client-form run ID must name the same client). The last
+        thousand or so valid pairs are remembered: checking one again is a dict look-up."""
+        return self._ids(run_id, client_id)
+
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
-        """(base run ID, client ID) of valid arguments (the last thousand or so are remembered)."""
+        """``checked_ids`` (the update path calls it without the extra frame)."""
         if type(run_id) is str and type(client_id) is str:
             ids = self._checked_ids.get((run_id, client_id))
             if ids is None:
