@@ -35,14 +35,16 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cachetools import Cache, TTLCache
 
-from .deltas import ClientDelta, Ops, merge_ops
+from .deltas import ClientDelta, Ops, merge_ops, refuse_inexact_sums
 from .forksafe import at_fork_reset
+from .schema import MAX_EXACT
+from .stores.base import ClientRow
 
 __all__ = ["BufferStats", "MetricsBuffer", "drain_all"]
 
@@ -53,6 +55,7 @@ Sink = Callable[[list[ClientDelta], str], object]
 OnError = Callable[[BaseException, list[ClientDelta]], None]
 Pick = Callable[[Key, "_Entry", float], bool]
 _BUFFERS: weakref.WeakSet[MetricsBuffer] = weakref.WeakSet()
+_NOTHING: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ class _SpillingCache(TTLCache[Key, _Entry]):
     def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float]) -> None:
         super().__init__(maxsize, ttl, timer)
         self.spill: list[tuple[Key, _Entry]] = []
+        #: The entries by key, expired or not: cachetools' own dict, read without its
+        #: method calls on the update path (``peek``).
+        self.data: dict[Key, _Entry] = self._Cache__data  # type: ignore[attr-defined]
 
     def expire(self, time: float | None = None) -> list[tuple[Key, _Entry]]:
         pairs = super().expire(time)
@@ -116,10 +122,7 @@ class _SpillingCache(TTLCache[Key, _Entry]):
 
     def peek(self, key: Key) -> _Entry | None:
         """The entry of ``key``, expired or not, without touching the LRU order."""
-        try:
-            return Cache.__getitem__(self, key)
-        except KeyError:
-            return None
+        return self.data.get(key)
 
 
 class MetricsBuffer:
@@ -181,12 +184,24 @@ class MetricsBuffer:
         self._thread_pid = 0
 
     # -- public API
-    def add(self, delta: ClientDelta) -> Ops | None:
+    def add(
+        self,
+        delta: ClientDelta,
+        *,
+        stored: ClientRow | None = None,
+        first: Callable[[], Ops] | None = None,
+    ) -> tuple[Ops | None, list[tuple[str, Any]]]:
         """Merge ``delta`` into its (run, client) entry; ``max_age == 0`` writes through (a
         failed write is held and re-sent, see ``_write_through``).
 
+        ``stored``: the row as the store last had it. A sum whose total with its fields and
+        the ops held for the key would pass 2**53 is left out of the delta (the store
+        would refuse it, and with it the valid sums held beside it). ``first``: ops put
+        before the delta's when nothing of the key is held (its first update here).
+
         Returns what ``pending`` would return right after the add (a copy of the key's ops
-        not yet in the store, in-flight ones included): None when it was written through.
+        not yet in the store, in-flight ones included; None when it was written through),
+        and the sums left out, as (field, value).
         """
         if delta.idempotency_key is not None or delta.complete:
             raise ValueError("deltas with an idempotency key or complete=True go straight to the store")
@@ -197,32 +212,86 @@ class MetricsBuffer:
                 self._want_thread = False
         key = (delta.run_id, delta.client_id)
         cache = self._cache
+        ops = delta.ops
+        pending: Ops | None
         with self._lock:
             now = self._clock()
-            entry = cache.peek(key)
-            if entry is not None and now < entry.refreshed + self.ttl:  # live: cachetools' own test
-                # Merged into the cached entry, the ops leave with it, however it leaves.
-                merge_ops(entry.delta.ops, delta.ops)
+            found = cache.data.get(key)
+            if (
+                found is not None
+                and now < found.refreshed + self.ttl  # live: cachetools' own test
+                and not (self._in_flight or self._sealed is not None or cache.spill)
+            ):
+                # The usual case: the cached entry holds all of the key's ops. Merged into
+                # it, the ops leave with it, however it leaves.
+                entry = found
+                if stored is None:
+                    refused = merge_ops(entry.delta.ops, ops, _NOTHING, MAX_EXACT)
+                else:
+                    refused = merge_ops(entry.delta.ops, ops, stored.fields, stored.headroom)
+                self._added += 1
                 self._merged += 1
-                if now - entry.refreshed >= self._refresh_after:
-                    with cache.timer as now:
-                        if now < entry.refreshed + self.ttl:  # still live at the frozen time
-                            cache[key] = entry  # resets the idle TTL; may spill others
-                            entry.refreshed = now
-            else:  # new, or expired: setting it moves the expired one to the spill first
-                with cache.timer as now:
-                    entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(delta.ops)), now, now)
-                    cache[key] = entry
-            self._added += 1
-            behind = self._in_flight or self._sealed is not None or cache.spill
-            pending = self._pending_of(key) if behind else dict(entry.delta.ops)
-            spilled = bool(cache.spill) and now >= self._retry_at
+                if now - entry.refreshed < self._refresh_after:
+                    pending = dict(entry.delta.ops)
+                    spilled = False
+                else:
+                    pending, spilled = self._refresh(key, entry)
+            else:
+                pending, refused, spilled = self._add_behind(key, delta, stored, first, now)
         if self.max_age == 0:
             self._write_through(key)
-            return self.pending(*key)  # None once written; the ops held when the write failed
+            return self.pending(*key), refused  # None once written; the ops held when the write failed
         if spilled:
             self._hand_off()
-        return pending
+        return pending, refused
+
+    def _refresh(self, key: Key, entry: _Entry) -> tuple[Ops | None, bool]:
+        """Under the lock: reset the idle TTL of a live entry (``cachetools`` re-links it,
+        which may spill others); (the key's pending ops, whether there is a spill to send)."""
+        cache = self._cache
+        with cache.timer as now:
+            if now < entry.refreshed + self.ttl:  # still live at the frozen time
+                cache[key] = entry
+                entry.refreshed = now
+        return self._pending_now(key, entry), bool(cache.spill) and now >= self._retry_at
+
+    def _add_behind(
+        self,
+        key: Key,
+        delta: ClientDelta,
+        stored: ClientRow | None,
+        first: Callable[[], Ops] | None,
+        now: float,
+    ) -> tuple[Ops | None, list[tuple[str, Any]], bool]:
+        """Under the lock: ``add`` when the key's ops are not all in one live entry (a new
+        key, an expired entry, ops in flight, sealed or spilled)."""
+        cache = self._cache
+        ops = delta.ops
+        held = self._pending_of(key)
+        refused = refuse_inexact_sums(ops, None if stored is None else stored.fields, held)
+        if held is None and first is not None:
+            ops = first()
+            merge_ops(ops, delta.ops)
+        found = cache.data.get(key)
+        self._added += 1
+        if found is not None and now < found.refreshed + self.ttl:
+            merge_ops(found.delta.ops, ops)
+            self._merged += 1
+            if now - found.refreshed >= self._refresh_after:
+                pending, spilled = self._refresh(key, found)
+                return pending, refused, spilled
+            return self._pending_now(key, found), refused, bool(cache.spill) and now >= self._retry_at
+        with cache.timer as now:  # new, or expired: setting it moves the expired one to the spill first
+            entry = _Entry(ClientDelta(delta.run_id, delta.client_id, dict(ops)), now, now)
+            cache[key] = entry
+        return self._pending_now(key, entry), refused, bool(cache.spill) and now >= self._retry_at
+
+    def _pending_now(self, key: Key, entry: _Entry) -> Ops | None:
+        """Under the lock, right after an add to ``entry``: what ``pending`` returns."""
+        if self._in_flight or self._sealed is not None or self._cache.spill:
+            return self._pending_of(key)
+        return dict(entry.delta.ops)
+
 
     def pending(self, run_id: str, client_id: str) -> Ops | None:
         """A copy of the ops of this key not yet in the store, in-flight ones included."""

@@ -17,24 +17,67 @@ from .journal import APPEND, append_text, merge_appends
 from .models import Status
 from .schema import MAX_EXACT, STATUS, combine
 
-__all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merge_ops"]
+__all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merge_ops", "refuse_inexact_sums"]
 
 Op = tuple[str, Any]
 _NUMBERS = (int, float)
+_MIN_MAX = frozenset({"min", "max"})
 Ops = dict[str, Op]
 
 
-def merge_ops(into: Ops, new: Mapping[str, Op]) -> None:
-    """Fold the ops of ``new`` into ``into`` (both deltas of the same row)."""
-    for name, (agg, value) in new.items():
+#: What ``merge_ops`` returns in the usual case (never appended to).
+_NONE_REFUSED: list[tuple[str, Any]] = []
+
+
+def merge_ops(
+    into: Ops, new: Mapping[str, Op], within: Mapping[str, Any] | None = None, headroom: int = 0
+) -> list[tuple[str, Any]]:
+    """Fold the ops of ``new`` into ``into`` (both deltas of the same row).
+
+    ``within``: the row's fields as stored. A sum whose total with them and ``into`` would
+    pass 2**53 is then left out (the store would refuse it, and with it the valid sums held
+    beside it); returns those, as (field, value). A merged sum no larger than ``headroom``
+    either way is within the bound whatever the row holds (``ClientRow.headroom``), so only
+    larger ones are looked up in ``within``.
+    """
+    refused = _NONE_REFUSED
+    for name, op in new.items():  # the update path: the usual ops merged inline
         old = into.get(name)
-        if old is None or agg == "set":
-            into[name] = (agg, value)
-        elif agg == APPEND and old[0] == APPEND:
-            into[name] = (APPEND, merge_appends(old[1], value))
+        agg, value = op
+        if old is None:
+            merged = op  # ops are tuples: shared, never changed
         else:
             old_agg, old_value = old
-            into[name] = (old_agg, combine(agg, old_value, value))
+            if agg == "sum" and type(value) is int and type(old_value) is int:
+                merged = (old_agg, old_value + value)
+            elif agg == old_agg and value is not None and old_value is not None and agg in _MIN_MAX:
+                merged = op if (value > old_value if agg == "max" else value < old_value) else old
+            elif agg == "set":
+                merged = op
+            elif agg == APPEND and old_agg == APPEND:
+                merged = (APPEND, merge_appends(old_value, value))
+            else:
+                merged = (old_agg, combine(agg, old_value, value))
+        if within is not None and agg == "sum" and not -headroom <= merged[1] <= headroom:
+            total = merged[1] + (within.get(name) or 0)
+            if not -MAX_EXACT <= total <= MAX_EXACT:
+                refused = [*refused, (name, value)]
+                continue
+        into[name] = merged
+    return refused
+
+
+def refuse_inexact_sums(
+    ops: Ops, stored: Mapping[str, Any] | None, held: Mapping[str, Op] | None
+) -> list[tuple[str, Any]]:
+    """Take out of ``ops`` the sums whose total with a row's ``stored`` fields and the
+    ``held`` ops not stored yet would pass 2**53 (``merge_ops(within=)`` for ops held in
+    several parts); returns them as (field, value)."""
+    check = dict(held) if held is not None else {}
+    refused = merge_ops(check, ops, stored or {})
+    for name, _ in refused:
+        del ops[name]
+    return refused
 
 
 def apply_ops(fields: dict[str, Any], ops: Mapping[str, Op]) -> list[tuple[str, Any]]:

@@ -317,6 +317,9 @@ class MetricRegistry:
     def __init__(self, specs: Iterable[MetricSpec] = BUILTIN_METRICS) -> None:
         self._by_field: dict[str, MetricSpec] = {}
         self._by_name: dict[str, MetricSpec] = {}
+        #: Every name of a ``sum`` metric with the number type's own normalizer ->
+        #: (its field, the smallest whole number it accepts): ``plain_sums`` reads it.
+        self._plain: dict[str, tuple[str, int]] = {}
         for spec in specs:
             self.register(spec)
 
@@ -335,8 +338,12 @@ class MetricRegistry:
             if other is not None:
                 raise ValueError(f"metric name {name!r} is already used by field {other.field!r}")
         self._by_field[spec.field] = spec
+        plain = spec.aggregate == "sum" and spec.normalize is None
+        floor = 0 if spec.non_negative else -MAX_EXACT
         for name in names:
             self._by_name[name] = spec
+            if plain:
+                self._plain[name] = (spec.field, floor)
 
     def resolve(self, name: str) -> MetricSpec | None:
         """The spec named ``name`` (field, short name or snake_case of either), else None."""
@@ -353,6 +360,22 @@ class MetricRegistry:
         """The aggregation of a field; unknown (kept) fields merge as ``last``."""
         spec = self._by_field.get(field_name)
         return spec.aggregate if spec is not None else "last"
+
+    def plain_sums(self, metrics: Any) -> dict[str, tuple[str, Any]] | None:
+        """The ops of the usual update, a ``dict`` of whole numbers for known ``sum``
+        metrics with each field given once: ``{field: ("sum", n)}``, exactly what
+        ``normalize`` makes of it. None for anything else: the caller then takes
+        ``normalize``, which also says what is wrong."""
+        if type(metrics) is not dict:
+            return None
+        plain = self._plain
+        ops: dict[str, tuple[str, Any]] = {}
+        for name, value in metrics.items():
+            found = plain.get(name)
+            if found is None or type(value) is not int or not found[1] <= value <= MAX_EXACT:
+                return None
+            ops[found[0]] = ("sum", value)
+        return ops if len(ops) == len(metrics) else None  # a field given twice: normalize combines
 
     def normalize(self, metrics: Mapping[str, Any]) -> Normalized:
         """Normalize one update: names to fields, values to canonical values.

@@ -6,6 +6,7 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
@@ -33,7 +34,6 @@ from .schema import (
     END_TIME,
     ERROR_DETAILS,
     LAST_UPDATE,
-    MAX_EXACT,
     PROGRESS_LOG,
     START_TIME,
     STATUS,
@@ -87,6 +87,8 @@ class RowPublisher(Protocol):
 DRIFT_WARNING = 60
 
 _UNSEEN = object()
+#: The rejections of the usual update (never appended to).
+_NO_REJECTIONS: list[RejectedMetric] = []
 _ABSENT = object()
 
 
@@ -100,8 +102,8 @@ def _described(rejected: list[RejectedMetric]) -> str:
     return "; ".join(f"{p.metric}={shorten(p.value)} ({p.reason})" for p in rejected)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+#: The default clock: the aware UTC time now (a partial, so that it adds no Python frame).
+utcnow: Callable[[], datetime] = functools.partial(datetime.now, timezone.utc)
 
 
 class MetricsService:
@@ -233,24 +235,6 @@ class MetricsService:
             except Exception as exc:  # what was merged stays merged
                 self.logger.warning("could not report refused sums: %r", exc)
 
-    @staticmethod
-    def _refuse_large_sums(ops: Ops, known: ClientRow | None, pending: Ops) -> list[RejectedMetric]:
-        """Take out of ``ops`` the sums that would pass 2**53 with the row as this process
-        knows it (stored, plus ``pending`` in its buffer); returns them as rejections."""
-        stored = known.fields if known is not None else {}
-        too_large = None
-        for name, (agg, value) in ops.items():  # the hot path: plain comparisons
-            if agg == "sum":
-                buffered = pending.get(name)
-                total = value + (stored.get(name) or 0) + (buffered[1] if buffered is not None else 0)
-                if total > MAX_EXACT or total < -MAX_EXACT:
-                    too_large = [*(too_large or ()), name]
-        if too_large is None:
-            return []
-        return [
-            RejectedMetric(metric=name, value=ops.pop(name)[1], reason=SUM_TOO_LARGE) for name in too_large
-        ]
-
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
         if self.on_stored is None:
@@ -282,8 +266,7 @@ class MetricsService:
     def _known(self, run_id: str, client_id: str) -> ClientRow | None:
         """The row as this process last saw it in the store (None: not there), read once."""
         key = (run_id, client_id)
-        with self._rows_lock:
-            row = self._rows.get(key, _UNSEEN)
+        row = self._rows.get(key, _UNSEEN)  # one dict read: atomic, no lock needed
         if row is _UNSEEN:
             now = self.clock().timestamp()
             if now < self._reads_paused_until:  # the store was unavailable moments ago: not again
@@ -369,6 +352,18 @@ class MetricsService:
         if self.on_rejected is not None:
             self.on_rejected(run, client, rejected)
 
+    def normalized_ops(
+        self, metrics: Any, run_id: str, client_id: str, logger: StructuredLogger | None = None
+    ) -> tuple[Ops, list[RejectedMetric]]:
+        """``ops_of(normalize_update(...))``: the ops of one update's metrics, and what was
+        rejected. The usual update (whole numbers for known sums) takes a shortcut that
+        makes the same ops (``MetricRegistry.plain_sums``)."""
+        ops = self.registry.plain_sums(metrics)
+        if ops is not None:
+            return ops, _NO_REJECTIONS
+        values, rejected = self.normalize_update(metrics, run_id, client_id, logger)
+        return self.ops_of(values), rejected
+
     def ops_of(self, values: Mapping[str, Any]) -> Ops:
         """Normalized values -> ops merged by each field's aggregation."""
         aggregates = self._aggregates
@@ -399,24 +394,10 @@ class MetricsService:
         """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
         fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
 
-    def _activity(self, ops: Ops, *, first: bool, now: datetime | None = None) -> None:
-        """The ops every update carries: its time (the watchdog's clock), ``Start Time`` for a
-        new row, and with ``first`` (this process has neither seen the row in the store nor
-        buffered any of it) the Progress Log's first line. ``now``: the time of the update's
-        own lines, so that the first line comes before them."""
-        now = now if now is not None else self.clock()
-        if START_TIME not in ops:
-            ops[START_TIME] = ("min", now)
-        ops[LAST_UPDATE] = ("max", now)
-        if first:
-            opening: Ops = {PROGRESS_LOG: self._line("started (first update)", now)}
-            if PROGRESS_LOG in ops:
-                merge_ops(opening, {PROGRESS_LOG: ops[PROGRESS_LOG]})
-            ops[PROGRESS_LOG] = opening[PROGRESS_LOG]
-
-    def _is_new(self, run: str, client: str) -> bool:
-        """Whether this process has neither seen the row in the store nor buffered any of it."""
-        return self._known(run, client) is None and self.buffer.pending(run, client) is None
+    def _opening(self, now: datetime) -> Ops:
+        """The ops of a row's first update in this process, before its own: ``Start Time``
+        and the Progress Log's first line."""
+        return {START_TIME: ("min", now), PROGRESS_LOG: self._line("started (first update)", now)}
 
     def _counts(self, fields: Mapping[str, Any]) -> str:
         """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
@@ -432,9 +413,7 @@ class MetricsService:
         run, client = self._ids(run_id, client_id)
         check_text("message", message)
         now = self.clock()
-        ops: Ops = {PROGRESS_LOG: self._line(message, now)}
-        self._activity(ops, first=self._is_new(run, client), now=now)
-        self.buffer.add(ClientDelta(run, client, ops))
+        self._merge_ops(run, client, {PROGRESS_LOG: self._line(message, now)}, None, None, None, now)
 
     @guarded
     def record_error(self, run_id: RunIdLike, client_id: str, error: BaseException | str) -> None:
@@ -444,8 +423,7 @@ class MetricsService:
         text = error_text(error)
         now = self.clock()
         ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}", now)}
-        self._activity(ops, first=self._is_new(run, client), now=now)
-        self.buffer.add(ClientDelta(run, client, ops))
+        self._merge_ops(run, client, ops, None, None, None, now)
 
     @guarded
     def update_client_metrics(
@@ -465,9 +443,8 @@ class MetricsService:
             not isinstance(idempotency_key, str) or not idempotency_key.strip()
         ):
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
-        values, rejected = self.normalize_update(metrics, run, client, logger)
-        ops = self.ops_of(values)
-        return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+        ops, rejected = self.normalized_ops(metrics, run, client, logger)
+        return self._merge_ops(run, client, ops, rejected, logger, idempotency_key)
 
     @guarded
     def merge_client_ops(
@@ -499,7 +476,7 @@ class MetricsService:
         if complete is None:
             if error is not None:
                 self.record_error(run, client, error)
-            return self._merge_ops(run, client, ops, None, None, rejected, logger, idempotency_key)
+            return self._merge_ops(run, client, ops, rejected, logger, idempotency_key)
         details = error_text(error) if error is not None else None
         log = self._log(logger, run, client)
         return self._complete(run, client, ops, complete, totals or {}, rejected, log, details, notes)
@@ -509,53 +486,68 @@ class MetricsService:
         run: str,
         client: str,
         ops: Ops,
-        complete: bool | None,
-        totals: Mapping[str, Any] | None,
         rejected: list[RejectedMetric] | None,
         logger: StructuredLogger | None,
         idempotency_key: str | None,
+        now: datetime | None = None,
     ) -> ClientRun:
-        if complete is not None:
-            log = self._log(logger, run, client)
-            return self._complete(run, client, ops, complete, totals or {}, rejected, log, None, None)
-        if START_TIME not in ops:
-            ops[START_TIME] = ("min", self.clock())
+        """Buffer the ops of an update (the one way one reaches the buffer), or with an
+        ``idempotency_key`` merge them into the store once. Every update carries its time
+        (``Last Update``, the watchdog's clock; ``Start Time`` of a row not stored with
+        one), and the row's first update here opens its Progress Log (``_opening``). Sums
+        whose total would pass 2**53 are left out and reported."""
+        now = now if now is not None else self.clock()
         known = self._known(run, client)
-        pending = self.buffer.pending(run, client) or {}
-        too_large = self._refuse_large_sums(ops, known, pending)
-        if too_large:
-            self._report_rejected(logger, run, client, too_large)
-            rejected = [*(rejected or ()), *too_large]
-        self._activity(ops, first=known is None and not pending)
         if known is not None and known.completed:
             self._log(logger, run, client).warning(
-                "late update to a completed client run: %s",
-                sorted(k for k in ops if k != START_TIME) or "no metrics",
+                "late update to a completed client run: %s", sorted(ops) or "no metrics"
             )
+        ops[LAST_UPDATE] = ("max", now)
+        if known is not None and known.fields.get(START_TIME) is None and START_TIME not in ops:
+            ops[START_TIME] = ("min", now)
         if idempotency_key is not None:
-            self.buffer.flush(run_id=run, client_id=client)
-            row, applied = self.store.merge_client(
-                ClientDelta(run, client, ops, idempotency_key=idempotency_key)
-            )
-            if applied:
-                self._merged(row)
-            else:
-                self._log(logger, run, client).info(
-                    "update with idempotency key %r was already applied; nothing changed", idempotency_key
-                )
-            completed = row.completed
-            return deferred_client_view(run, client, row.fields, None, completed=completed, rejected=rejected)
-        buffered = self.buffer.add(ClientDelta(run, client, ops))
+            return self._merge_once(run, client, ops, rejected, logger, idempotency_key, now, known)
+        delta = ClientDelta(run, client, ops)
+        if known is None:  # Start Time comes with the first ops of the row (what this process holds has it)
+            buffered, refused = self.buffer.add(delta, first=lambda: self._opening(now))
+        else:
+            buffered, refused = self.buffer.add(delta, stored=known)
+        if refused:
+            too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in refused]
+            self._report_rejected(logger, run, client, too_large)
+            rejected = [*(rejected or ()), *too_large]
         if buffered is None:  # written through: the store's row is the view
             known = self._known(run, client)
-        return deferred_client_view(
-            run,
-            client,
-            known.fields if known is not None else None,
-            buffered,
-            completed=known is not None and known.completed,
-            rejected=rejected,
-        )
+        if known is None:
+            return deferred_client_view(run, client, None, buffered, False, rejected)
+        return deferred_client_view(run, client, known.fields, buffered, known.completed, rejected)
+
+    def _merge_once(
+        self,
+        run: str,
+        client: str,
+        ops: Ops,
+        rejected: list[RejectedMetric] | None,
+        logger: StructuredLogger | None,
+        idempotency_key: str,
+        now: datetime,
+        known: ClientRow | None,
+    ) -> ClientRun:
+        """``_merge_ops`` with an idempotency key: straight into the store, after what the
+        buffer holds for the row; a key applied before changes nothing."""
+        if known is None and self.buffer.pending(run, client) is None:
+            opening = self._opening(now)
+            merge_ops(opening, ops)
+            ops = opening
+        self.buffer.flush(run_id=run, client_id=client)
+        row, applied = self.store.merge_client(ClientDelta(run, client, ops, idempotency_key=idempotency_key))
+        if applied:
+            self._merged(row)
+        else:
+            self._log(logger, run, client).info(
+                "update with idempotency key %r was already applied; nothing changed", idempotency_key
+            )
+        return deferred_client_view(run, client, row.fields, None, row.completed, rejected)
 
     @guarded
     def complete_client_metrics(
@@ -639,7 +631,7 @@ class MetricsService:
             self._failed(run, client, error_details)
         else:
             log.info("client run completed with status %s", row.fields.get(STATUS))
-        return deferred_client_view(run, client, row.fields, None, completed=row.completed, rejected=rejected)
+        return deferred_client_view(run, client, row.fields, None, row.completed, rejected)
 
     @guarded
     def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
+from threading import get_ident, main_thread
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar
 
@@ -33,6 +34,15 @@ R = TypeVar("R")
 _depth = 0  # guarded calls the main thread is inside (only the main thread gets signals)
 _deferred: Callable[[], Any] | None = None
 _terminating = False  # a SIGTERM is being acted on: more of them change nothing
+#: The main thread's ident (a forked child's main thread is the thread that forked).
+_main = [main_thread().ident]
+
+
+def _forked() -> None:
+    _main[0] = main_thread().ident  # threading's own at-fork hook, registered first, has run
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _exiting() -> None:
@@ -51,7 +61,7 @@ def guarded(function: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         global _depth, _deferred, _terminating
-        if threading.current_thread() is not threading.main_thread():
+        if get_ident() != _main[0]:  # a signal handler only runs on the main thread
             return function(*args, **kwargs)
         _depth += 1
         try:

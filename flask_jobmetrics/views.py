@@ -143,7 +143,6 @@ def deferred_client_view(
     client_id: str,
     stored: Mapping[str, Any] | None,
     pending: Ops | None,
-    *,
     completed: bool,
     rejected: list[RejectedMetric] | None = None,
 ) -> ClientRun:

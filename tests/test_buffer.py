@@ -543,9 +543,10 @@ def test_add_refuses_keyed_or_completing_deltas(buf: MetricsBuffer, bad: ClientD
 
 def test_add_returns_the_keys_pending_ops(buf: MetricsBuffer) -> None:
     """add() returns a copy of what pending() holds for its key right after it."""
-    assert buf.add(leads(2)) == {"Leads Processed": ("sum", 2)}
-    ops = buf.add(leads(3))
+    assert buf.add(leads(2))[0] == {"Leads Processed": ("sum", 2)}
+    ops, refused = buf.add(leads(3))
     assert ops == {"Leads Processed": ("sum", 5)} == buf.pending(RUN, "acme")
+    assert refused == []
     assert ops is not None
     ops["Leads Processed"] = ("sum", 0)
     assert buf.pending(RUN, "acme") == {"Leads Processed": ("sum", 5)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
@@ -16,15 +17,17 @@ from itsdangerous import TimestampSigner
 from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from flask_jobmetrics import StoreError, StoreUnavailableError
-from flask_jobmetrics.dashboard import views
+from flask_jobmetrics.dashboard import api, views
 from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_serializer
 from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
 from flask_jobmetrics.dashboard.present import NAME_CHARS, PAGE_SIZE
+from flask_jobmetrics.models import Status
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.state import get_state
+from flask_jobmetrics.stores.base import Store
 
 from .big_run import client_ids, expected_failures, score
-from .support import AppFactory, Clock
+from .support import AppFactory, Clock, MakeStore
 
 ACME = {
     "Leads Processed": 1200,
@@ -35,6 +38,8 @@ ACME = {
     "Posts Scored": 30,
     "Total Tokens": 123456,
 }
+#: What a client may add to the run JSON (its ID, status, times, numbers and text previews).
+RUN_JSON_BYTES_PER_CLIENT = 500
 GLOBEX = {"Leads Processed": 7, "Profiles Examined": 7, "Profiles Scored": 5, "Total Tokens": 900}
 
 
@@ -148,6 +153,72 @@ def test_runs_list_shows_runs_newest_first_with_their_numbers(
     ]
 
 
+class CountingStore:
+    """A store that counts the calls made to it, by method; the store it wraps answers each."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self.store, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return found(*args, **kwargs)
+
+        return call
+
+
+def _runs_cells(html: str) -> list[list[str]]:
+    rows = re.findall(r"<tr data-status=[^>]*>\s*<td class=\"client mono\".*?</tr>", html, re.S)
+    return [[_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] for row in rows]
+
+
+def test_runs_list_reads_the_job_rows_and_one_bulk_read_of_the_running_ones_clients(
+    client: FlaskClient, service: MetricsService, clock: Clock, make_store: MakeStore
+) -> None:
+    """The runs list and /api/runs make two store reads whatever the number of runs (memory,
+    SQLite, Redis): the job rows, then the clients of the running ones in one call; their
+    numbers are those the service shows run by run."""
+    counting = CountingStore(make_store(clock=clock.timestamp))
+    service.store = counting  # type: ignore[assignment]
+    runs = []
+    for day in range(1, 7):
+        runs.append(_job(service, clock, f"2306{day:02d}-120000", finish=day % 3 != 0))
+        clock.advance(60)
+    service.flush()
+    counting.calls.clear()
+    html = client.get("/jobmetrics/").get_data(as_text=True)
+    assert counting.calls == {"list_jobs": 1, "list_clients_of": 1}
+    counting.calls.clear()
+    listed = client.get("/jobmetrics/api/runs").get_json()["runs"]
+    assert counting.calls == {"list_jobs": 1, "list_clients_of": 1}
+    assert listed == [job.model_dump(mode="json") for job in service.list_job_runs()]
+    expected = []
+    for run in reversed(runs):
+        clients = service.list_client_runs(run)
+        done = sum(1 for c in clients if c.status is not Status.RUNNING)
+        expected.append([run, f"{done} / {len(clients)}"])
+    assert [cells[0:1] + cells[4:5] for cells in _runs_cells(html)] == expected
+    assert [cells[4] for cells in _runs_cells(html)] == ["2 / 3", "3 / 3", "3 / 3", "2 / 3", "3 / 3", "3 / 3"]
+
+
+def test_runs_list_of_finished_runs_reads_no_client_row(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """With no run Running, the runs list is read from the job rows alone."""
+    counting = CountingStore(service.store)
+    service.store = counting  # type: ignore[assignment]
+    _two_jobs(service, clock, finish_second=True)
+    service.flush()
+    counting.calls.clear()
+    assert client.get("/jobmetrics/").status_code == 200
+    assert counting.calls == {"list_jobs": 1}
+
+
 def test_run_page_shows_each_client_row_with_its_numbers(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
@@ -197,7 +268,8 @@ def test_run_page_and_api_show_error_details_notes_and_progress_log(
     client: FlaskClient, service: MetricsService
 ) -> None:
     """A failed client's Error Details, System Notes and Progress Log are on the run page
-    (escaped) and in the JSON API; its client page shows the error."""
+    (escaped) and in the client's JSON; the run JSON has the error and notes, not the log;
+    its client page shows the error."""
     run = service.start_job("230615-120000").run_id
     service.log_progress(run, "initech", "scoring <batch 1>")
     error = TimeoutError("model <timeout>")
@@ -212,8 +284,12 @@ def test_run_page_and_api_show_error_details_notes_and_progress_log(
     initech = body["clients"][0]
     assert initech["error"] == "TimeoutError: model <timeout>"
     assert initech["notes"] == "retry later"
-    assert "scoring <batch 1>" in initech["progress_log"]
+    assert initech["details"] is True
+    assert "progress_log" not in initech
     assert "_last_update" not in initech["metrics"]
+    whole = client.get(f"/jobmetrics/api/runs/{run}/clients/initech").get_json()["client"]
+    assert whole == service.get_client_run(run, "initech").model_dump(mode="json")  # type: ignore[union-attr]
+    assert "scoring <batch 1>" in whole["progress_log"]
     client_page = client.get("/jobmetrics/clients/initech").get_data(as_text=True)
     assert "TimeoutError: model &lt;timeout&gt;" in client_page
 
@@ -274,7 +350,7 @@ def test_a_store_failure_is_a_503(client: FlaskClient, service: MetricsService, 
     def broken(**_: Any) -> list[Any]:
         raise error
 
-    monkeypatch.setattr(service, "list_job_runs", broken)
+    monkeypatch.setattr(service.store, "list_jobs", broken)
     response = client.get("/jobmetrics/api/runs")
     assert response.status_code == 503
     assert response.get_json()["error"] == "store_unavailable"
@@ -308,14 +384,18 @@ def test_api_runs_lists_job_runs_in_pydantic_json_mode(
 def test_api_run_returns_the_job_and_its_clients(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
-    """``/api/runs/<id>`` returns ``{"job": JobRun, "clients": [ClientRun...]}``."""
+    """``/api/runs/<id>`` returns ``{"job": JobRun, "clients": [client summary...]}``: each
+    client's numbers, times and previews of its texts."""
     run = _job(service, clock)
     body = client.get(f"/jobmetrics/api/runs/{run}").get_json()
     assert set(body) == {"job", "clients"}
     assert body["job"]["run_id"] == run
     assert [c["client_id"] for c in body["clients"]] == ["acme", "globex", "hooli"]
     acme = body["clients"][0]
-    assert acme["client_run_id"] == f"{run}-acme"
+    assert set(acme) == {
+        "client_id", "status", "completed", "start_time", "end_time", "metrics",
+        "error", "notes", "reason", "details",
+    }  # fmt: skip
     assert acme["status"] == "Completed"
     assert acme["completed"] is True
     assert acme["start_time"] == "2023-06-15T12:00:00Z"
@@ -334,6 +414,51 @@ def test_api_run_answers_404_for_an_unknown_run_and_400_for_a_malformed_id(clien
     assert bad.status_code == 400
     assert bad.get_json()["error"] == "invalid_run_id"
     assert bad.get_json()["message"]
+
+
+def test_api_client_run_answers_404_for_an_unknown_client_and_400_for_a_malformed_one(
+    client: FlaskClient, service: MetricsService, clock: Clock
+) -> None:
+    """``/api/runs/<id>/clients/<client>``: an unknown client or run is a 404, a malformed ID a 400."""
+    run = _job(service, clock)
+    assert client.get(f"/jobmetrics/api/runs/{run}/clients/nobody").status_code == 404
+    assert client.get("/jobmetrics/api/runs/230615-090000/clients/acme").status_code == 404
+    bad = client.get(f"/jobmetrics/api/runs/{run}/clients/%20")
+    assert (bad.status_code, bad.get_json()["error"]) == (400, "invalid_client_id")
+    assert client.get("/jobmetrics/api/runs/not-a-run/clients/acme").get_json()["error"] == "invalid_run_id"
+
+
+def test_run_json_cuts_long_errors_and_notes_to_previews(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """A client's error and notes past PREVIEW_CHARS are cut (ending in an ellipsis) in the run
+    JSON; a failed client without an error has its latest note as its reason."""
+    run = service.start_job().run_id
+    long_error = "ValueError: " + "x" * 500
+    service.complete_client_metrics(run, "acme", error=long_error, notes="n" * 400)
+    service.update_client_metrics(run, "globex", {"Leads Processed": 1})
+    service.complete_job_metrics(run)
+    acme, globex = client.get(f"/jobmetrics/api/runs/{run}").get_json()["clients"]
+    assert acme["error"] == long_error[: api.PREVIEW_CHARS - 1] + "\u2026"
+    assert len(acme["notes"]) == api.PREVIEW_CHARS and acme["notes"].endswith("\u2026")
+    assert globex["status"] == "Failed" and globex["error"] is None
+    assert globex["reason"].startswith("Still running when job")
+
+
+def test_run_json_of_a_big_run_leaves_out_progress_logs_and_grows_little_per_client(
+    client: FlaskClient, service: MetricsService
+) -> None:
+    """The run JSON of a 500-client run holds no Progress Log and grows by less than
+    RUN_JSON_BYTES_PER_CLIENT per client over a 300-client one (measured: 446)."""
+    sizes = {}
+    for count, run_id in ((300, "230615-120000"), (500, "230616-120000")):
+        run = service.start_job(run_id).run_id
+        score(service, run, client_ids(count))
+        service.complete_job_metrics(run)
+        body = client.get(f"/jobmetrics/api/runs/{run}").get_data()
+        assert b"progress_log" not in body and b"completed with status" not in body
+        sizes[count] = len(body)
+    assert (sizes[500] - sizes[300]) / 200 < RUN_JSON_BYTES_PER_CLIENT
 
 
 def test_api_runs_honours_limit_and_status(
@@ -516,17 +641,18 @@ def test_an_error_column_appears_when_a_client_reports_error_details(
 def test_long_client_ids_lose_their_middle_in_the_table_and_keep_the_whole_link(
     client: FlaskClient, service: MetricsService
 ) -> None:
-    """Long IDs sharing a prefix show distinct middle-elided names; the link and its title stay whole."""
+    """Long IDs sharing a prefix show distinct middle-elided names; the link, its title and its
+    accessible name stay whole."""
     ids = [f"A-Very-Long-Tenant-Name-Holdings-{i:03d}" for i in range(3)]
     run = service.start_job().run_id
     for client_id in [*ids, "acme"]:
         service.complete_client_metrics(run, client_id, {"Leads Processed": 1})
     html = client.get(f"/jobmetrics/runs/{run}").get_data(as_text=True)
-    short = re.findall(r'<span class="name-short" aria-hidden="true">([^<]+)</span>', html)
+    short = re.findall(r'<span class="name-short">([^<]+)</span>', html)
     assert short == [shorten(c, NAME_CHARS) for c in ids] and len(set(short)) == 3
     assert all(len(name) == NAME_CHARS for name in short)
     for client_id in ids:
-        assert f'href="/jobmetrics/clients/{client_id}" title="{client_id}">' in html
+        assert f'href="/jobmetrics/clients/{client_id}" title="{client_id}" aria-label="{client_id}">' in html
         assert f'<span class="name-full">{client_id}</span>' in html
     assert 'title="acme">acme</a>' in html
 

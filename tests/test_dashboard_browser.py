@@ -312,8 +312,9 @@ def test_big_run_page_sorts_filters_searches_and_pages(
 def test_big_run_page_tells_long_names_apart_and_shows_errors_once(
     big: tuple[Flask, MetricsService], open_page: PageFactory
 ) -> None:
-    """Long client IDs lose their middle (whole on hover and focus, link whole); an error is in its
-    column and the details below; durations match the client page's; the client page shows each run's log."""
+    """Long client IDs lose their middle and stay in their cell on hover (the whole ID in the title
+    and the link); an error is in its column and the details below; durations match the client
+    page's; the client page shows each run's log."""
     app, service = big
     run = _finished_runs(service, runs=1)
     long_failed = next(c for c in expected_failures(client_ids(CLIENTS_IN_BIG_RUN)) if c.startswith("A-Very"))
@@ -329,15 +330,19 @@ def test_big_run_page_tells_long_names_apart_and_shows_errors_once(
         link = page.locator(f"#client-{long_failed} th.client a")
         assert link.get_attribute("title") == long_failed
         assert link.get_attribute("href", timeout=WAIT_MS).endswith(f"/jobmetrics/clients/{long_failed}")
-        link.focus()
-        assert link.inner_text() == long_failed  # the whole ID while focused
-        page.mouse.move(0, 0)
-        page.locator("#jm-search").focus()
-        assert "\N{HORIZONTAL ELLIPSIS}" in link.inner_text()
-        link.hover()
-        assert link.inner_text() == long_failed
-
+        assert link.get_attribute("aria-label") == long_failed
         row = page.locator(f"#client-{long_failed}")
+        link.hover()
+        assert "\N{HORIZONTAL ELLIPSIS}" in link.inner_text()  # hovered, it stays inside its cell
+        name_box = row.locator("th.client").bounding_box()
+        badge_box = row.locator("td.status .badge").bounding_box()
+        assert name_box is not None and badge_box is not None
+        assert name_box["x"] + name_box["width"] <= badge_box["x"]
+        badge_seen = page.evaluate(
+            "([x, y]) => !!document.elementFromPoint(x, y).closest('.badge')",
+            [badge_box["x"] + badge_box["width"] / 2, badge_box["y"] + badge_box["height"] / 2],
+        )
+        assert badge_seen  # nothing drawn over the badge
         assert row.locator("td.error").get_attribute("title") == ERROR
         assert row.locator("td.status .reason").count() == 0  # not repeated under the status
         details = page.locator(f"#details-{long_failed}")
@@ -358,6 +363,51 @@ def test_big_run_page_tells_long_names_apart_and_shows_errors_once(
         assert history.locator("td").nth(3).inner_text() == durations[long_failed]  # server and script agree
         assert "fetched" in page.locator(f"#details-{run} pre.log").inner_text()
         assert page.get_attribute(f"#details-{run}", "open") is not None
+
+
+DETAILS_ORDER = (
+    "() => Array.from(document.querySelectorAll('#jm-details-list > details')).map(d => d.id.slice(8))"
+)
+
+
+def test_big_run_details_follow_the_tables_sort_and_load_when_opened(
+    big: tuple[Flask, MetricsService], open_page: PageFactory
+) -> None:
+    """The details under the table are the table page's clients with an error or notes in the
+    table's order, after a sort too; a block opened fetches the client's whole texts then."""
+    app, service = big
+    run = _finished_runs(service, runs=1)
+    with _served(app) as url:
+        listed = json.loads(urllib.request.urlopen(f"{url}/jobmetrics/api/runs/{run}").read())["clients"]
+        detailed = {c["client_id"] for c in listed if c["details"]}
+        page = open_page(1366)
+        page.goto(f"{url}/jobmetrics/runs/{run}")
+        page.wait_for_function(TABLE_READY, timeout=WAIT_MS)
+        first = page.evaluate(DETAILS_ORDER)
+        assert first == [r["id"] for r in _rows(page) if r["id"] in detailed]
+
+        page.click("#clients thead th[data-field='Total Tokens'] button")
+        by_tokens = page.evaluate(DETAILS_ORDER)
+        assert by_tokens == [r["id"] for r in _rows(page) if r["id"] in detailed]
+        assert by_tokens != first
+        page.click("#clients thead th[data-key='client'] button")
+        by_name = page.evaluate(DETAILS_ORDER)
+        assert (
+            by_name == [r["id"] for r in _rows(page) if r["id"] in detailed] == sorted(by_name, key=str.lower)
+        )
+
+        target = next(c for c in by_name if c not in first)  # not on the server's first page
+        block = page.locator(f"[id='details-{target}']")
+        assert block.get_attribute("open") is None and block.locator("pre").count() == 0
+        with page.expect_response(lambda r: r.url.endswith(f"/api/runs/{run}/clients/{target}")) as answer:
+            block.locator("summary").click()
+        assert answer.value.ok
+        block.locator("pre.log").wait_for(timeout=WAIT_MS)
+        whole = service.get_client_run(run, target)
+        assert whole is not None
+        assert block.locator("pre.log").inner_text() == whole.progress_log
+        assert whole.notes in block.inner_text()
+        _shot(page, "dashboard-300-details-by-name-1366-light.png", full_page=False)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -419,7 +469,8 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
     big: tuple[Flask, MetricsService], open_page: PageFactory
 ) -> None:
     """A live 300-client run: the page polls the JSON API (304 while unchanged, never the page
-    itself), shows progress as clients finish, and stops at the finished state."""
+    itself), shows progress as clients finish (a new error in its column and its details), and
+    stops at the finished state."""
     app, service = big
     ids = client_ids(CLIENTS_IN_BIG_RUN)
     run = service.start_job(notes="Live batch").run_id
@@ -463,6 +514,11 @@ def test_big_run_refreshes_through_the_api_with_304s_until_finished(
         row = page.locator(f"#client-{ids[150]}")
         assert row.locator("td.error").inner_text() == reason
         assert row.locator("td.status .reason").count() == 0  # said once, in its column
+        block = page.locator(f"[id='details-{ids[150]}']")  # new, with an error: open, filled from its JSON
+        block.locator("pre.error").wait_for(timeout=WAIT_MS)
+        assert block.get_attribute("open") is not None
+        assert block.locator("pre.error").inner_text() == reason
+        assert "error: " + reason in block.locator("pre.log").inner_text()
         page.evaluate("() => document.getElementById('jm-clients').scrollIntoView()")
         _shot(page, "dashboard-300-error-1366-dark.png", full_page=False)
 

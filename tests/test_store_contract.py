@@ -174,6 +174,19 @@ def test_get_and_list_clients(store: Store) -> None:
     assert store.list_clients("run-3") == []
 
 
+def test_list_clients_of_reads_several_runs_at_once(store: Store) -> None:
+    """list_clients_of gives each asked run its rows by client ID, [] for a run without any."""
+    store.merge_clients([leads(1, "zeta"), leads(2, "alpha"), leads(3, "beta", run="run-2")])
+    store.merge_client(leads(4, "gamma", run="run-4"))
+    found = store.list_clients_of(["run-2", "run-1", "run-3"])
+    assert list(found) == ["run-2", "run-1", "run-3"]
+    assert found["run-1"] == store.list_clients("run-1")
+    assert [(r.client_id, r.fields[LEADS]) for r in found["run-1"]] == [("alpha", 2), ("zeta", 1)]
+    assert [r.client_id for r in found["run-2"]] == ["beta"]
+    assert found["run-3"] == []
+    assert store.list_clients_of([]) == {}
+
+
 def test_returned_rows_are_snapshots(store: Store) -> None:
     """Changing the fields of a returned row does not change the store."""
     row, _ = store.merge_client(leads(1))

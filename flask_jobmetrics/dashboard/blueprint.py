@@ -7,7 +7,7 @@ The routes are added by ``views`` (HTML pages), ``api`` (JSON and ``/metrics``) 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timezone
+from datetime import date, datetime, timezone
 
 from flask import Blueprint, Response, jsonify, render_template, request
 
@@ -24,7 +24,6 @@ __all__ = [
     "MAX_LIMIT",
     "BadRequest",
     "bp",
-    "clients_done",
     "error",
     "not_found",
     "parse_date",
@@ -216,10 +215,11 @@ def parse_date(args: Mapping[str, str], name: str) -> date | None:
         raise BadRequest("invalid_date", f"{name} must be a date like 2023-10-05, got {text!r}") from None
 
 
-def started_within(job: JobRun, since: date | None, until: date | None) -> bool:
-    if job.start_time is None:
+def started_within(start: object, since: date | None, until: date | None) -> bool:
+    """Whether a job's ``Start Time`` (a datetime, or None) is on a day from ``since`` to ``until``."""
+    if not isinstance(start, datetime):
         return since is None and until is None
-    day = job.start_time.astimezone(timezone.utc).date()
+    day = start.astimezone(timezone.utc).date()
     return (since is None or day >= since) and (until is None or day <= until)
 
 
@@ -237,7 +237,3 @@ def not_found(run: str) -> Response:
 def sorted_clients(service: MetricsService, job: JobRun) -> list[ClientRun]:
     found = service.list_client_runs(job.run_id)
     return sorted(found, key=lambda c: (c.client_id.casefold(), c.client_id))
-
-
-def clients_done(service: MetricsService, job: JobRun) -> int:
-    return sum(1 for c in service.list_client_runs(job.run_id) if c.status is not Status.RUNNING)

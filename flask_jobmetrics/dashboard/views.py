@@ -7,15 +7,13 @@ from typing import Any
 
 from flask import Response, redirect, render_template, request, url_for
 
-from ..models import JobRun, Status
+from ..models import Status
 from ..runids import validate_client_id
 from ..service import MetricsService
 from .blueprint import (
     DEFAULT_LIMIT,
-    MAX_LIMIT,
     BadRequest,
     bp,
-    clients_done,
     current_service,
     error,
     not_found,
@@ -25,9 +23,9 @@ from .blueprint import (
     parse_run_id,
     parse_status,
     sorted_clients,
-    started_within,
 )
 from .history import client_history, run_trends
+from .listing import ListedRun, list_runs
 from .present import CLIENT_COLUMNS, NAME_CHARS, PAGE_SIZE, JobView, by_attention, fmt_when, job_view, run_row
 
 __all__ = ["REFRESH_INTERVAL_MS"]
@@ -55,20 +53,15 @@ def _page(template: str, *, refresh: bool, **context: Any) -> str:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def _list_jobs(service: MetricsService) -> tuple[list[JobRun], dict[str, Any]]:
+def _list_jobs(service: MetricsService) -> tuple[list[ListedRun], dict[str, Any]]:
     """The runs the list shows (newest first) and the filters that chose them."""
     args = request.args
     limit, status = parse_limit(args), parse_status(args)
     since, until = parse_date(args, "since"), parse_date(args, "until")
     if since is not None and until is not None and since > until:
         raise BadRequest("invalid_date", f"since ({since}) is after until ({until})")
-    if since is None and until is None:
-        jobs = service.list_job_runs(limit=limit, status=status)
-    else:  # the store lists newest first: read the most a page may look at, keep the dates asked
-        found = service.list_job_runs(limit=MAX_LIMIT, status=status)
-        jobs = [job for job in found if started_within(job, since, until)][:limit]
     chosen = {"limit": limit, "status": status, "since": since, "until": until}
-    return jobs, chosen
+    return list_runs(service, limit=limit, status=status, since=since, until=until), chosen
 
 
 def _index_url(**params: Any) -> str:
@@ -78,9 +71,10 @@ def _index_url(**params: Any) -> str:
 @bp.get("/")
 def index() -> str:
     service = current_service()
-    jobs, chosen = _list_jobs(service)
+    listed, chosen = _list_jobs(service)
+    jobs = [run.job for run in listed]
     now = service.clock()
-    rows = [run_row(job, clients_done(service, job), now) for job in jobs]
+    rows = [run_row(run.job, run.clients_done, now) for run in listed]
     filters = [
         (label, _index_url(**{**chosen, "status": value}), value == chosen["status"])
         for label, value in _FILTERS

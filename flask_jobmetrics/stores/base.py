@@ -14,6 +14,7 @@ to a dead-lettered row makes it live again (its new content gets a try).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..deltas import ClientDelta, Op, Ops
 from ..exceptions import StoreError
+from ..schema import MAX_EXACT
 
 __all__ = [
     "ClientRow",
@@ -88,6 +90,17 @@ class ClientRow:
     #: Set on rows a merge returns: the (field, value) of sums not added because the total
     #: would pass 2**53. Not stored.
     refused: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    #: How far a sum may go either way with every number of ``fields`` still within 2**53
+    #: once added to it: the update path checks a sum exactly only past this.
+    headroom: int = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        top: int | float = 0
+        for value in self.fields.values():
+            kind = type(value)
+            if kind is int or kind is float:
+                top = max(top, abs(value))
+        object.__setattr__(self, "headroom", max(0, MAX_EXACT - math.ceil(top)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,10 @@ class Store(Protocol):
 
     def list_clients(self, run_id: str) -> list[ClientRow]:
         """The client rows of a run, ordered by client ID."""
+
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        """The client rows of several runs in one read: run ID -> its rows by client ID
+        (``[]`` for a run without any), for every run asked."""
 
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:

@@ -92,6 +92,9 @@ class DeferredStore:
     def list_clients(self, run_id: str) -> list[ClientRow]:
         return self._open().list_clients(run_id)
 
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        return self._open().list_clients_of(run_ids)
+
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         return self._open().ensure_job(run_id, fields)
 

@@ -188,6 +188,14 @@ class MemoryStore:
             rows = [copy_row(row) for (r, _), row in self._clients.items() if r == run_id]
         return sorted(rows, key=lambda r: r.client_id)
 
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        found: dict[str, list[ClientRow]] = {run_id: [] for run_id in run_ids}
+        with self._lock:
+            for (run_id, _), row in sorted(self._clients.items()):
+                if run_id in found:
+                    found[run_id].append(copy_row(row))
+        return found
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         with self._atomic():

@@ -259,12 +259,31 @@ class RedisStore(TransactionHolder):
     def list_clients(self, run_id: str) -> list[ClientRow]:
         with self._errors("read"):
             ids = sorted(cast(set[str], self._redis.smembers(self.key("clients", run_id))))
-            with self._redis.pipeline(transaction=True) as pipe:
-                for client_id in ids:
-                    pipe.hgetall(self.client_key(run_id, client_id))
-                hashes = cast(list[dict[str, str]], pipe.execute())
+            return self._client_rows([(run_id, client_id) for client_id in ids])
+
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        """Two round trips whatever the number of runs: their client IDs, then their rows."""
+        found: dict[str, list[ClientRow]] = {run_id: [] for run_id in run_ids}
+        if not found:
+            return found
+        with self._errors("read"):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for run_id in found:
+                    pipe.smembers(self.key("clients", run_id))
+                members = cast(list[set[str]], pipe.execute())
+            keys = [(run, client) for run, ids in zip(found, members, strict=True) for client in sorted(ids)]
+            for row in self._client_rows(keys):
+                found[row.run_id].append(row)
+        return found
+
+    def _client_rows(self, keys: Sequence[tuple[str, str]]) -> list[ClientRow]:
+        """The rows of (run ID, client ID) keys, in their order, in one round trip (gone ones left out)."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            for run_id, client_id in keys:
+                pipe.hgetall(self.client_key(run_id, client_id))
+            hashes = cast(list[dict[str, str]], pipe.execute())
         rows = []
-        for client_id, flat in zip(ids, hashes, strict=True):
+        for (run_id, client_id), flat in zip(keys, hashes, strict=True):
             if flat:
                 fields, version, completed = decode_hash(flat)
                 rows.append(ClientRow(run_id, client_id, fields, completed, version))

@@ -280,6 +280,20 @@ class SQLiteStore:
         with self._snapshot() as conn:
             return self._clients_of(conn, run_id)
 
+    def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
+        found: dict[str, list[ClientRow]] = {run_id: [] for run_id in run_ids}
+        if not found:
+            return found
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "SELECT run_id, client_id, fields, completed, version FROM clients"
+                " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, client_id",
+                (json.dumps(list(found)),),
+            ).fetchall()
+        for r in rows:
+            found[r[0]].append(ClientRow(r[0], r[1], loads_fields(r[2]), bool(r[3]), r[4]))
+        return found
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         with self._transaction() as conn:

@@ -3,7 +3,9 @@
    unchanged run costs a 304; only when something changed does it fetch the server-rendered
    summary (status, cards, charts) and swap it in. It stops once that summary says finished.
    The run page's client table is rendered here from the same JSON: sort, filter by status,
-   search, pages. Every value is set with textContent; no HTML from data is parsed. */
+   search, pages; the details under it (errors, notes, progress logs) follow the table's page
+   and order, each fetched from the client's own JSON when it is opened (the run's JSON leaves
+   the long texts out). Every value is set with textContent; no HTML from data is parsed. */
 (function () {
   "use strict";
   var root = document.documentElement;
@@ -74,10 +76,11 @@
   }
 
   function reasonOf(client) {  // under the status: the error, else a Failed run's latest note
-    var error = errorOf(client);
-    if (error || client.status !== "Failed") return error;
-    var lines = (client.notes || "").trim().split("\n");
-    return lines[lines.length - 1];
+    return client.reason || "";
+  }
+
+  function signature(client) {  // what the details of a client depend on, as far as the run's JSON tells
+    return JSON.stringify([client.status, client.end_time, client.error, client.notes, client.metrics]);
   }
 
   function metric(client, field) {
@@ -106,6 +109,14 @@
     this.shown = section.querySelector("#jm-shown");
     this.pager = section.querySelector("#jm-pager");
     this.clientUrl = section.getAttribute("data-client-url") || "";
+    this.detailsUrl = section.getAttribute("data-details-url") || "";
+    this.detailsSection = document.getElementById("jm-details");
+    this.detailsList = document.getElementById("jm-details-list");
+    this.detailNodes = {};  // client ID -> its <details>, kept open or closed across redraws
+    var nodes = this.detailsList ? this.detailsList.querySelectorAll("details.client-details") : [];
+    Array.prototype.forEach.call(nodes, function (node) {  // the server's, already filled
+      this.detailNodes[node.id.slice(8)] = node;
+    }, this);
     this.pageSize = parseInt(section.getAttribute("data-page-size") || "100", 10) || 100;
     this.nameChars = parseInt(section.getAttribute("data-name-chars") || "26", 10) || 26;
     if (window.matchMedia("(max-width: 640px)").matches) this.pageSize = Math.min(this.pageSize, 25);  // cards
@@ -178,6 +189,9 @@
       self.render();
       self.table.closest(".table-wrap").scrollTop = 0;
     });
+    if (this.detailsList) {  // toggle does not bubble: listen on the way down
+      this.detailsList.addEventListener("toggle", function (event) { self.openedDetails(event); }, true);
+    }
     this.tools.hidden = false;
   };
 
@@ -232,11 +246,10 @@
         var link = el("a", "");
         var short = shorten(client.client_id, self.nameChars);
         if (short === client.client_id) link.textContent = client.client_id;
-        else {  // the middle elided, as the charts' labels; the whole name on hover and focus
-          var shown = el("span", "name-short", short);
-          shown.setAttribute("aria-hidden", "true");
-          link.appendChild(shown);
+        else {  // the middle elided, as the charts' labels; the whole name in the title (and on a phone)
+          link.appendChild(el("span", "name-short", short));
           link.appendChild(el("span", "name-full", client.client_id));
+          link.setAttribute("aria-label", client.client_id);
         }
         link.href = self.clientUrl.replace("__CLIENT__", encodeURIComponent(client.client_id));
         link.title = client.client_id;
@@ -364,7 +377,8 @@
     state.page = Math.min(Math.max(state.page, 1), pages);
     var first = (state.page - 1) * this.pageSize;
     var body = el("tbody");
-    rows.slice(first, first + this.pageSize).forEach(function (c) { body.appendChild(self.row(c, now)); });
+    var shown = rows.slice(first, first + this.pageSize);
+    shown.forEach(function (c) { body.appendChild(self.row(c, now)); });
     if (!rows.length) {
       var empty = el("tr", "empty-row");
       var cell = el("td", "", this.clients.length ? "No client matches." : "No client has reported yet.");
@@ -378,12 +392,91 @@
       if (col.id === state.sort) col.th.setAttribute("aria-sort", state.dir > 0 ? "ascending" : "descending");
       else col.th.removeAttribute("aria-sort");
     });
+    this.renderDetails(shown);
     this.renderChips();
     this.renderPager(rows.length, pages);
     this.renderTotals();
     this.shown.textContent = rows.length === this.clients.length
       ? number(rows.length) + " clients" : number(rows.length) + " of " + number(this.clients.length) + " clients";
     this.remember();
+  };
+
+  // -- the details under the table: the clients of its page with an error or notes, in its order
+
+  Table.prototype.renderDetails = function (shown) {
+    if (!this.detailsList) return;
+    var self = this, opened = 0, nodes = [];
+    shown.forEach(function (client) {
+      if (!client.details) return;
+      var node = self.detailNodes[client.client_id], sig = signature(client);
+      if (!node) {  // the first three with an error open, as the server renders them
+        node = el("details", "client-details");
+        node.id = "details-" + client.client_id;
+        node.appendChild(el("summary"));
+        node.open = !!errorOf(client) && opened < 3;
+        node.jmSig = sig;
+        node.jmStale = true;
+        self.detailNodes[client.client_id] = node;
+      } else if (node.jmSig === undefined) {
+        node.jmSig = sig;  // the server filled it with what this JSON says
+      } else if (node.jmSig !== sig) {
+        node.jmSig = sig;
+        node.jmStale = true;
+      }
+      if (node.open) opened += 1;
+      self.summarize(node, client);
+      if (node.open && node.jmStale) self.loadDetails(node, client.client_id);
+      nodes.push(node);
+    });
+    this.detailsList.replaceChildren.apply(this.detailsList, nodes);
+    this.detailsSection.hidden = !nodes.length;
+  };
+
+  Table.prototype.summarize = function (node, client) {
+    var summary = node.querySelector("summary");
+    summary.textContent = "";
+    summary.appendChild(el("span", "mono", client.client_id));
+    summary.appendChild(document.createTextNode(" "));
+    summary.appendChild(el("span", "badge badge-" + (CSS[client.status] || "running"), client.status));
+  };
+
+  function fillDetails(node, parts) {  // parts: [heading, class, text], below the summary
+    Array.prototype.slice.call(node.children, 1).forEach(function (child) { child.remove(); });
+    parts.forEach(function (part) {
+      if (part[0]) node.appendChild(el("h3", "", part[0]));
+      node.appendChild(el(part[0] ? "pre" : "p", part[1], part[2]));
+    });
+  }
+
+  Table.prototype.loadDetails = function (node, clientId) {
+    if (node.jmLoading) return;
+    node.jmLoading = true;
+    node.jmStale = false;
+    if (node.children.length < 2) fillDetails(node, [["", "muted small", "Loading\u2026"]]);
+    var url = this.detailsUrl.replace("__CLIENT__", encodeURIComponent(clientId));
+    fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        var client = data.client, parts = [];
+        if (errorOf(client)) parts.push(["Error Details", "error", errorOf(client)]);
+        if (client.notes) parts.push(["System Notes", "", client.notes]);
+        if (client.progress_log) parts.push(["Progress Log", "log", client.progress_log]);
+        fillDetails(node, parts);
+      })
+      .catch(function (exc) {
+        node.jmStale = true;  // tried again when next opened
+        fillDetails(node, [["", "muted small", "Could not load the details (" + exc.message + ")."]]);
+      })
+      .then(function () { node.jmLoading = false; });
+  };
+
+  Table.prototype.openedDetails = function (event) {  // a <details> the user opened: fill it
+    var node = event.target;
+    if (!node.open || !node.jmStale) return;
+    this.loadDetails(node, node.id.slice(8));
   };
 
   Table.prototype.remember = function () {
