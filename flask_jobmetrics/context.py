@@ -176,6 +176,8 @@ class RunContext:
 
     def finish(self) -> ClientRun | None:
         """Merge the added metrics (and complete, if asked) once; None when there was nothing."""
+        if not self._pending and self._completion is None and self._error is None:
+            return None  # nothing to merge (read without the lock: an add racing this one waits either way)
         with self._lock:
             ops, self._pending = self._pending, {}
             completion, self._completion = self._completion, None
@@ -228,9 +230,19 @@ def _lookup() -> RunContext:
     )
 
 
+class _CurrentRun(LocalProxy):  # type: ignore[type-arg]
+    """A ``LocalProxy`` of ``_lookup`` whose ``add`` goes straight to the context (it is
+    called in every request that counts; the proxy's generic look-up costs more than it)."""
+
+    __slots__ = ()
+
+    def add(self, metrics: Mapping[str, Any]) -> None:
+        _lookup().add(metrics)
+
+
 #: The run context of this request or ``bind_run`` block: ``run_id``, ``client_id``,
 #: ``logger``, ``add(metrics)``.
-current_run: RunContext = LocalProxy(_lookup)  # type: ignore[assignment]
+current_run: RunContext = _CurrentRun(_lookup)  # type: ignore[assignment]
 
 
 # -- requests -----------------------------------------------------------------------------
