@@ -647,7 +647,7 @@ def test_charts_draw_the_top_clients_and_one_line_for_the_others(
     assert tokens is not None
     assert len(re.findall(r'<rect class="bar ', tokens.group(0))) == TOP_BARS
     assert f"{40 - TOP_BARS} other clients" in tokens.group(0)
-    assert len(re.findall(r'<rect class="chart-track"', tokens.group(0))) == TOP_BARS  # no empty bar for the others
+    assert len(re.findall(r'<rect class="chart-track"', tokens.group(0))) == TOP_BARS  # none for the others
     long_names = re.findall(r"<title>(A-Very-Long-Tenant-Name-Holdings-\d+): ", tokens.group(0))
     labels = re.findall(r'<text class="chart-label"[^>]*>([^<]+)</text>', tokens.group(0))
     assert long_names and len(set(labels)) == len(labels)  # elided in the middle: still distinct
