@@ -58,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "DASHBOARD": False,
     "DASHBOARD_TOKEN": None,
     "DASHBOARD_LOOPBACK": False,
+    "DASHBOARD_SESSION_MAX_AGE": 43_200,
     "LOG_FORMAT": "text",
     "PROGRESS_LOG_CHARS": 20_000,
     "STALE_AFTER": 21_600,
@@ -98,6 +99,8 @@ class Settings:
     dashboard: bool
     dashboard_token: str | None
     dashboard_loopback: bool
+    #: Seconds a dashboard login cookie is good for (the browser's and the server's limit).
+    dashboard_session_max_age: int
     log_format: str
     #: The bound of a client row's Progress Log, in characters.
     progress_log_chars: int
@@ -279,6 +282,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "DASHBOARD": _bool,
     "DASHBOARD_TOKEN": _optional_text,
     "DASHBOARD_LOOPBACK": _bool,
+    "DASHBOARD_SESSION_MAX_AGE": _int_at_least_one,
     "LOG_FORMAT": _choice("text", "json"),
     "PROGRESS_LOG_CHARS": _progress_log_chars,
     "STALE_AFTER": _stale_after,

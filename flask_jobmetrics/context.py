@@ -13,6 +13,7 @@ request's context, read from the headers, query parameters and view arguments.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
 from flask import Flask, Request, Response, after_this_request, has_request_context, request
+from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
 
 from .deltas import Ops, merge_ops
@@ -40,6 +42,22 @@ _cv_run: ContextVar[RunContext] = ContextVar("flask_jobmetrics.run")
 class RunContext:
     """The run and client that added metrics belong to, and the metrics not merged yet."""
 
+    __slots__ = (
+        "_completion",
+        "_discarded",
+        "_error",
+        "_lock",
+        "_logger",
+        "_pending",
+        "client_error",
+        "client_id",
+        "environ",
+        "process",
+        "run_error",
+        "run_id",
+        "state",
+    )
+
     def __init__(
         self,
         state: JobMetricsState,
@@ -49,8 +67,11 @@ class RunContext:
         run_error: JobMetricsError | None = None,
         client_error: JobMetricsError | None = None,
         process: str | None = None,
+        environ: dict[str, Any] | None = None,
     ) -> None:
         self.state = state
+        #: The WSGI environ of the request this context was read from (None: ``bind_run``).
+        self.environ = environ
         #: The base run ID, or None when it is missing or malformed (see ``problem``).
         self.run_id = run_id
         #: The client ID, or None when it is missing or malformed.
@@ -92,7 +113,7 @@ class RunContext:
         logger = self._logger
         if logger is None or logger.process != self.process:
             scope = "CLIENT" if self.client_id else "SYSTEM"
-            logger = StructuredLogger(scope, self.client_id, self.process, run_id=self.run_id)
+            logger = StructuredLogger.of_run(scope, self.client_id, self.process, self.run_id)
             self._logger = logger
         return logger
 
@@ -114,7 +135,10 @@ class RunContext:
             ops, _rejected = service.normalized_ops(metrics, run, client, self.logger)
         with self._lock:
             if not self._discarded:
-                merge_ops(self._pending, ops)
+                if self._pending:
+                    merge_ops(self._pending, ops)
+                else:  # the usual first add: the new ops are ours (normalized_ops made them)
+                    self._pending = ops
                 return
         self.logger.warning("metrics added after the request was refused are not recorded: %s", sorted(ops))
 
@@ -168,18 +192,28 @@ class RunContext:
         when the view answered 503 or 500 because the store failed), answer 503 or 500
         (``store_failed``) if the store fails now, and name the run in the response (``X-Run-ID``, unless
         the view set it). The teardown then has nothing left to merge."""
-        if request.environ.get(STORE_FAILED):
+        if self.environ is not None and self.environ.get(STORE_FAILED):
             self.discard()
         try:  # merged now, while the answer can still say the store failed
             self.finish()
         except StoreError as exc:
             response = store_failed(exc)
         if self.run_id is not None:
-            response.headers.setdefault(self.state.settings.run_id_header, self.run_id)
+            _name_run(response.headers, self.state.settings.run_id_header, self.run_id)
         return response
 
     def __repr__(self) -> str:
         return f"<RunContext run={self.run_id!r} client={self.client_id!r} problem={self.problem!r}>"
+
+
+def _name_run(headers: Headers, name: str, run_id: str) -> None:
+    """Add the run ID header unless the view set it (``setdefault`` without its look-up
+    by exception)."""
+    lowered = name.lower()
+    for key, _ in headers:
+        if key.lower() == lowered:
+            return
+    headers.add(name, run_id)
 
 
 def _lookup() -> RunContext:
@@ -213,7 +247,7 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
 
     @app.teardown_request
     def finish_run_context(exc: BaseException | None) -> None:
-        ctx = request.environ.pop(_ENVIRON_KEY, None)
+        ctx = request._get_current_object().environ.pop(_ENVIRON_KEY, None)  # type: ignore[attr-defined]
         if ctx is None:
             return
         try:
@@ -229,11 +263,12 @@ def request_run() -> RunContext:
     Once the view answered, what was added is merged (``answer``, while the response can
     still say the store failed) and the response carries the run ID (``X-Run-ID``).
     """
-    environ = request.environ
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once: a proxy look-up costs
+    environ = req.environ
     ctx: RunContext | None = environ.get(_ENVIRON_KEY)
     if ctx is not None:
         return ctx
-    ctx = _read_request(get_state(), request._get_current_object())  # type: ignore[attr-defined]
+    ctx = _read_request(get_state(), req)
     environ[_ENVIRON_KEY] = ctx
     after_this_request(ctx.answer)
     return ctx
@@ -246,6 +281,7 @@ def _reset(token: Token[RunContext]) -> None:
         _cv_run.reset(token)
 
 
+@functools.lru_cache(maxsize=64)
 def _environ_key(header: str) -> str:
     """The WSGI environ key of a request header (as werkzeug's ``EnvironHeaders`` reads it)."""
     return "HTTP_" + header.upper().replace("-", "_")
@@ -265,14 +301,15 @@ def _read_request(state: JobMetricsState, req: Request) -> RunContext:
         client_text = environ.get(_environ_key(settings.client_id_header))
         view_run, view_client = view_args.get("run_id"), view_args.get("client_id")
         if (run_text is None) != (view_run is None) and (client_text is None) != (view_client is None):
-            try:
-                run = RunId.parse(run_text if run_text is not None else str(view_run))
-                client = validate_client_id(client_text if client_text is not None else str(view_client))
+            try:  # the service's check, which remembers the pairs it passed
+                run, client = state.service.checked_ids(
+                    run_text if run_text is not None else str(view_run),
+                    client_text if client_text is not None else str(view_client),
+                )
             except JobMetricsError:
                 pass  # the general reader names the source of the problem
             else:
-                if run.client is None or run.client == client:
-                    return RunContext(state, run.base, client)
+                return RunContext(state, run, client, environ=environ)
     return _read_sources(state, req, view_args)
 
 
@@ -316,6 +353,7 @@ def _read_sources(state: JobMetricsState, req: Request, view_args: Mapping[str, 
         None if client_error else client,
         run_error=run_error,
         client_error=client_error,
+        environ=req.environ,
     )
 
 

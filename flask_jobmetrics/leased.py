@@ -3,8 +3,8 @@
 A ``LeasedLoop`` is a daemon thread that waits on an event with a timeout (``wait``: seconds,
 or a function asked before each wait), then runs its step. ``wake()`` lets it run the next
 step now; ``stop()`` wakes it at once, ends it and hands its lease back. A step that raises is
-logged and the loop goes on: the next step retries. The Airtable publisher, the watchdog
-(``watchdog.LeasedTask``) and the alerter each run in one.
+logged and the loop goes on: the next step retries. The Airtable publisher, the watchdog and
+the alerter each run in one.
 
 A ``Lease`` is this process's claim on a named lease of the store (``Store.acquire_lease``):
 of all the processes sharing the store, one holds it at a time. The holder renews it by
@@ -12,7 +12,8 @@ taking it again (``take``), before ``ttl`` seconds ran out; when the holder dies
 over once the lease expired. A step that must run in one process at a time takes the lease
 first, and does nothing when another holds it; the loop releases it on ``stop`` so another
 process need not wait. A loop without a lease (the alerter's: its queue is the process's
-own) runs in every process.
+own) runs in every process. A ``LeasedTask`` is a loop whose step is one task run every
+``interval`` seconds under a lease of its own: the service's watchdog (``watchdog.close_stalled``).
 
 In a forked child (gunicorn ``--preload``) a loop has no thread (the next ``start`` makes
 one) and a lease has a new owner: the child is another process.
@@ -30,7 +31,7 @@ from .forksafe import ForkSafeLock, at_fork_reset
 from .log import StructuredLogger
 from .stores.base import Store
 
-__all__ = ["Lease", "LeasedLoop"]
+__all__ = ["Lease", "LeasedLoop", "LeasedTask"]
 
 
 def _owner() -> str:
@@ -155,3 +156,60 @@ class LeasedLoop:
         self._thread = None
         if self.lease is not None:
             self.lease.release()
+
+
+class LeasedTask(LeasedLoop):
+    """Run ``task()`` every ``interval`` seconds in a daemon thread, in the one process of all
+    those sharing ``store`` that holds the lease ``name``.
+
+    The holder renews the lease on every pass; when it dies, another process takes over once
+    the lease expired (``3 * interval`` at most, 30 s at least)."""
+
+    lease: Lease
+
+    def __init__(
+        self,
+        task: Callable[[], object],
+        *,
+        store: Store,
+        name: str,
+        interval: float,
+        clock: Callable[[], float],
+        logger: StructuredLogger,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be positive, got {interval!r}")
+        super().__init__(
+            self.run_once,
+            name=name,
+            wait=interval,
+            logger=logger,
+            lease=Lease(store, name, ttl=max(3 * interval, 30.0), clock=clock, logger=logger),
+            failed=f"{name} pass failed (retried in {interval:g} s)",
+        )
+        self.task = task
+        self.interval = interval
+        self._pass_lock = ForkSafeLock(wait_at_fork=False)  # one pass at a time (thread and callers)
+
+    @property
+    def owner(self) -> str:
+        """This process's name as the lease's holder."""
+        return self.lease.owner
+
+    @property
+    def lease_ttl(self) -> float:
+        """How long the lease outlives the holder's last pass."""
+        return self.lease.ttl
+
+    def run_once(self) -> bool:
+        """Run the task now if this process holds (or takes) the lease; True when it ran."""
+        with self._pass_lock:
+            if not self.lease.take():
+                return False
+            self.task()
+            return True
+
+    def wake(self) -> None:
+        """Let the thread run a pass now (it is started when needed)."""
+        self.start()
+        super().wake()

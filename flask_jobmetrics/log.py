@@ -82,6 +82,21 @@ class StructuredLogger:
         self.run_id = run_id
         self.fmt = fmt
 
+    @classmethod
+    def of_run(
+        cls, scope: str, client_id: str | None, process: str | None, run_id: str | None
+    ) -> StructuredLogger:
+        """A logger of values already checked (a run context's): no validation, no format."""
+        logger = object.__new__(cls)
+        logger.scope, logger.client_id, logger.process, logger.run_id, logger.fmt = (
+            scope,
+            client_id,
+            process,
+            run_id,
+            None,
+        )
+        return logger
+
     def bind(self, **context: str | None) -> StructuredLogger:
         """A copy with ``client_id``, ``process``, ``run_id`` or ``scope`` replaced."""
         values: dict[str, Any] = {

@@ -7,12 +7,20 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any
 
 from .buffer import MetricsBuffer
+from .completion import (
+    Difference,
+    aggregate_job,
+    close_client,
+    finish_client,
+    finish_job,
+    refresh_finished_job,
+)
 from .deltas import ClientDelta, Ops, merge_ops
 from .events import RunEvents
 from .exceptions import (
@@ -22,13 +30,14 @@ from .exceptions import (
     StoreUnavailableError,
     UnknownRunError,
 )
-from .formatting import shorten, span
-from .journal import PROGRESS_LOG_CHARS, append_op, append_text, error_text, log_line
+from .formatting import shorten
+from .journal import PROGRESS_LOG_CHARS, append_op, error_text, log_line
 from .known_rows import UNSEEN, KnownRows
+from .leased import LeasedTask
 from .log import LogFormat, OutageLog, StructuredLogger
 from .longtext import bound_text
 from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
-from .rules import add_note, aggregate_clients, client_status, job_status, job_totals_into, last_activity
+from .rules import aggregate_clients
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
     END_TIME,
@@ -42,45 +51,25 @@ from .schema import (
     MetricRegistry,
     normalize_status,
 )
+from .service_hooks import Clock, PublishOutcome, RejectedHook, RowPublisher, StoredHook
 from .shutdown import guarded
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
 from .stores.deferred import RETRY_INTERVAL
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, deferred_client_view, job_view, with_pending
-from .watchdog import LeasedTask
+from .watchdog import WATCHDOG_LEASE, close_stalled
 
-__all__ = ["MetricsService", "PublishOutcome", "RowPublisher", "idempotency_key", "utcnow"]
-
-Clock = Callable[[], datetime]
-RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
-#: ``list_jobs`` needs a limit: the watchdog looks at every running job.
-_ALL_JOBS = 1_000_000
-#: The lease of the watchdog (one process at a time runs it).
-WATCHDOG_LEASE = "jobmetrics-watchdog"
-
-
-class PublishOutcome(Protocol):
-    """What a publisher's drain achieved."""
-
-    @property
-    def published(self) -> int: ...
-    @property
-    def pending(self) -> int: ...
-    @property
-    def dead(self) -> int: ...
-
-
-class RowPublisher(Protocol):
-    """What the service drives of a publisher of the store's outbox (the Airtable ``Publisher``)."""
-
-    def wake(self) -> None:
-        """The store changed: look at the outbox soon (starts the sender when needed)."""
-
-    def flush(self, timeout: float | None = None) -> PublishOutcome:
-        """Publish what waits until it is sent or ``timeout`` seconds passed."""
-
-    def stop(self) -> None:
-        """Stop sending; safe to repeat."""
+__all__ = [
+    "MetricsService",
+    "idempotency_key",
+    "utcnow",
+    # the collaborators' types (defined in flask_jobmetrics.service_hooks)
+    "Clock",
+    "PublishOutcome",
+    "RejectedHook",
+    "RowPublisher",
+    "StoredHook",
+]
 
 
 #: Seconds a reserved run ID may run ahead of the clock before ``start_job`` warns.
@@ -127,7 +116,7 @@ class MetricsService:
         buffer_maxsize: int = 10_000,
         clock: Clock = utcnow,
         on_rejected: RejectedHook | None = None,
-        on_stored: Callable[[], None] | None = None,
+        on_stored: StoredHook | None = None,
         events: RunEvents | None = None,
         publisher: RowPublisher | None = None,
         log_format: LogFormat | None = None,
@@ -206,29 +195,18 @@ class MetricsService:
         self.outage.recovered()
         self._rows.remember(rows)
         for row in rows:
-            if row.refused:
-                self._report_refused(row)
+            if row.refused:  # sums the store did not add: the total would pass 2**53
+                too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in row.refused]
+                self._report_rejected(None, row.run_id, row.client_id, too_large, refused=True)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
-                self.store.update_job(run, self._refresh_finished)
+                self.store.update_job(run, functools.partial(refresh_finished_job, registry=self.registry))
                 self.logger.bind(run_id=run).info(
                     "late client updates: the completed job's totals and status were recomputed"
                 )
             except Exception as exc:  # the merge stands; `update_job_aggregate_metrics` can redo this
                 self.logger.warning("could not recompute the totals of completed job %s: %r", run, exc)
         self._stored()
-
-    def _report_refused(self, row: ClientRow) -> None:
-        """Sums the store did not add (the total would pass 2**53): logged and reported."""
-        rejected = [
-            RejectedMetric(metric=name, value=value, reason=SUM_TOO_LARGE) for name, value in row.refused
-        ]
-        self._log(None, row.run_id, row.client_id).error("not stored: %s", _described(rejected))
-        if self.on_rejected is not None:
-            try:
-                self.on_rejected(row.run_id, row.client_id, rejected)
-            except Exception as exc:  # what was merged stays merged
-                self.logger.warning("could not report refused sums: %r", exc)
 
     def _stored(self) -> None:
         """Tell the publisher the store changed. Never raises: what was merged stays merged."""
@@ -264,8 +242,14 @@ class MetricsService:
         self._rows.read((run_id, client_id), row)
         return row
 
+    def checked_ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
+        """(base run ID, client ID) of valid arguments, else ``InvalidRunIdError`` /
+        ``InvalidClientIdError`` (a client-form run ID must name the same client). The last
+        thousand or so valid pairs are remembered: checking one again is a dict look-up."""
+        return self._ids(run_id, client_id)
+
     def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
-        """(base run ID, client ID) of valid arguments (the last thousand or so are remembered)."""
+        """``checked_ids`` (the update path calls it without the extra frame)."""
         if type(run_id) is str and type(client_id) is str:
             ids = self._checked_ids.get((run_id, client_id))
             if ids is None:
@@ -318,19 +302,42 @@ class MetricsService:
                     problem.metric,
                     problem.reason.removeprefix("unknown metric"),
                 )
-        if rejected:
-            self._log(logger, run_id, client_id).warning("rejected %s", _described(rejected))
-        rejected += unknown_rejected
-        if rejected and self.on_rejected is not None:
-            self.on_rejected(run_id, client_id, rejected)
+        if rejected or unknown_rejected:  # the unknown ones were warned of above, once each
+            logged, rejected = rejected, rejected + unknown_rejected
+            self._report_rejected(logger, run_id, client_id, rejected, logged=logged)
         return values, rejected
 
     def _report_rejected(
-        self, logger: StructuredLogger | None, run: str, client: str, rejected: list[RejectedMetric]
+        self,
+        logger: StructuredLogger | None,
+        run: str,
+        client: str,
+        rejected: list[RejectedMetric],
+        *,
+        logged: list[RejectedMetric] | None = None,
+        refused: bool = False,
     ) -> None:
-        self._log(logger, run, client).warning("rejected %s", _described(rejected))
-        if self.on_rejected is not None:
+        """Log what was not stored and tell ``on_rejected`` of all of ``rejected``: the one
+        report of rejected metrics, from an update or after a merge. ``logged``: the part to
+        log (by default all of it). ``refused``: sums the store did not add (the total would
+        pass 2**53), logged as an error; a failing ``on_rejected`` is then only logged, for
+        what was merged stays merged."""
+        logged = rejected if logged is None else logged
+        if logged:
+            log = self._log(logger, run, client)
+            if refused:
+                log.error("not stored: %s", _described(logged))
+            else:
+                log.warning("rejected %s", _described(logged))
+        if not rejected or self.on_rejected is None:
+            return
+        if not refused:
             self.on_rejected(run, client, rejected)
+            return
+        try:
+            self.on_rejected(run, client, rejected)
+        except Exception as exc:  # what was merged stays merged
+            self.logger.warning("could not report refused sums: %r", exc)
 
     def normalized_ops(
         self, metrics: Any, run_id: str, client_id: str, logger: StructuredLogger | None = None
@@ -370,20 +377,11 @@ class MetricsService:
         """The op appending one timestamped line to the Progress Log."""
         return append_op(log_line(when or self.clock(), message), self.progress_log_chars)
 
-    def _add_line(self, fields: dict[str, Any], message: str, when: datetime) -> None:
-        """Append a line to the Progress Log of ``fields`` (inside a store transaction)."""
-        fields[PROGRESS_LOG] = append_text(fields.get(PROGRESS_LOG), self._line(message, when)[1])
-
     def _opening(self, delta: ClientDelta) -> Ops:
         """The ops of a row's first update in this process, before its own: ``Start Time``
         and the Progress Log's first line, at the update's time (its ``Last Update``)."""
         now = delta.ops[LAST_UPDATE][1]
         return {START_TIME: ("min", now), PROGRESS_LOG: self._line("started (first update)", now)}
-
-    def _counts(self, fields: Mapping[str, Any]) -> str:
-        """The non-zero ``sum`` metrics of a row, for a Progress Log line."""
-        sums = [spec for spec in self.registry.specs if spec.aggregate == "sum"]
-        return ", ".join(f"{spec.name} {fields[spec.field]:,}" for spec in sums if fields.get(spec.field))
 
     # -- client runs ------------------------------------------------------------------
 
@@ -589,20 +587,19 @@ class MetricsService:
             ops[ERROR_DETAILS] = ("last", error_details)
         if notes:
             ops[SYSTEM_NOTES] = append_op(notes)
-        differences: list[tuple[str, Any, Any]] = []
+        differences: list[Difference] = []
 
         def finalize(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
-            differences.clear()
-            for name, total in authoritative.items():
-                accumulated = fields.get(name, 0)
-                if accumulated != total:
-                    differences.append((name, accumulated, total))
-                fields[name] = total
-            status = client_status(fields, explicit=explicit_status, success=succeeded)
-            fields[STATUS] = status
-            counts = self._counts(fields)
-            line = f"completed with status {status}" + (f" ({counts})" if counts else "")
-            self._add_line(fields, line + (f"; error: {error_details}" if error_details else ""), now)
+            differences[:] = finish_client(
+                fields,
+                self.registry,
+                totals=authoritative,
+                explicit_status=explicit_status,
+                success=succeeded,
+                error=error_details,
+                now=now,
+                line=self._line,
+            )
 
         self.buffer.flush(run_id=run, client_id=client)
         row, _ = self.store.merge_client(ClientDelta(run, client, ops, complete=True), finalize)
@@ -692,16 +689,7 @@ class MetricsService:
         run = RunId.parse(run_id).base
         self._log(logger, run)
         self.buffer.flush(run_id=run)
-        return self._update_job(run, self._aggregate_into)
-
-    def _aggregate_into(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
-        job_totals_into(self.registry, fields, [c.fields for c in clients])
-
-    def _refresh_finished(self, fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
-        """A completed job after late client updates: totals, and its status unless it Failed."""
-        self._aggregate_into(fields, clients)
-        if fields.get(STATUS) != Status.FAILED.value:
-            fields[STATUS] = job_status((c.fields for c in clients), success=True)
+        return self._update_job(run, functools.partial(aggregate_job, registry=self.registry))
 
     def _update_job(self, run: str, update: JobUpdate, complete: bool | None = None) -> JobRun:
         """Change the job row in one store transaction; returns the job as a model."""
@@ -735,14 +723,7 @@ class MetricsService:
             if not row.completed:  # never completed: Running ones failed; any other keeps its status
                 self._close_client(run, row.client_id, now, log, note)
         stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-        def finish(fields: dict[str, Any], clients: Sequence[ClientRow]) -> None:
-            self._aggregate_into(fields, clients)
-            fields[END_TIME] = max(now, fields.get(END_TIME) or now)
-            if notes:
-                add_note(fields, notes)
-            fields[STATUS] = job_status((c.fields for c in clients), success=success)
-
+        finish = functools.partial(finish_job, registry=self.registry, now=now, notes=notes, success=success)
         job = self._update_job(run, finish, complete=True)
         self._rows.forget(run, job.client_ids)
         if job.status is Status.FAILED and self.events is not None:
@@ -769,18 +750,11 @@ class MetricsService:
         """Complete a client run the job outlived: a Running one is closed as Failed, with a
         note, ``error`` in its ``Error Details`` (an earlier error kept below it) and a Progress
         Log line. True when it was closed."""
-        closed: list[bool] = []
+        closed = False
 
         def close(fields: dict[str, Any]) -> None:  # may run more than once (Redis retries)
-            closed.clear()
-            if fields.get(STATUS) == Status.RUNNING.value:
-                fields[STATUS] = Status.FAILED.value
-                add_note(fields, note)
-                if error is not None:  # an earlier error stays visible below
-                    earlier = fields.get(ERROR_DETAILS)
-                    fields[ERROR_DETAILS] = error_text(f"{error}\nEarlier: {earlier}" if earlier else error)
-                self._add_line(fields, f"closed as Failed: {error or note}", now)
-                closed.append(True)
+            nonlocal closed
+            closed = close_client(fields, note=note, error=error, now=now, line=self._line)
 
         row, _ = self.store.merge_client(
             ClientDelta(run, client, {END_TIME: ("max", now)}, complete=True), close
@@ -791,7 +765,7 @@ class MetricsService:
                 "client run was still running; closed as Failed"
             )
             self._failed(run, client, row.fields.get(ERROR_DETAILS) or note, stalled=stalled)
-        return bool(closed)
+        return closed
 
     # -- the watchdog -----------------------------------------------------------------
 
@@ -806,49 +780,7 @@ class MetricsService:
         service's): its running clients become ``Failed`` (Error Details: stalled, since when),
         the job is completed by the usual rules with a note, the events hear ``run_stalled``. Returns
         the run IDs closed. The watchdog calls it; it can be called by hand."""
-        seconds = self.stale_after if stale_after is None else stale_after
-        if seconds <= 0:
-            raise ValueError(f"stale_after must be seconds > 0, got {seconds!r}")
-        now = self.clock()
-        cutoff = now - timedelta(seconds=seconds)
-        closed = []
-        for job in self.store.list_jobs(limit=_ALL_JOBS, status=Status.RUNNING.value):
-            if self.buffer.clients_of(job.run_id):  # this process has updates of it on the way
-                continue
-            clients = self.store.list_clients(job.run_id)
-            times = [t for t in map(last_activity, [job.fields, *(c.fields for c in clients)]) if t]
-            last = max(times, default=None)
-            if last is None or last > cutoff:
-                continue
-            self._close_stalled(job.run_id, clients, last, now)
-            closed.append(job.run_id)
-        return closed
-
-    def _close_stalled(self, run: str, clients: Sequence[ClientRow], last: datetime, now: datetime) -> None:
-        log = self._log(None, run)
-        stalled = []
-        for row in clients:
-            if row.completed:
-                continue
-            since = last_activity(row.fields) or last
-            quiet = span((now - since).total_seconds())
-            error = f"stalled: no update since {since:%Y-%m-%d %H:%M:%S} UTC ({quiet})"
-            note = f"Closed by the watchdog: {error}."
-            if self._close_client(run, row.client_id, now, log, note, error, stalled=True):
-                stalled.append(row.client_id)
-        note = (
-            f"Closed by the watchdog at {now:%Y-%m-%d %H:%M:%S} UTC:"
-            f" no update since {last:%Y-%m-%d %H:%M:%S} UTC"
-        )
-        if stalled:
-            note += f"; {len(stalled)} running client run(s) closed as Failed"
-        self.complete_job_metrics(run, notes=note + ".", logger=log)
-        log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
-        if self.events is not None:
-            try:
-                self.events.run_stalled(run, stalled)
-            except Exception as exc:  # the closing stands
-                self.logger.warning("a run-stalled listener failed for %s: %r", run, exc)
+        return close_stalled(self, self.stale_after if stale_after is None else stale_after)
 
     @guarded
     def get_job_run(self, run_id: RunIdLike) -> JobRun | None:

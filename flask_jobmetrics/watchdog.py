@@ -1,73 +1,112 @@
-"""A leased task: one process at a time runs it every ``interval`` seconds.
+"""The watchdog's pass: close the jobs that stopped updating (``MetricsService.close_stalled``).
 
-The service's watchdog (``MetricsService.close_stalled``) runs here. Like the Airtable
-publisher, the processes sharing a store elect one runner through the store's lease
-(``leased.Lease``): the holder renews it on every pass; when it dies, another process takes
-over once the lease expired (``3 * interval`` at most, 30 s at least). The thread is a
-``leased.LeasedLoop``.
+A ``Running`` job with no update for ``stale_after`` seconds (of its own row and its client
+rows) is closed: its running clients become ``Failed`` (Error Details: stalled, since when),
+the job is completed by the usual rules with a note, and the events hear ``run_stalled``. A
+job this process still has buffered updates of is left for the next pass.
+
+The pass reuses the service's own steps (close one client run, complete a job), so it
+depends on what it needs of the service (``Service``), not on ``service.py``; the service
+runs it in a ``leased.LeasedTask``, one process of a store at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
 
-from .forksafe import ForkSafeLock
-from .leased import Lease, LeasedLoop
+from .buffer import MetricsBuffer
+from .events import RunEvents
+from .formatting import span
 from .log import StructuredLogger
-from .stores.base import Store
+from .models import JobRun, Status
+from .rules import last_activity
+from .service_hooks import Clock
+from .stores.base import ClientRow, Store
 
-__all__ = ["LeasedTask"]
+__all__ = ["WATCHDOG_LEASE", "Service", "close_stalled"]
+
+#: The lease of the watchdog (one process at a time runs it).
+WATCHDOG_LEASE = "jobmetrics-watchdog"
+#: ``list_jobs`` needs a limit: the watchdog looks at every running job.
+_ALL_JOBS = 1_000_000
 
 
-class LeasedTask(LeasedLoop):
-    """Run ``task()`` every ``interval`` seconds in a daemon thread, in the one process of all
-    those sharing ``store`` that holds the lease ``name``."""
+class Service(Protocol):
+    """What the watchdog's pass needs of the service (``service.MetricsService``)."""
 
-    lease: Lease
+    store: Store
+    buffer: MetricsBuffer
+    clock: Clock
+    events: RunEvents | None
+    logger: StructuredLogger
 
-    def __init__(
+    def _log(self, logger: None, run_id: str) -> StructuredLogger:
+        """The logger of a run."""
+
+    def _close_client(
         self,
-        task: Callable[[], object],
+        run: str,
+        client: str,
+        now: datetime,
+        log: StructuredLogger,
+        note: str,
+        error: str,
         *,
-        store: Store,
-        name: str,
-        interval: float,
-        clock: Callable[[], float],
-        logger: StructuredLogger,
-    ) -> None:
-        if interval <= 0:
-            raise ValueError(f"interval must be positive, got {interval!r}")
-        super().__init__(
-            self.run_once,
-            name=name,
-            wait=interval,
-            logger=logger,
-            lease=Lease(store, name, ttl=max(3 * interval, 30.0), clock=clock, logger=logger),
-            failed=f"{name} pass failed (retried in {interval:g} s)",
-        )
-        self.task = task
-        self.interval = interval
-        self._pass_lock = ForkSafeLock(wait_at_fork=False)  # one pass at a time (thread and callers)
+        stalled: bool,
+    ) -> bool:
+        """Close a client run still Running as Failed; True when it was."""
 
-    @property
-    def owner(self) -> str:
-        """This process's name as the lease's holder."""
-        return self.lease.owner
+    def complete_job_metrics(self, run_id: str, *, notes: str, logger: StructuredLogger) -> JobRun:
+        """Complete the job by the usual rules."""
 
-    @property
-    def lease_ttl(self) -> float:
-        """How long the lease outlives the holder's last pass."""
-        return self.lease.ttl
 
-    def run_once(self) -> bool:
-        """Run the task now if this process holds (or takes) the lease; True when it ran."""
-        with self._pass_lock:
-            if not self.lease.take():
-                return False
-            self.task()
-            return True
+def close_stalled(service: Service, seconds: float) -> list[str]:
+    """Close every ``Running`` job of ``service`` with no update for ``seconds``; returns the
+    run IDs closed."""
+    if seconds <= 0:
+        raise ValueError(f"stale_after must be seconds > 0, got {seconds!r}")
+    store = service.store
+    now = service.clock()
+    cutoff = now - timedelta(seconds=seconds)
+    closed = []
+    for job in store.list_jobs(limit=_ALL_JOBS, status=Status.RUNNING.value):
+        if service.buffer.clients_of(job.run_id):  # this process has updates of it on the way
+            continue
+        clients = store.list_clients(job.run_id)
+        times = [t for t in map(last_activity, [job.fields, *(c.fields for c in clients)]) if t]
+        last = max(times, default=None)
+        if last is None or last > cutoff:
+            continue
+        _close_stalled(service, job.run_id, clients, last, now)
+        closed.append(job.run_id)
+    return closed
 
-    def wake(self) -> None:
-        """Let the thread run a pass now (it is started when needed)."""
-        self.start()
-        super().wake()
+
+def _close_stalled(
+    service: Service, run: str, clients: Sequence[ClientRow], last: datetime, now: datetime
+) -> None:
+    log = service._log(None, run)
+    stalled = []
+    for row in clients:
+        if row.completed:
+            continue
+        since = last_activity(row.fields) or last
+        quiet = span((now - since).total_seconds())
+        error = f"stalled: no update since {since:%Y-%m-%d %H:%M:%S} UTC ({quiet})"
+        note = f"Closed by the watchdog: {error}."
+        if service._close_client(run, row.client_id, now, log, note, error, stalled=True):
+            stalled.append(row.client_id)
+    note = (
+        f"Closed by the watchdog at {now:%Y-%m-%d %H:%M:%S} UTC: no update since {last:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if stalled:
+        note += f"; {len(stalled)} running client run(s) closed as Failed"
+    service.complete_job_metrics(run, notes=note + ".", logger=log)
+    log.warning("job stalled and was closed: no update since %s UTC", f"{last:%Y-%m-%d %H:%M:%S}")
+    if service.events is not None:
+        try:
+            service.events.run_stalled(run, stalled)
+        except Exception as exc:  # the closing stands
+            service.logger.warning("a run-stalled listener failed for %s: %r", run, exc)

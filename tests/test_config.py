@@ -55,6 +55,13 @@ def test_values_are_coerced_where_unambiguous(tmp_path: Path) -> None:
     assert settings.webhook_secrets == {"acme": b"s3cret"}
 
 
+def test_a_dashboard_session_lasts_twelve_hours_unless_set(tmp_path: Path) -> None:
+    """JOBMETRICS_DASHBOARD_SESSION_MAX_AGE defaults to 43200 seconds; whole seconds as text are read too."""
+    assert read_settings({}, str(tmp_path)).dashboard_session_max_age == 43_200
+    set_by_env = read_settings({"JOBMETRICS_DASHBOARD_SESSION_MAX_AGE": "3600"}, str(tmp_path))
+    assert set_by_env.dashboard_session_max_age == 3600
+
+
 @pytest.mark.parametrize(
     ("key", "value"),
     [
@@ -77,6 +84,11 @@ def test_values_are_coerced_where_unambiguous(tmp_path: Path) -> None:
         ("WEBHOOK_SECRETS", {"bad id": "s"}),
         ("WEBHOOK_SECRETS", {"acme": ""}),
         ("DASHBOARD", 2),
+        ("DASHBOARD_SESSION_MAX_AGE", 0),
+        ("DASHBOARD_SESSION_MAX_AGE", -60),
+        ("DASHBOARD_SESSION_MAX_AGE", 1.5),
+        ("DASHBOARD_SESSION_MAX_AGE", "half a day"),
+        ("DASHBOARD_SESSION_MAX_AGE", True),
         ("LOG_FORMAT", "xml"),
     ],
 )

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
+from itsdangerous.encoding import base64_encode, int_to_bytes
 
 from flask_jobmetrics import StoreError, StoreUnavailableError
 from flask_jobmetrics.dashboard import api, views
-from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_value
+from flask_jobmetrics.dashboard.auth import COOKIE_NAME, session_serializer
 from flask_jobmetrics.dashboard.charts import TOP_BARS, shorten
 from flask_jobmetrics.dashboard.present import NAME_CHARS, PAGE_SIZE
 from flask_jobmetrics.models import Status
@@ -840,13 +844,105 @@ def test_login_form_sets_a_secure_httponly_samesite_cookie_that_admits_the_brows
     )
     assert response.status_code == 303 and response.headers["Location"] == "/jobmetrics/api/runs"
     cookie = response.headers["Set-Cookie"]
-    assert cookie.startswith(f"{COOKIE_NAME}={session_value('s3cret-token')};")
-    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/jobmetrics"):
+    value = cookie.removeprefix(f"{COOKIE_NAME}=").partition(";")[0]
+    assert session_serializer("s3cret-token").loads(value, max_age=43_200) == "dashboard"
+    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/jobmetrics", "Max-Age=43200"):
         assert attribute in cookie
     assert "s3cret-token" not in cookie
     assert client.get("/jobmetrics/api/runs").status_code == 200
     client.post("/jobmetrics/logout")
     assert client.get("/jobmetrics/api/runs").status_code == 401
+
+
+def _signed_ago(seconds: int) -> type[TimestampSigner]:
+    """A signer whose clock is ``seconds`` behind the system's (ahead if negative)."""
+
+    class Signer(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - seconds
+
+    return Signer
+
+
+def _with_cookie(app: Flask, value: str) -> FlaskClient:
+    client = app.test_client()
+    client.set_cookie(COOKIE_NAME, value, path="/jobmetrics")
+    return client
+
+
+def test_a_login_cookie_within_its_max_age_is_accepted(make_app: AppFactory) -> None:
+    """A cookie signed with the token half an hour ago passes under a one-hour max age."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_SESSION_MAX_AGE=3600)
+    value = session_serializer("t", signer=_signed_ago(1800)).dumps("dashboard")
+    assert _with_cookie(app, value).get("/jobmetrics/").status_code == 200
+
+
+def test_a_login_cookie_older_than_its_max_age_gets_the_sign_in_page(make_app: AppFactory) -> None:
+    """An authentic cookie past the max age is a 401 with the sign-in link and says the session expired."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_SESSION_MAX_AGE=3600)
+    value = session_serializer("t", signer=_signed_ago(3601)).dumps("dashboard")
+    client = _with_cookie(app, value)
+    page = client.get("/jobmetrics/runs/230615-120000")
+    assert page.status_code == 401 and page.headers["WWW-Authenticate"] == 'Bearer realm="jobmetrics"'
+    html = page.get_data(as_text=True)
+    assert "session has expired" in html
+    assert 'href="/jobmetrics/login?next=/jobmetrics/runs/230615-120000"' in html
+    assert client.get("/jobmetrics/api/runs").get_json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("ahead", "status"), [(10, 200), (3600, 401)])
+def test_a_login_cookie_stamped_ahead_passes_within_the_clock_skew_only(
+    make_app: AppFactory, ahead: int, status: int
+) -> None:
+    """A cookie from a host whose clock runs seconds ahead passes; one stamped an hour ahead does not."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_SESSION_MAX_AGE=3600)
+    value = session_serializer("t", signer=_signed_ago(-ahead)).dumps("dashboard")
+    assert _with_cookie(app, value).get("/jobmetrics/").status_code == status
+
+
+def _flip(text: str, at: int) -> str:
+    return text[:at] + ("B" if text[at] == "A" else "A") + text[at + 1 :]
+
+
+def _restamped(value: str) -> str:
+    """The cookie with its timestamp moved to now, its signature kept."""
+    payload, _, signature = value.split(".")
+    return ".".join([payload, base64_encode(int_to_bytes(int(time.time()))).decode(), signature])
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda value: _flip(value, len(value) - 10), id="signature"),
+        pytest.param(lambda value: _flip(value, 1), id="payload"),
+        pytest.param(_restamped, id="timestamp"),
+        pytest.param(lambda value: value.rsplit(".", 1)[0], id="no-signature"),
+        pytest.param(lambda value: "0" * 64, id="not-signed"),
+    ],
+)
+def test_a_tampered_login_cookie_is_no_cookie(make_app: AppFactory, forge: Callable[[str], str]) -> None:
+    """A cookie changed in any part (an expired one restamped, too) is refused like a missing one."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_SESSION_MAX_AGE=3600)
+    value = session_serializer("t", signer=_signed_ago(7200)).dumps("dashboard")
+    page = _with_cookie(app, forge(value)).get("/jobmetrics/")
+    assert page.status_code == 401 and "needs its token" in page.get_data(as_text=True)
+
+
+def test_a_login_cookie_made_with_another_token_is_refused(make_app: AppFactory) -> None:
+    """Changing the token signs every browser out: a cookie signed with the old one is a 401."""
+    app = make_app(JOBMETRICS_DASHBOARD_TOKEN="new-token")
+    value = session_serializer("old-token").dumps("dashboard")
+    page = _with_cookie(app, value).get("/jobmetrics/")
+    assert page.status_code == 401 and "needs its token" in page.get_data(as_text=True)
+
+
+def test_the_login_form_says_how_long_the_browser_stays_signed_in(make_app: AppFactory) -> None:
+    """The form names the session's length, and the cookie it sets carries the same max age."""
+    client = make_app(
+        JOBMETRICS_DASHBOARD_TOKEN="t", JOBMETRICS_DASHBOARD_SESSION_MAX_AGE="5400"
+    ).test_client()
+    assert "stays signed in for 1h 30m" in client.get("/jobmetrics/login").get_data(as_text=True)
+    assert "Max-Age=5400;" in client.post("/jobmetrics/login", data={"token": "t"}).headers["Set-Cookie"]
 
 
 def test_login_refuses_a_wrong_token_a_foreign_origin_and_a_foreign_next(make_app: AppFactory) -> None:

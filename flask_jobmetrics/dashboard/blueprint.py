@@ -114,17 +114,22 @@ def _authorize() -> Response | None:
     if request.endpoint in _OPEN_ENDPOINTS:
         return None  # the package's own CSS and JS (nothing secret) and the login form itself
     settings = get_state().settings
-    decision = check_access(request, settings.dashboard_token, loopback=settings.dashboard_loopback)
+    decision = check_access(
+        request,
+        settings.dashboard_token,
+        session_max_age=settings.dashboard_session_max_age,
+        loopback=settings.dashboard_loopback,
+    )
     if decision is Decision.ALLOW:
         return None
-    if decision is Decision.MISSING_TOKEN:
+    if decision in (Decision.MISSING_TOKEN, Decision.EXPIRED_SESSION):
         challenge = {"WWW-Authenticate": 'Bearer realm="jobmetrics"'}
-        return error(
-            401,
-            "unauthorized",
-            "This dashboard needs its token: sign in, or send an Authorization: Bearer header.",
-            challenge,
+        message = (
+            "Your session has expired: sign in again."
+            if decision is Decision.EXPIRED_SESSION
+            else "This dashboard needs its token: sign in, or send an Authorization: Bearer header."
         )
+        return error(401, "unauthorized", message, challenge)
     if decision is Decision.INVALID_TOKEN:
         challenge = {"WWW-Authenticate": 'Bearer realm="jobmetrics", error="invalid_token"'}
         return error(401, "unauthorized", "The bearer token is not valid.", challenge)

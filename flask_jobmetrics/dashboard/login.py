@@ -1,7 +1,10 @@
 """Sign in once with the dashboard token: a form that sets a Secure, HttpOnly, SameSite cookie.
 
-The cookie holds an HMAC of the token (``auth.session_value``), never the token; changing
-``JOBMETRICS_DASHBOARD_TOKEN`` signs every browser out. ``POST /logout`` removes it.
+The cookie is signed and timestamped with the token (``auth.new_session``), never the token;
+it lasts ``JOBMETRICS_DASHBOARD_SESSION_MAX_AGE`` seconds, in the browser and on the server.
+Changing ``JOBMETRICS_DASHBOARD_TOKEN`` signs every browser out. ``POST /logout`` deletes this
+browser's cookie; nothing is kept on the server to revoke one cookie alone (a copy stays good
+until it expires, or until the token changes).
 """
 
 from __future__ import annotations
@@ -10,14 +13,12 @@ from urllib.parse import urlsplit
 
 from flask import Response, redirect, render_template, request, url_for
 
+from ..formatting import span
 from ..state import get_state
-from .auth import COOKIE_NAME, is_loopback, session_value, token_matches
+from .auth import COOKIE_NAME, is_loopback, new_session, token_matches
 from .blueprint import bp
 
-__all__ = ["SESSION_MAX_AGE"]
-
-#: How long the login cookie is kept, in seconds (30 days).
-SESSION_MAX_AGE = 30 * 24 * 3600
+__all__: list[str] = []
 
 
 def _cookie_path() -> str:
@@ -42,6 +43,7 @@ def _form(status: int = 200, error: str = "") -> Response:
         next_url=_safe_next(request.values.get("next")),
         error=error,
         plain_http=plain_http,
+        session_for=span(get_state().settings.dashboard_session_max_age, units=2),
     )
     return Response(page, status=status)
 
@@ -76,8 +78,8 @@ def login_post() -> Response:
     response: Response = redirect(_safe_next(request.form.get("next")), code=303)  # type: ignore[assignment]
     response.set_cookie(
         COOKIE_NAME,
-        session_value(token),
-        max_age=SESSION_MAX_AGE,
+        new_session(token),
+        max_age=get_state().settings.dashboard_session_max_age,
         path=_cookie_path(),
         secure=True,
         httponly=True,
