@@ -219,6 +219,50 @@ def test_runs_list_of_finished_runs_reads_no_client_row(
     assert counting.calls == {"list_jobs": 1}
 
 
+def test_run_page_reads_the_job_row_and_its_clients_once(
+    client: FlaskClient, service: MetricsService, clock: Clock, make_store: MakeStore
+) -> None:
+    """The run page, its summary and /api/runs/<id> of a running job each read its row once and
+    its client rows once (memory, SQLite, Redis), and show what the service gives for it."""
+    counting = CountingStore(make_store(clock=clock.timestamp))
+    service.store = counting  # type: ignore[assignment]
+    run = _job(service, clock)
+    service.flush()
+    service.update_client_metrics(run, "globex", {"Total Tokens": 100})  # still in the buffer
+    for path in (f"/jobmetrics/runs/{run}", f"/jobmetrics/runs/{run}/summary"):
+        counting.calls.clear()
+        assert client.get(path).status_code == 200
+        assert counting.calls == {"get_job": 1, "list_clients": 1}
+    counting.calls.clear()
+    answer = client.get(f"/jobmetrics/api/runs/{run}").get_json()
+    assert counting.calls == {"get_job": 1, "list_clients": 1}
+    job = service.get_job_run(run)
+    assert job is not None and job.metrics["Total Tokens"] == 123456 + 900 + 100
+    assert answer["job"] == job.model_dump(mode="json")
+    assert answer["clients"] == [api.client_summary(c) for c in service.list_client_runs(run)]
+
+
+def test_client_page_reads_the_job_rows_and_the_clients_rows_in_one_call(
+    client: FlaskClient, service: MetricsService, clock: Clock, make_store: MakeStore
+) -> None:
+    """The client page makes two store reads whatever the number of runs (memory, SQLite,
+    Redis): the job rows, then the client's row in each run that has it; it lists the runs the
+    service gives for the client."""
+    counting = CountingStore(make_store(clock=clock.timestamp))
+    service.store = counting  # type: ignore[assignment]
+    runs = [_job(service, clock, f"2306{day:02d}-120000", finish=day % 2 == 0) for day in range(1, 6)]
+    service.complete_client_metrics(service.start_job("230610-120000").run_id, "initech")
+    service.flush()
+    counting.calls.clear()
+    html = client.get("/jobmetrics/clients/globex").get_data(as_text=True)
+    assert counting.calls == {"list_jobs": 1, "get_clients_of": 1}
+    assert re.findall(r'<tr id="run-([0-9-]+)"', html) == list(reversed(runs))
+    for run in runs:
+        found = service.get_client_run(run, "globex")
+        assert found is not None
+        assert cells(html, f"run-{run}")[:2] == [run, found.status.value]
+
+
 def test_run_page_shows_each_client_row_with_its_numbers(
     client: FlaskClient, service: MetricsService, clock: Clock
 ) -> None:
@@ -596,7 +640,8 @@ def test_run_page_lists_failed_and_running_clients_first_and_pages_past_page_siz
 def test_charts_draw_the_top_clients_and_one_line_for_the_others(
     client: FlaskClient, service: MetricsService
 ) -> None:
-    """With more than TOP_BARS clients a chart draws the largest ones and sums the rest, full names kept."""
+    """With more than TOP_BARS clients a chart draws the largest ones and sums the rest in a line
+    without a bar, full names kept."""
     ids = client_ids(40)
     run = service.start_job().run_id
     score(service, run, ids)
@@ -606,6 +651,7 @@ def test_charts_draw_the_top_clients_and_one_line_for_the_others(
     assert tokens is not None
     assert len(re.findall(r'<rect class="bar ', tokens.group(0))) == TOP_BARS
     assert f"{40 - TOP_BARS} other clients" in tokens.group(0)
+    assert len(re.findall(r'<rect class="chart-track"', tokens.group(0))) == TOP_BARS  # none for the others
     long_names = re.findall(r"<title>(A-Very-Long-Tenant-Name-Holdings-\d+): ", tokens.group(0))
     labels = re.findall(r'<text class="chart-label"[^>]*>([^<]+)</text>', tokens.group(0))
     assert long_names and len(set(labels)) == len(labels)  # elided in the middle: still distinct

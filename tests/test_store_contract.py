@@ -187,6 +187,22 @@ def test_list_clients_of_reads_several_runs_at_once(store: Store) -> None:
     assert store.list_clients_of([]) == {}
 
 
+def test_get_clients_of_reads_one_client_in_several_runs_at_once(store: Store) -> None:
+    """get_clients_of gives the client's row in each asked run that has one, in the order asked."""
+    store.merge_clients([leads(1, "acme"), leads(2, "globex"), leads(3, "acme", run="run-2")])
+    store.merge_client(leads(4, "globex", run="run-3"))
+    store.merge_client(leads(5, "acme", run="run-4"))
+    found = store.get_clients_of("acme", ["run-2", "run-3", "run-1", "run-9"])
+    assert list(found) == ["run-2", "run-1"]
+    assert found["run-1"] == store.get_client("run-1", "acme")
+    assert [(r.run_id, r.client_id, r.fields[LEADS]) for r in found.values()] == [
+        ("run-2", "acme", 3),
+        ("run-1", "acme", 1),
+    ]
+    assert store.get_clients_of("acme", []) == {}
+    assert store.get_clients_of("nobody", ["run-1"]) == {}
+
+
 def test_returned_rows_are_snapshots(store: Store) -> None:
     """Changing the fields of a returned row does not change the store."""
     row, _ = store.merge_client(leads(1))

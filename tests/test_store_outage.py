@@ -24,6 +24,7 @@ from flask_jobmetrics import ConfigurationError, JobMetrics, StoreError, StoreUn
 from flask_jobmetrics.airtable.publisher import Publisher
 from flask_jobmetrics.alerts import Alerter
 from flask_jobmetrics.config import read_settings
+from flask_jobmetrics.deltas import ClientDelta
 from flask_jobmetrics.events import EventFanOut
 from flask_jobmetrics.service import MetricsService
 from flask_jobmetrics.stores import load_store
@@ -431,6 +432,26 @@ def test_the_deferred_store_raises_a_fresh_error_each_time() -> None:
         assert raised.value is not store.error
     assert len(set(depths)) == 1
     assert str(raised.value) == str(first.value)
+
+
+def test_the_deferred_store_reads_clients_in_bulk_from_the_store_it_opened(clock: Clock) -> None:
+    """Once open, the deferred store's bulk reads answer what the store it opened holds."""
+    opened = MemoryStore()
+    opened.merge_clients(
+        [ClientDelta(RUN, c, {LEADS: ("sum", n)}) for n, c in enumerate(("acme", "globex"), 1)]
+    )
+    store = DeferredStore(
+        "memory://",
+        lambda: opened,
+        StoreUnavailableError("down"),
+        durable=False,
+        shared=False,
+        clock=clock.timestamp,
+    )
+    clock.advance(RETRY_INTERVAL)
+    assert store.get_clients_of("globex", [RUN, "230615-130000"]) == opened.get_clients_of("globex", [RUN])
+    assert store.get_clients_of("globex", [RUN])[RUN].fields[LEADS] == 2
+    assert store.list_clients_of([RUN]) == opened.list_clients_of([RUN])
 
 
 def test_updates_do_not_read_an_unavailable_store_on_every_call(clock: Clock) -> None:

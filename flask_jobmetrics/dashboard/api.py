@@ -23,9 +23,8 @@ from .blueprint import (
     parse_limit,
     parse_run_id,
     parse_status,
-    sorted_clients,
 )
-from .listing import list_runs
+from .listing import list_runs, read_run
 from .present import error_of, reason_of
 
 __all__ = ["API_CACHE_CONTROL", "PREVIEW_CHARS", "client_summary"]
@@ -79,11 +78,12 @@ def client_summary(client: ClientRun) -> dict[str, Any]:
 def api_run(run_id: str) -> Response:
     service = current_service()
     parsed = parse_run_id(run_id)
-    job = service.get_job_run(parsed.base)
-    if job is None:
+    found = read_run(service, parsed.base)
+    if found is None:
         return not_found(parsed.base)
-    clients = sorted_clients(service, job)
-    return _conditional(job=job.model_dump(mode="json"), clients=[client_summary(c) for c in clients])
+    return _conditional(
+        job=found.job.model_dump(mode="json"), clients=[client_summary(c) for c in found.clients]
+    )
 
 
 @bp.get("/api/runs/<run_id>/clients/<client_id>")

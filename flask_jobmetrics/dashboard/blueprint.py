@@ -12,7 +12,7 @@ from datetime import date, datetime, timezone
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from ..exceptions import InvalidRunIdError, StoreError, StoreUnavailableError
-from ..models import ClientRun, JobRun, Status
+from ..models import Status
 from ..runids import RunId
 from ..schema import normalize_status
 from ..service import MetricsService
@@ -32,7 +32,6 @@ __all__ = [
     "parse_run_id",
     "parse_status",
     "current_service",
-    "sorted_clients",
     "started_within",
 ]
 
@@ -232,8 +231,3 @@ def parse_run_id(text: str) -> RunId:
 
 def not_found(run: str) -> Response:
     return error(404, "not_found", f"No job run {run!r}.")
-
-
-def sorted_clients(service: MetricsService, job: JobRun) -> list[ClientRun]:
-    found = service.list_client_runs(job.run_id)
-    return sorted(found, key=lambda c: (c.client_id.casefold(), c.client_id))

@@ -22,10 +22,9 @@ from .blueprint import (
     parse_page,
     parse_run_id,
     parse_status,
-    sorted_clients,
 )
 from .history import client_history, run_trends
-from .listing import ListedRun, list_runs
+from .listing import ListedRun, client_runs, list_runs, read_run
 from .present import CLIENT_COLUMNS, NAME_CHARS, PAGE_SIZE, JobView, by_attention, fmt_when, job_view, run_row
 
 __all__ = ["REFRESH_INTERVAL_MS"]
@@ -96,10 +95,10 @@ def _run_view(run_id: str) -> JobView | Response:
     """The run page's view of ``run_id`` at the requested table page, or the 404 answer."""
     service = current_service()
     parsed = parse_run_id(run_id)
-    job = service.get_job_run(parsed.base)
-    if job is None:
+    found = read_run(service, parsed.base)
+    if found is None:
         return not_found(parsed.base)
-    return job_view(job, sorted_clients(service, job), service.clock(), parse_page(request.args))
+    return job_view(found.job, found.clients, service.clock(), parse_page(request.args))
 
 
 @bp.get("/runs/<run_id>")
@@ -144,9 +143,7 @@ def client(client_id: str) -> Response | str:
         raise BadRequest("invalid_client_id", str(exc)) from None
     service = current_service()
     limit = parse_limit(request.args)
-    jobs = service.list_job_runs(limit=limit)
-    runs = [service.get_client_run(job.run_id, client_id) for job in jobs if client_id in job.client_ids]
-    found = [c for c in runs if c is not None]
+    found, looked_at = client_runs(service, client_id, limit=limit)
     if not found:
         return error(404, "not_found", f"No run of client {client_id!r} among the last {limit} job runs.")
     history = client_history(client_id, found, service.clock(), lambda run: url_for(".run", run_id=run))
@@ -154,6 +151,6 @@ def client(client_id: str) -> Response | str:
         "jobmetrics/client.html",
         refresh=any(c.status is Status.RUNNING for c in found),
         client=history,
-        looked_at=len(jobs),
+        looked_at=looked_at,
         limit=limit,
     )

@@ -176,6 +176,10 @@ class Store(Protocol):
         """The client rows of several runs in one read: run ID -> its rows by client ID
         (``[]`` for a run without any), for every run asked."""
 
+    def get_clients_of(self, client_id: str, run_ids: Sequence[str]) -> dict[str, ClientRow]:
+        """One client's rows in several runs in one read: run ID -> its row, in the order
+        asked, for the runs that have one."""
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         """Create the job row with ``fields`` unless it exists; returns (row, created)."""

@@ -95,6 +95,9 @@ class DeferredStore:
     def list_clients_of(self, run_ids: Sequence[str]) -> dict[str, list[ClientRow]]:
         return self._open().list_clients_of(run_ids)
 
+    def get_clients_of(self, client_id: str, run_ids: Sequence[str]) -> dict[str, ClientRow]:
+        return self._open().get_clients_of(client_id, run_ids)
+
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         return self._open().ensure_job(run_id, fields)
 

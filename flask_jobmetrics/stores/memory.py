@@ -196,6 +196,11 @@ class MemoryStore:
                     found[run_id].append(copy_row(row))
         return found
 
+    def get_clients_of(self, client_id: str, run_ids: Sequence[str]) -> dict[str, ClientRow]:
+        with self._lock:
+            rows = {run_id: self._clients.get((run_id, client_id)) for run_id in run_ids}
+            return {run_id: copy_row(row) for run_id, row in rows.items() if row is not None}
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         with self._atomic():

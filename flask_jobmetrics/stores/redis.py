@@ -276,6 +276,14 @@ class RedisStore(TransactionHolder):
                 found[row.run_id].append(row)
         return found
 
+    def get_clients_of(self, client_id: str, run_ids: Sequence[str]) -> dict[str, ClientRow]:
+        """One round trip whatever the number of runs."""
+        asked = list(dict.fromkeys(run_ids))
+        if not asked:
+            return {}
+        with self._errors("read"):
+            return {row.run_id: row for row in self._client_rows([(run, client_id) for run in asked])}
+
     def _client_rows(self, keys: Sequence[tuple[str, str]]) -> list[ClientRow]:
         """The rows of (run ID, client ID) keys, in their order, in one round trip (gone ones left out)."""
         with self._redis.pipeline(transaction=True) as pipe:

@@ -294,6 +294,19 @@ class SQLiteStore:
             found[r[0]].append(ClientRow(r[0], r[1], loads_fields(r[2]), bool(r[3]), r[4]))
         return found
 
+    def get_clients_of(self, client_id: str, run_ids: Sequence[str]) -> dict[str, ClientRow]:
+        asked = list(dict.fromkeys(run_ids))
+        if not asked:
+            return {}
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "SELECT run_id, fields, completed, version FROM clients"
+                " WHERE client_id = ? AND run_id IN (SELECT value FROM json_each(?))",
+                (client_id, json.dumps(asked)),
+            ).fetchall()
+        by_run = {r[0]: ClientRow(r[0], client_id, loads_fields(r[1]), bool(r[2]), r[3]) for r in rows}
+        return {run_id: by_run[run_id] for run_id in asked if run_id in by_run}
+
     # -- job rows
     def ensure_job(self, run_id: str, fields: Mapping[str, Any]) -> tuple[JobRow, bool]:
         with self._transaction() as conn:
