@@ -422,7 +422,11 @@ class MetricsService:
             not isinstance(idempotency_key, str) or not idempotency_key.strip()
         ):
             raise ValueError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
-        ops, rejected = self.normalized_ops(metrics, run, client, logger)
+        ops = self.registry.plain_sums(metrics)  # normalized_ops' shortcut, without its frame
+        if ops is None:
+            ops, rejected = self.normalized_ops(metrics, run, client, logger)
+        else:
+            rejected = _NO_REJECTIONS
         return self._merge_ops(run, client, ops, rejected, logger, idempotency_key)
 
     @guarded

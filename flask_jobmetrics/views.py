@@ -152,11 +152,12 @@ def deferred_client_view(
     caller's own copy.
     """
     run = _new_deferred(_DeferredClientRun)
-    object.__setattr__(run, "__jm_parts__", (run_id, client_id, stored, pending, completed, rejected))
+    _set_parts(run, (run_id, client_id, stored, pending, completed, rejected))
     return run
 
 
 _new_deferred = object.__new__
+_set_parts = vars(_DeferredClientRun)["__jm_parts__"].__set__  # the slot's own setter
 
 
 def _client_values(
