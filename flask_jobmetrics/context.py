@@ -185,6 +185,8 @@ class RunContext:
             if self._discarded or (not ops and completion is None and error is None):
                 return None
         run, client = self.ids()  # normalized by add(): merged as they are
+        if completion is None and error is None:  # the usual request: its counts only
+            return self.state.service.merge_client_ops(run, client, ops, logger=self.logger)
         return self.state.service.merge_client_ops(
             run, client, ops, complete=completion, error=error, logger=self.logger
         )

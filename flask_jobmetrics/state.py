@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, current_app
 
 from .alerts import Alerter
 from .config import Settings
@@ -43,12 +43,13 @@ def state_of(app: Flask) -> JobMetricsState | None:
 def get_state(app: Flask | None = None) -> JobMetricsState:
     """The state of ``app`` (default: ``current_app``), or ``NotInitializedError``."""
     if app is None:
-        if not has_app_context():
+        try:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:  # outside an app context
             raise NotInitializedError(
                 "flask_jobmetrics needs an app: call it inside an app context"
                 " or on a JobMetrics bound to one app"
-            )
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
+            ) from None
     state = state_of(app) if app is not None else None
     if state is None:
         raise NotInitializedError(f"JobMetrics.init_app() was not called for app {app.name!r}")
