@@ -19,7 +19,7 @@ from flask_jobmetrics.exceptions import InvalidMetricError, InvalidRunIdError
 from flask_jobmetrics.models import RejectedMetric
 from flask_jobmetrics.schema import BUILTIN_METRICS, MAX_EXACT
 from flask_jobmetrics.service import MetricsService
-from flask_jobmetrics.stores.base import Store
+from flask_jobmetrics.stores.base import ClientRow, Store
 from flask_jobmetrics.stores.memory import MemoryStore
 from flask_jobmetrics.stores.sqlite import SQLiteStore
 
@@ -214,3 +214,70 @@ def test_arbitrary_values_through_the_lua_merge(redis_store: Store, updates: lis
     row = redis_store.get_client(RUN, "acme")
     assert row is not None
     _check_stored(dict(row.fields))
+
+
+# -- the usual update's shortcut and the bound in the buffer's merge --------------------
+
+
+_NAMES = sorted({name for spec in BUILTIN_METRICS for name in spec.names()})
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*_NAMES, "Unknown Thing", "leads"]),
+        st.one_of(
+            st.integers(min_value=-5, max_value=2**53 + 5),
+            st.integers(min_value=2**53 - 3, max_value=2**53 + 3),
+            st.booleans(),
+            st.floats(allow_nan=False, allow_infinity=False, min_value=0, max_value=100),
+            st.none(),
+            st.text(max_size=3),
+        ),
+        max_size=5,
+    )
+)
+def test_the_plain_shortcut_makes_the_ops_normalize_makes(metrics: dict[str, Any]) -> None:
+    """Whenever ``plain_sums`` answers, its ops are exactly those of the full path
+    (``normalize`` then ``ops_of``), with nothing rejected; it answers for every dict of
+    whole numbers for known sums given once."""
+    service = _service()
+    plain = service.registry.plain_sums(metrics)
+    values, rejected = service.normalize_update(metrics, RUN, "acme")
+    if plain is not None:
+        assert plain == service.ops_of(values) and rejected == []
+    sums = {spec.field: spec for spec in BUILTIN_METRICS if spec.aggregate == "sum"}
+    fields = [service.registry.resolve(name) for name in metrics]
+    usual = (
+        all(spec is not None and spec.field in sums for spec in fields)
+        and len({spec.field for spec in fields if spec is not None}) == len(metrics)
+        and all(type(v) is int and 0 <= v <= MAX_EXACT for v in metrics.values())
+    )
+    assert (plain is not None) == usual
+    service.close()
+
+
+def test_a_small_sum_onto_a_stored_sum_near_2_53_is_refused_in_the_buffer(store: Store) -> None:
+    """A row stored with a sum near 2**53 leaves no headroom: the buffer's merge looks that
+    sum up and leaves out an update whose total would pass 2**53, keeping the rest; a sum
+    of another field of the row is added."""
+    service = _service(store)
+    service.update_client_metrics(RUN, "acme", {TOKENS: 2**53 - 2, "Leads Processed": 1})
+    service.flush()
+    refused = service.update_client_metrics(RUN, "acme", {TOKENS: 3, "Leads Processed": 2})
+    kept = service.update_client_metrics(RUN, "acme", {TOKENS: 2, "Leads Processed": 4})
+    assert [(r.metric, r.value) for r in refused.rejected] == [(TOKENS, 3)]
+    assert kept.rejected == [] and kept.metrics[TOKENS] == 2**53
+    service.flush()
+    row = store.get_client(RUN, "acme")
+    assert row is not None and row.fields[TOKENS] == 2**53 and row.fields["Leads Processed"] == 7
+    service.close()
+
+
+def test_a_rows_headroom_is_how_far_its_largest_number_is_from_2_53() -> None:
+    """``ClientRow.headroom``: 2**53 minus the largest number of the row (0 when one is
+    at the bound); text and times do not count."""
+    assert ClientRow("r", "c", {}).headroom == MAX_EXACT
+    assert ClientRow("r", "c", {"A": 5, "B": -9, "S": "x" * 20}).headroom == MAX_EXACT - 9
+    assert ClientRow("r", "c", {"A": 2.5}).headroom == MAX_EXACT - 3
+    assert ClientRow("r", "c", {"A": MAX_EXACT}).headroom == 0
