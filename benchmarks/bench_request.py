@@ -9,8 +9,8 @@ test client with the headers ``X-Run-ID`` and ``X-Client-ID``:
 - **jobmetrics**: ``JobMetrics(app)`` (memory store, buffered) and the route under
   ``@jobmetrics.tracked()`` calling ``current_run.add()`` with three metrics.
 
-The apps take turns request by request (``--rounds`` rounds of ``--requests`` requests
-each), each request timed with ``time.thread_time`` (the CPU time of this thread, so the
+The apps take turns request by request, in an order that turns with every request
+(``--rounds`` rounds of ``--requests`` requests each), each request timed with ``time.thread_time`` (the CPU time of this thread, so the
 machine's other load barely moves it). Reported per round: the cost each adds to the bare
 app, and the ratio of the extension's to the anchor's; the median ratio is the figure
 (target <= 0.5). Exactness: the store holds exactly the metrics of every request sent.
@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         statuses: set[int] = set()
         for _ in range(args.rounds):
             spent = dict.fromkeys(apps, 0.0)
-            for _ in range(args.requests):
-                for name, post in posts:
+            for i in range(args.requests):
+                # the order turns with every request: no app always follows the same one
+                # (whose objects it would find in, or push out of, the CPU's caches)
+                for name, post in posts[i % 3 :] + posts[: i % 3]:
                     began = clock()
                     response = post("/score", headers=HEADERS)
                     spent[name] += clock() - began
