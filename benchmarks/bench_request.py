@@ -10,8 +10,9 @@ test client with the headers ``X-Run-ID`` and ``X-Client-ID``:
   ``@jobmetrics.tracked()`` calling ``current_run.add()`` with three metrics.
 
 The apps take turns request by request, in an order that turns with every request
-(``--rounds`` rounds of ``--requests`` requests each), each request timed with ``time.thread_time`` (the CPU time of this thread, so the
-machine's other load barely moves it). Reported per round: the cost each adds to the bare
+(``--rounds`` rounds of ``--requests`` requests each), each request timed with
+``time.thread_time`` (the CPU time of this thread, so the machine's other load barely moves
+it). Reported per round: the cost each adds to the bare
 app, and the ratio of the extension's to the anchor's; the median ratio is the figure
 (target <= 0.5). Exactness: the store holds exactly the metrics of every request sent.
 """
@@ -84,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(header("bench_request: what each extension adds to a trivial POST route", argv))
     print(
-        f"Flask test client; the three apps take turns request by request; {args.rounds} rounds of "
-        f"{args.requests:,} requests per app; CPU µs per request (time.thread_time)\n"
+        "Flask test client; the three apps take turns request by request, the order turning; "
+        f"{args.rounds} rounds of {args.requests:,} requests per app; CPU µs per request (time.thread_time)\n"
     )
     with tempfile.TemporaryDirectory(prefix="bench-request-") as tmp:
         jm_app, jobmetrics = jobmetrics_app(tmp)

@@ -233,13 +233,15 @@ def _lookup() -> RunContext:
 
 
 class _CurrentRun(LocalProxy):  # type: ignore[type-arg]
-    """A ``LocalProxy`` of ``_lookup`` whose ``add`` goes straight to the context (it is
-    called in every request that counts; the proxy's generic look-up costs more than it)."""
+    """A ``LocalProxy`` of ``_lookup`` whose ``add`` is looked up straight on the context (it
+    is read in every request that counts; the proxy's generic look-up costs more than it).
+    Like any attribute of the proxy, it is the context's own, bound when it is read."""
 
     __slots__ = ()
 
-    def add(self, metrics: Mapping[str, Any]) -> None:
-        _lookup().add(metrics)
+    @property
+    def add(self) -> Callable[[Mapping[str, Any]], None]:
+        return _lookup().add
 
 
 #: The run context of this request or ``bind_run`` block: ``run_id``, ``client_id``,

@@ -38,14 +38,9 @@ SIGNATURE_HEADER = "X-Signature"
 _SIGNATURE_PREFIX = "sha256="
 
 
-def _run(view: Callable[P, R], is_async: bool, /, *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run the view (an async one through ``ensure_sync``)."""
-    return current_app.ensure_sync(view)(*args, **kwargs) if is_async else view(*args, **kwargs)
-
-
 def _call(view: Callable[P, R], is_async: bool, /, *args: P.args, **kwargs: P.kwargs) -> Response:
-    """Run the view and make what it returned a Response."""
-    result: Any = _run(view, is_async, *args, **kwargs)
+    """Run the view (an async one through ``ensure_sync``) and make what it returned a Response."""
+    result: Any = current_app.ensure_sync(view)(*args, **kwargs) if is_async else view(*args, **kwargs)
     return result if isinstance(result, Response) else make_response(result)
 
 
@@ -60,7 +55,7 @@ def _error(status: int, error: str, message: str) -> Response:
 
 def tracked(
     process: str = "lead_scoring", complete: bool = False
-) -> Callable[[Callable[P, R]], Callable[P, R | Response]]:
+) -> Callable[[Callable[P, R]], Callable[P, Response]]:
     """The route needs a valid run and client context, else 400 ``invalid_run_context``.
 
     ``process`` names the work in ``current_run.logger``. With ``complete=True`` the client
@@ -79,19 +74,17 @@ def tracked(
     if not isinstance(process, str) or not isinstance(complete, bool):
         raise TypeError(f"tracked(process: str, complete: bool), got {process!r}, {complete!r}")
 
-    def decorator(view: Callable[P, R]) -> Callable[P, R | Response]:
+    def decorator(view: Callable[P, R]) -> Callable[P, Response]:
         is_async = inspect.iscoroutinefunction(view)
 
         @functools.wraps(view)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
             ctx = request_run()
             if ctx.problem is not None:
                 return _error(400, "invalid_run_context", ctx.problem)
             ctx.set_process(process)
             try:
-                if not complete:  # only a raised error is recorded: the answer is Flask's to make
-                    return _run(view, is_async, *args, **kwargs)
-                response = _call(view, is_async, *args, **kwargs)
+                response = _call(view, is_async, *args, **kwargs)  # what cannot be a response raises here
             except HTTPException as exc:  # abort(response) carries its status on the response
                 status = exc.code or (exc.response.status_code if exc.response is not None else 500)
                 _finish_for_status(ctx, status, complete, exc)
@@ -102,7 +95,8 @@ def tracked(
                 else:
                     ctx.record_error(exc)
                 raise
-            _finish_for_status(ctx, response.status_code, complete)
+            if complete:  # without completion only a raised error is recorded
+                _finish_for_status(ctx, response.status_code, complete)
             return response
 
         return wrapper

@@ -26,6 +26,7 @@ Ops = dict[str, Op]
 
 #: What ``merge_ops`` returns in the usual case (never appended to).
 _NONE_REFUSED: list[tuple[str, Any]] = []
+_NO_FIELDS: Mapping[str, Any] = {}
 
 
 def merge_ops(
@@ -58,7 +59,12 @@ def merge_ops(
         old_agg, old_value = old
         if agg == "sum":  # numbers (normalized), added to a sum or to a total (set)
             total = old_value + value
-            if within is not None and not low <= total <= headroom and _beyond(name, total, within):
+            if (
+                within is not None
+                and not low <= total <= headroom
+                # a total (set) replaces the stored value: only the bound itself applies
+                and _beyond(name, total, within if old_agg != "set" else _NO_FIELDS)
+            ):
                 refused = [*refused, (name, value)]
                 continue
             into[name] = (old_agg, total)

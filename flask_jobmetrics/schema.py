@@ -371,7 +371,7 @@ class MetricRegistry:
         plain = self._plain
         ops: dict[str, tuple[str, Any]] = {}
         for name, value in metrics.items():
-            found = plain.get(name)
+            found = plain.get(name) if type(name) is str else None  # as normalize: str names only
             if found is None or type(value) is not int or not found[1] <= value <= MAX_EXACT:
                 return None
             ops[found[0]] = ("sum", value)

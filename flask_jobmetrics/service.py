@@ -532,6 +532,9 @@ class MetricsService:
             self._log(logger, run, client).info(
                 "update with idempotency key %r was already applied; nothing changed", idempotency_key
             )
+        if row.refused:  # a sum the store did not add: reported by _merged, listed in the view
+            too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in row.refused]
+            rejected = [*(rejected or ()), *too_large]
         return deferred_client_view(run, client, row.fields, None, row.completed, rejected)
 
     @guarded

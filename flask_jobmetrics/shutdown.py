@@ -39,7 +39,9 @@ _main = [main_thread().ident]
 
 
 def _forked() -> None:
+    global _depth
     _main[0] = main_thread().ident  # threading's own at-fork hook, registered first, has run
+    _depth = 0  # forked from another thread, the child has none of the main thread's calls
 
 
 os.register_at_fork(after_in_child=_forked)

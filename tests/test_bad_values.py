@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flask_jobmetrics.deltas import merge_ops
 from flask_jobmetrics.exceptions import InvalidMetricError, InvalidRunIdError
 from flask_jobmetrics.models import RejectedMetric
 from flask_jobmetrics.schema import BUILTIN_METRICS, MAX_EXACT
@@ -281,3 +283,41 @@ def test_a_rows_headroom_is_how_far_its_largest_number_is_from_2_53() -> None:
     assert ClientRow("r", "c", {"A": 5, "B": -9, "S": "x" * 20}).headroom == MAX_EXACT - 9
     assert ClientRow("r", "c", {"A": 2.5}).headroom == MAX_EXACT - 3
     assert ClientRow("r", "c", {"A": MAX_EXACT}).headroom == 0
+    assert ClientRow("r", "c", {"A": math.inf}).headroom == 0
+
+
+def test_a_str_subclass_name_is_never_taken_by_the_shortcut() -> None:
+    """A name that is a ``str`` subclass (an enum member) is an unknown metric to
+    ``normalize``; the shortcut does not take it either, whatever the rest of the update."""
+
+    class Metric(str, enum.Enum):
+        LEADS = "Leads Processed"
+
+    service = _service()
+    assert service.registry.plain_sums({Metric.LEADS: 5}) is None
+    alone = service.update_client_metrics(RUN, "acme", {Metric.LEADS: 5})
+    mixed = service.update_client_metrics(RUN, "acme", {Metric.LEADS: 5, TOKENS: 1.5})
+    assert [r.metric for r in alone.rejected] == [r.metric for r in mixed.rejected] == ["Leads Processed"]
+    service.close()
+
+
+def test_a_sum_onto_a_total_is_bounded_by_the_total_not_the_stored_value() -> None:
+    """A total (``set``) replaces the stored value: a sum onto it is checked against 2**53
+    alone, not with the stored value added."""
+    held = {TOKENS: ("set", 2**53 - 5)}
+    assert merge_ops(held, {TOKENS: ("sum", 3)}, {TOKENS: 2**53 - 1}, 0) == []
+    assert held[TOKENS] == ("set", 2**53 - 2)
+    assert merge_ops(held, {TOKENS: ("sum", 3)}, {TOKENS: 0}, 0) == [(TOKENS, 3)]
+
+
+def test_an_update_with_a_key_lists_a_sum_the_store_refused(store: Store) -> None:
+    """With an idempotency key the update goes straight to the store; a sum it refuses (the
+    total would pass 2**53) is listed in the returned view's rejections."""
+    service = _service(store)
+    service.update_client_metrics(RUN, "acme", {TOKENS: 2**53 - 1}, idempotency_key="first")
+    run = service.update_client_metrics(
+        RUN, "acme", {TOKENS: 2, "Leads Processed": 1}, idempotency_key="second"
+    )
+    assert [(r.metric, r.value) for r in run.rejected] == [(TOKENS, 2)]
+    assert run.metrics[TOKENS] == 2**53 - 1 and run.metrics["Leads Processed"] == 1
+    service.close()

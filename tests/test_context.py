@@ -339,3 +339,22 @@ def test_a_tracked_route_that_aborts_still_names_the_run(app: Flask, client: Fla
     response = client.post("/conflict", headers=HEADERS)
     assert response.status_code == 409
     assert response.headers["X-Run-ID"] == RUN
+
+
+def test_current_run_add_read_in_a_request_adds_to_that_request_from_a_thread(
+    app: Flask, client: FlaskClient
+) -> None:
+    """``add = current_run.add`` is the request's own context's method, bound when it is
+    read: called from a worker thread before the request ends, it adds to that request."""
+
+    @app.post("/threaded")
+    def threaded() -> dict[str, Any]:
+        add = current_run.add
+        worker = threading.Thread(target=add, args=({"Leads Processed": 4},))
+        worker.start()
+        worker.join()
+        return {"ok": True}
+
+    assert client.post("/threaded", headers=HEADERS).status_code == 200
+    fields = stored_metrics(app, RUN, "acme")
+    assert fields is not None and fields["Leads Processed"] == 4

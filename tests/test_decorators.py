@@ -436,3 +436,21 @@ def test_decorated_views_keep_their_names(app: Flask) -> None:
 
     for decorated in (tracked()(view), counts("Leads Processed")(view), signed(view)):
         assert (decorated.__name__, decorated.__doc__) == ("view", "The view.")
+
+
+def test_tracked_records_an_error_when_what_the_view_returned_cannot_be_a_response(
+    app: Flask, client: FlaskClient
+) -> None:
+    """A view that returns None (Flask refuses it) under @tracked: the 500 is recorded in the
+    client run's Error Details, and what the view added still counts."""
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.post("/score")
+    @tracked()
+    def score() -> None:
+        current_run.add({"Leads Processed": 2})
+
+    assert client.post("/score", headers=HEADERS).status_code == 500
+    run = client_run(app)
+    assert run is not None and run.error is not None and "TypeError" in run.error
+    assert run.metrics["Leads Processed"] == 2 and run.status is Status.RUNNING

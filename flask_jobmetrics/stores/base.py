@@ -100,7 +100,9 @@ class ClientRow:
             kind = type(value)
             if kind is int or kind is float:
                 top = max(top, abs(value))
-        object.__setattr__(self, "headroom", max(0, MAX_EXACT - math.ceil(top)))
+        # (a number a custom normalizer let through past every bound leaves no headroom)
+        headroom = max(0, MAX_EXACT - math.ceil(top)) if math.isfinite(top) else 0
+        object.__setattr__(self, "headroom", headroom)
 
 
 @dataclass(frozen=True, slots=True)
