@@ -235,7 +235,7 @@ class MetricsBuffer:
                 else:
                     pending, spilled = self._refresh(key, entry)
             else:
-                pending, refused, spilled = self._add_behind(key, delta, stored, first, now)
+                pending, refused, spilled = self._add_behind(key, found, delta, stored, first, now)
         if self.max_age == 0:
             self._write_through(key)
             return self.pending(*key), refused  # None once written; the ops held when the write failed
@@ -256,13 +256,14 @@ class MetricsBuffer:
     def _add_behind(
         self,
         key: Key,
+        found: _Entry | None,
         delta: ClientDelta,
         stored: ClientRow | None,
         first: Callable[[ClientDelta], Ops] | None,
         now: float,
     ) -> tuple[Ops | None, list[tuple[str, Any]], bool]:
         """Under the lock: ``add`` when the key's ops are not all in one live entry (a new
-        key, an expired entry, ops in flight, sealed or spilled)."""
+        key, an expired entry, ops in flight, sealed or spilled); ``found``: its cached entry."""
         cache = self._cache
         ops = delta.ops
         held = self._pending_of(key)
@@ -270,7 +271,6 @@ class MetricsBuffer:
         if held is None and first is not None:
             ops = first(delta)
             merge_ops(ops, delta.ops)
-        found = cache.data.get(key)
         self._added += 1
         if found is not None and now < found.refreshed + self.ttl:
             merge_ops(found.delta.ops, ops)

@@ -130,9 +130,7 @@ class RunContext:
         """
         run, client = self.ids()
         service = self.state.service
-        ops = service.registry.plain_sums(metrics)  # the usual update: nothing to report, no logger
-        if ops is None:
-            ops, _rejected = service.normalized_ops(metrics, run, client, self.logger)
+        ops, _rejected = service.normalized_ops(metrics, run, client, self.logger)
         with self._lock:
             if not self._discarded:
                 if self._pending:

@@ -7,7 +7,7 @@ and merged atomically into the store; Airtable publishing reads the store's outb
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
@@ -77,6 +77,11 @@ DRIFT_WARNING = 60
 
 #: The rejections of the usual update (never appended to).
 _NO_REJECTIONS: list[RejectedMetric] = []
+
+
+def _too_large(refused: Iterable[tuple[str, Any]]) -> list[RejectedMetric]:
+    """The rejections of sums left out because their total would pass 2**53."""
+    return [RejectedMetric(metric=field, value=value, reason=SUM_TOO_LARGE) for field, value in refused]
 
 
 def _check_logger(logger: object) -> None:
@@ -196,8 +201,7 @@ class MetricsService:
         self._rows.remember(rows)
         for row in rows:
             if row.refused:  # sums the store did not add: the total would pass 2**53
-                too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in row.refused]
-                self._report_rejected(None, row.run_id, row.client_id, too_large, refused=True)
+                self._report_rejected(None, row.run_id, row.client_id, _too_large(row.refused), refused=True)
         for run in {row.run_id for row in rows if row.job_completed}:
             try:
                 self.store.update_job(run, functools.partial(refresh_finished_job, registry=self.registry))
@@ -246,10 +250,6 @@ class MetricsService:
         """(base run ID, client ID) of valid arguments, else ``InvalidRunIdError`` /
         ``InvalidClientIdError`` (a client-form run ID must name the same client). The last
         thousand or so valid pairs are remembered: checking one again is a dict look-up."""
-        return self._ids(run_id, client_id)
-
-    def _ids(self, run_id: Any, client_id: Any) -> tuple[str, str]:
-        """``checked_ids`` (the update path calls it without the extra frame)."""
         if type(run_id) is str and type(client_id) is str:
             ids = self._checked_ids.get((run_id, client_id))
             if ids is None:
@@ -389,7 +389,7 @@ class MetricsService:
     def log_progress(self, run_id: RunIdLike, client_id: str, message: str) -> None:
         """Append a timestamped line to the client run's ``Progress Log`` (merged like any
         update: buffered, then kept in time order with every other process's lines)."""
-        run, client = self._ids(run_id, client_id)
+        run, client = self.checked_ids(run_id, client_id)
         check_text("message", message)
         now = self.clock()
         self._merge_ops(run, client, {PROGRESS_LOG: self._line(message, now)}, None, None, None, now)
@@ -398,7 +398,7 @@ class MetricsService:
     def record_error(self, run_id: RunIdLike, client_id: str, error: BaseException | str) -> None:
         """Set the client run's ``Error Details`` and log the error in its Progress Log,
         without completing it (a ``@tracked`` view that raised without ``complete=True``)."""
-        run, client = self._ids(run_id, client_id)
+        run, client = self.checked_ids(run_id, client_id)
         text = error_text(error)
         now = self.clock()
         ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}", now)}
@@ -415,7 +415,7 @@ class MetricsService:
         idempotency_key: str | None = None,
     ) -> ClientRun:
         """Merge ``metrics`` into the client run (created ``Running`` on first update)."""
-        run, client = self._ids(run_id, client_id)
+        run, client = self.checked_ids(run_id, client_id)
         if logger is not None:  # checked now: a logger is otherwise only built when something is logged
             _check_logger(logger)
         if idempotency_key is not None and (
@@ -491,7 +491,9 @@ class MetricsService:
         if known is not None and known.fields.get(START_TIME) is None and START_TIME not in ops:
             ops[START_TIME] = ("min", now)
         if idempotency_key is not None:
-            return self._merge_once(run, client, ops, rejected, logger, idempotency_key, known)
+            return self._merge_once(
+                ClientDelta(run, client, ops, idempotency_key=idempotency_key), rejected, logger, known
+            )
         delta = ClientDelta(run, client, ops)
         # Start Time comes with the first ops of a row not stored (what this process holds has it)
         if known is None:
@@ -499,7 +501,7 @@ class MetricsService:
         else:
             buffered, refused = self.buffer.add(delta, known)
         if refused:
-            too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in refused]
+            too_large = _too_large(refused)
             self._report_rejected(logger, run, client, too_large)
             rejected = [*(rejected or ()), *too_large]
         if buffered is None:  # written through: the store's row is the view
@@ -510,17 +512,14 @@ class MetricsService:
 
     def _merge_once(
         self,
-        run: str,
-        client: str,
-        ops: Ops,
+        delta: ClientDelta,
         rejected: list[RejectedMetric] | None,
         logger: StructuredLogger | None,
-        idempotency_key: str,
         known: ClientRow | None,
     ) -> ClientRun:
-        """``_merge_ops`` with an idempotency key: straight into the store, after what the
-        buffer holds for the row; a key applied before changes nothing."""
-        delta = ClientDelta(run, client, ops, idempotency_key=idempotency_key)
+        """``_merge_ops`` of a delta with an idempotency key: straight into the store, after
+        what the buffer holds for the row; a key applied before changes nothing."""
+        run, client, ops = delta.run_id, delta.client_id, delta.ops
         if known is None and self.buffer.pending(run, client) is None:
             delta.ops = self._opening(delta)
             merge_ops(delta.ops, ops)
@@ -530,11 +529,10 @@ class MetricsService:
             self._merged(row)
         else:
             self._log(logger, run, client).info(
-                "update with idempotency key %r was already applied; nothing changed", idempotency_key
+                "update with idempotency key %r was already applied; nothing changed", delta.idempotency_key
             )
         if row.refused:  # a sum the store did not add: reported by _merged, listed in the view
-            too_large = [RejectedMetric(metric=f, value=v, reason=SUM_TOO_LARGE) for f, v in row.refused]
-            rejected = [*(rejected or ()), *too_large]
+            rejected = [*(rejected or ()), *_too_large(row.refused)]
         return deferred_client_view(run, client, row.fields, None, row.completed, rejected)
 
     @guarded
@@ -556,7 +554,7 @@ class MetricsService:
         ``Failed`` unless ``success=True`` is given; ``success`` defaults to True without an
         error. ``notes`` is appended to ``System Notes``.
         """
-        run, client = self._ids(run_id, client_id)
+        run, client = self.checked_ids(run_id, client_id)
         if success is not None:
             check_bool("success", success)
         check_bool("totals", totals)
@@ -623,7 +621,7 @@ class MetricsService:
     @guarded
     def get_client_run(self, run_id: RunIdLike, client_id: str) -> ClientRun | None:
         """The client run as stored plus this process's buffered updates, or None."""
-        run, client = self._ids(run_id, client_id)
+        run, client = self.checked_ids(run_id, client_id)
         row = self.store.get_client(run, client)
         pending = self.buffer.pending(run, client)
         if row is None and pending is None:

@@ -42,9 +42,6 @@ class Service(Protocol):
     events: RunEvents | None
     logger: StructuredLogger
 
-    def _log(self, logger: None, run_id: str) -> StructuredLogger:
-        """The logger of a run."""
-
     def _close_client(
         self,
         run: str,
@@ -87,7 +84,7 @@ def close_stalled(service: Service, seconds: float) -> list[str]:
 def _close_stalled(
     service: Service, run: str, clients: Sequence[ClientRow], last: datetime, now: datetime
 ) -> None:
-    log = service._log(None, run)
+    log = service.logger.bind(run_id=run)
     stalled = []
     for row in clients:
         if row.completed:
