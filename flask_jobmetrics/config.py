@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -175,6 +176,17 @@ def _text(key: str, value: Any) -> str:
     return value.strip()
 
 
+#: An HTTP field name (RFC 9110 ``token``): what a run or client ID header may be called.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_name(key: str, value: Any) -> str:
+    name = _text(key, value)
+    if _HEADER_NAME.fullmatch(name) is None:
+        raise ConfigurationError(key, value, "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+    return name
+
+
 def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None or value == "" else _text(key, value)
 
@@ -274,8 +286,8 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "OUTBOX": lambda key, value: None if value is None or value == "" else _bool(key, value),
     "UNKNOWN_METRICS": _choice("warn", "error", "keep"),
     "STRICT": _bool,
-    "RUN_ID_HEADER": _text,
-    "CLIENT_ID_HEADER": _text,
+    "RUN_ID_HEADER": _header_name,
+    "CLIENT_ID_HEADER": _header_name,
     "WEBHOOK_SECRETS": _secrets,
     "WEBHOOK_TOLERANCE": _positive,
     "WEBHOOK_REQUIRE_TIMESTAMP": _bool,

@@ -3,7 +3,8 @@
 A ``RunContext`` says which run and client the metrics of a request (or of a
 ``with bind_run(...)`` block) belong to. Metrics given to ``add`` are
 normalized at once (invalid values are reported then) and accumulated; they are merged
-into the service ONCE, when the request ends (``teardown_request``) or the block exits.
+into the service ONCE, when the request's view answered (``RunContext.answer``; what is
+left then, in ``teardown_request``) or the block exits.
 
 ``current_run`` is the innermost run context of the current thread (a ``ContextVar``, so
 threads never see each other's runs); in a request of an app with JobMetrics it is the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,12 +29,20 @@ from werkzeug.local import LocalProxy
 from .deltas import Ops, merge_ops
 from .exceptions import InvalidClientIdError, InvalidRunIdError, JobMetricsError, StoreError
 from .log import StructuredLogger
-from .models import ClientRun
 from .runids import RunId, validate_client_id
 from .state import JobMetricsState, get_state
 from .unavailable import STORE_FAILED, store_failed
 
-__all__ = ["RunContext", "bind_run", "current_run", "install_request_hooks", "request_run"]
+__all__ = [
+    "RunContext",
+    "bind_run",
+    "current_run",
+    "enter_run",
+    "install_request_hooks",
+    "leave_run",
+    "request_run",
+    "tracked_run",
+]
 
 T = TypeVar("T")
 _ENVIRON_KEY = "flask_jobmetrics.run"
@@ -172,22 +182,24 @@ class RunContext:
             self._error = None
             self._discarded = True
 
-    def finish(self) -> ClientRun | None:
-        """Merge the added metrics (and complete, if asked) once; None when there was nothing."""
+    def finish(self) -> None:
+        """Merge the added metrics (and complete, if asked) once: what is added afterwards
+        waits for the next ``finish``."""
         if not self._pending and self._completion is None and self._error is None:
-            return None  # nothing to merge (read without the lock: an add racing this one waits either way)
+            return  # nothing to merge (read without the lock: an add racing this one waits either way)
         with self._lock:
             ops, self._pending = self._pending, {}
             completion, self._completion = self._completion, None
             error, self._error = self._error, None
             if self._discarded or (not ops and completion is None and error is None):
-                return None
+                return
         run, client = self.ids()  # normalized by add(): merged as they are
-        if completion is None and error is None:  # the usual request: its counts only
-            return self.state.service.merge_client_ops(run, client, ops, logger=self.logger)
-        return self.state.service.merge_client_ops(
-            run, client, ops, complete=completion, error=error, logger=self.logger
-        )
+        if completion is None and error is None:  # the usual request: its counts only, no view
+            self.state.service.buffer_ops(run, client, ops, self.logger)
+        else:
+            self.state.service.merge_client_ops(
+                run, client, ops, complete=completion, error=error, logger=self.logger
+            )
 
     def answer(self, response: Response) -> Response:
         """After the view of this request's context answered: merge what was added (nothing
@@ -204,18 +216,27 @@ class RunContext:
             _name_run(response.headers, self.state.settings.run_id_header, self.run_id)
         return response
 
+    def answer_later(self) -> None:
+        """Have ``answer`` called on this request's response once the view answered (the
+        after-request hook ``request_run`` registers)."""
+        after_this_request(self.answer)
+
     def __repr__(self) -> str:
         return f"<RunContext run={self.run_id!r} client={self.client_id!r} problem={self.problem!r}>"
 
 
 def _name_run(headers: Headers, name: str, run_id: str) -> None:
     """Add the run ID header unless the view set it (``setdefault`` without its look-up
-    by exception)."""
-    lowered = name.lower()
-    for key, _ in headers:
-        if key.lower() == lowered:
-            return
-    headers.add(name, run_id)
+    by exception, and the name compared in C: every request of a run context pays this)."""
+    if name.lower() not in map(str.lower, map(_first, headers)):
+        items = getattr(headers, "_list", None)  # werkzeug's own list of (name, value)
+        if type(items) is list:  # a checked header name and run ID need no re-checking
+            items.append((name, run_id))
+        else:
+            headers.add(name, run_id)
+
+
+_first = operator.itemgetter(0)
 
 
 def _lookup() -> RunContext:
@@ -255,8 +276,9 @@ def install_request_hooks(app: Flask, state: JobMetricsState) -> None:
 
     Nothing is read before a request: its run context is read from the request the first
     time a route, a decorator or a caller asks for it (``request_run``), which also has it
-    merged once the view answered (``RunContext.answer``). The teardown merges what is left
-    when the view raised; a request that never asked costs one dictionary look-up there.
+    merged once the view answered (``RunContext.answer``; ``@tracked`` calls it itself). The
+    teardown merges what is left (the view raised, or something added after the answer); a
+    request that never asked costs one dictionary look-up there.
     """
 
     @app.teardown_request
@@ -284,8 +306,33 @@ def request_run() -> RunContext:
         return ctx
     ctx = _read_request(get_state(), req)
     environ[_ENVIRON_KEY] = ctx
-    after_this_request(ctx.answer)
+    ctx.answer_later()
     return ctx
+
+
+def tracked_run() -> tuple[RunContext, bool]:
+    """``request_run`` for ``@tracked``, which answers for the context itself: (the context,
+    whether it was read now). Read now, no after-request hook answers for it: the caller calls
+    ``answer`` once the view answered, or ``answer_later``."""
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
+    ctx: RunContext | None = environ.get(_ENVIRON_KEY)
+    if ctx is not None:
+        return ctx, False  # read before (a before_request function): its hook answers
+    ctx = _read_request(get_state(), req)
+    environ[_ENVIRON_KEY] = ctx
+    return ctx, True
+
+
+def enter_run(ctx: RunContext) -> Token[RunContext]:
+    """Make ``ctx`` the ``current_run`` of this thread until ``leave_run`` (``@tracked``'s view
+    then finds it without reading the request)."""
+    return _cv_run.set(ctx)
+
+
+def leave_run(token: Token[RunContext]) -> None:
+    """Undo ``enter_run`` (in the same thread and ``contextvars`` context)."""
+    _cv_run.reset(token)
 
 
 def _reset(token: Token[RunContext]) -> None:

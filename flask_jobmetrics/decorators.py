@@ -8,9 +8,11 @@ Put them below ``@app.route``, ``tracked`` first (outermost)::
     @jobmetrics.counts("Leads Processed")
     def score(run_id: str, client_id: str) -> dict[str, str]: ...
 
-Metrics added in a request are merged once when it ends (``teardown_request``); the
-completion asked by ``tracked(complete=True)`` happens then too, with those metrics, so
-the order of ``tracked`` and ``counts`` never turns a count into a late update.
+Metrics added in a request are merged once its view answered: by ``tracked()`` itself when
+the view returned, else by the after-request function of the request's run context (what
+is left, e.g. when the view raised, in ``teardown_request``). The completion asked by
+``tracked(complete=True)`` waits for that after-request function, with every metric added
+before it, so the order of ``tracked`` and ``counts`` never turns a count into a late update.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
-from .context import RunContext, request_run
+from .context import RunContext, enter_run, leave_run, request_run, tracked_run
 
 __all__ = ["SIGNATURE_HEADER", "counts", "sign", "sign_timestamped", "signed", "tracked"]
 
@@ -79,23 +81,35 @@ def tracked(
 
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            ctx = request_run()
+            ctx, fresh = tracked_run()
+            # Merged here once the view answered, unless a completion waits for the after-request
+            # hook (it then includes what the view's outer decorators add, e.g. a count).
+            answer_now = fresh and not complete
+            if fresh and complete:
+                ctx.answer_later()
             if ctx.problem is not None:
-                return _error(400, "invalid_run_context", ctx.problem)
-            ctx.set_process(process)
+                refused = _error(400, "invalid_run_context", ctx.problem)
+                return ctx.answer(refused) if answer_now else refused
+            ctx.process = process
+            token = enter_run(ctx)
             try:
                 response = _call(view, is_async, *args, **kwargs)  # what cannot be a response raises here
-            except HTTPException as exc:  # abort(response) carries its status on the response
-                status = exc.code or (exc.response.status_code if exc.response is not None else 500)
-                _finish_for_status(ctx, status, complete, exc)
-                raise
             except BaseException as exc:
-                if complete:
+                if answer_now:  # the response Flask makes of the error is answered like any
+                    ctx.answer_later()
+                if isinstance(exc, HTTPException):  # abort(response) carries its status on the response
+                    status = exc.code or (exc.response.status_code if exc.response is not None else 500)
+                    _finish_for_status(ctx, status, complete, exc)
+                elif complete:
                     ctx.complete(success=False, error=exc)
                 else:
                     ctx.record_error(exc)
                 raise
-            if complete:  # without completion only a raised error is recorded
+            finally:
+                leave_run(token)
+            if answer_now:  # what an outer decorator adds after this, the teardown merges
+                return ctx.answer(response)
+            if complete:
                 _finish_for_status(ctx, response.status_code, complete)
             return response
 

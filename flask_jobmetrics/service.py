@@ -392,7 +392,7 @@ class MetricsService:
         run, client = self.checked_ids(run_id, client_id)
         check_text("message", message)
         now = self.clock()
-        self._merge_ops(run, client, {PROGRESS_LOG: self._line(message, now)}, None, None, None, now)
+        self._buffer(run, client, {PROGRESS_LOG: self._line(message, now)}, None, now)
 
     @guarded
     def record_error(self, run_id: RunIdLike, client_id: str, error: BaseException | str) -> None:
@@ -402,7 +402,7 @@ class MetricsService:
         text = error_text(error)
         now = self.clock()
         ops: Ops = {ERROR_DETAILS: ("last", text), PROGRESS_LOG: self._line(f"error: {text}", now)}
-        self._merge_ops(run, client, ops, None, None, None, now)
+        self._buffer(run, client, ops, None, now)
 
     @guarded
     def update_client_metrics(
@@ -472,14 +472,35 @@ class MetricsService:
         rejected: list[RejectedMetric] | None,
         logger: StructuredLogger | None,
         idempotency_key: str | None,
-        now: datetime | None = None,
     ) -> ClientRun:
-        """Buffer the ops of an update (the one way one reaches the buffer), or with an
-        ``idempotency_key`` merge them into the store once. Every update carries its time
-        (``Last Update``, the watchdog's clock; ``Start Time`` of a row not stored with
-        one), and the row's first update here opens its Progress Log (``_opening``). Sums
-        whose total would pass 2**53 are left out and reported."""
-        now = now if now is not None else self.clock()
+        """Buffer the ops of an update (``_buffer``) and return its view, or with an
+        ``idempotency_key`` merge them into the store once."""
+        if idempotency_key is not None:
+            known = self._stamp(run, client, ops, logger, self.clock())
+            return self._merge_once(
+                ClientDelta(run, client, ops, idempotency_key=idempotency_key), rejected, logger, known
+            )
+        known, buffered, refused = self._buffer(run, client, ops, logger)
+        if refused:
+            rejected = [*(rejected or ()), *refused]
+        if buffered is None:  # written through: the store's row is the view
+            known = self._known(run, client)
+        if known is None:
+            return deferred_client_view(run, client, None, buffered, False, rejected)
+        return deferred_client_view(run, client, known.fields, buffered, known.completed, rejected)
+
+    @guarded
+    def buffer_ops(self, run: str, client: str, ops: Ops, logger: StructuredLogger | None = None) -> None:
+        """``merge_client_ops`` of an update whose view nobody reads (a request's counts,
+        merged once its view answered): the same ``_buffer``, and no view is built."""
+        self._buffer(run, client, ops, logger)
+
+    def _stamp(
+        self, run: str, client: str, ops: Ops, logger: StructuredLogger | None, now: datetime
+    ) -> ClientRow | None:
+        """The row as last seen, with ``ops`` stamped: every update carries its time (``Last
+        Update``, the watchdog's clock; ``Start Time`` of a row stored without one). A late
+        update to a completed row is logged."""
         known = self._rows.get((run, client), UNSEEN)
         if known is UNSEEN:
             known = self._read_row(run, client)
@@ -490,25 +511,27 @@ class MetricsService:
         ops[LAST_UPDATE] = ("max", now)
         if known is not None and known.fields.get(START_TIME) is None and START_TIME not in ops:
             ops[START_TIME] = ("min", now)
-        if idempotency_key is not None:
-            return self._merge_once(
-                ClientDelta(run, client, ops, idempotency_key=idempotency_key), rejected, logger, known
-            )
+        return known
+
+    def _buffer(
+        self, run: str, client: str, ops: Ops, logger: StructuredLogger | None, now: datetime | None = None
+    ) -> tuple[ClientRow | None, Ops | None, list[RejectedMetric]]:
+        """Buffer the ops of an update: the one way one reaches the buffer. The row's first
+        update here opens its Progress Log (``_opening``); sums whose total would pass 2**53
+        are left out and reported. (the row as last seen, what the buffer holds for it or None
+        when written through, the sums left out)."""
+        known = self._stamp(run, client, ops, logger, self.clock() if now is None else now)
         delta = ClientDelta(run, client, ops)
         # Start Time comes with the first ops of a row not stored (what this process holds has it)
         if known is None:
             buffered, refused = self.buffer.add(delta, None, self._opening)
         else:
             buffered, refused = self.buffer.add(delta, known)
-        if refused:
-            too_large = _too_large(refused)
-            self._report_rejected(logger, run, client, too_large)
-            rejected = [*(rejected or ()), *too_large]
-        if buffered is None:  # written through: the store's row is the view
-            known = self._known(run, client)
-        if known is None:
-            return deferred_client_view(run, client, None, buffered, False, rejected)
-        return deferred_client_view(run, client, known.fields, buffered, known.completed, rejected)
+        if not refused:
+            return known, buffered, _NO_REJECTIONS
+        too_large = _too_large(refused)
+        self._report_rejected(logger, run, client, too_large)
+        return known, buffered, too_large
 
     def _merge_once(
         self,

@@ -188,6 +188,92 @@ def test_tracked_complete_includes_counts_whatever_the_order(app: Flask, client:
     assert run.metrics["Leads Processed"] == 4
 
 
+def test_tracked_merges_the_views_counts_before_its_response_leaves(app: Flask, client: FlaskClient) -> None:
+    """Without ``complete``, ``tracked`` merges what the view added once the view answered,
+    before the response leaves the app (an ``after_request`` function sees it buffered),
+    and names the run in the response."""
+    seen: list[int] = []
+
+    @app.post("/score")
+    @tracked()
+    def score() -> str:
+        current_run.add({"Leads Processed": 2})
+        return "ok"
+
+    @app.after_request
+    def look(response: Any) -> Any:
+        pending = get_state(app).service.buffer.pending(RUN, "acme") or {}
+        seen.append(pending.get("Leads Processed", (None, 0))[1])
+        return response
+
+    response = client.post("/score", headers=HEADERS)
+    assert response.headers.getlist("X-Run-ID") == [RUN]
+    assert seen == [2]
+
+
+def test_tracked_keeps_a_run_id_header_the_view_set_in_any_case(app: Flask, client: FlaskClient) -> None:
+    """A view that set the run ID header itself (in any letter case) keeps its own value,
+    once; a view that did not gets the request's base run ID."""
+
+    @app.post("/own")
+    @tracked()
+    def own() -> tuple[str, int, dict[str, str]]:
+        return "ok", 200, {"x-run-id": "mine"}
+
+    @app.post("/plain")
+    @tracked()
+    def plain() -> str:
+        return "ok"
+
+    assert client.post("/own", headers=HEADERS).headers.getlist("X-Run-ID") == ["mine"]
+    assert client.post("/plain", headers={**HEADERS, "X-Run-ID": f"{RUN}-acme"}).headers.getlist(
+        "X-Run-ID"
+    ) == [RUN]
+
+
+def test_counts_outside_plain_tracked_still_count(app: Flask, client: FlaskClient) -> None:
+    """counts outside tracked() adds after tracked merged the view's own metrics: the
+    teardown merges that count too, so both are stored and the run stays Running."""
+
+    @app.post("/score")
+    @counts("Leads Processed", 4)
+    @tracked()
+    def score() -> str:
+        current_run.add({"Leads Processed": 1})
+        return "ok"
+
+    client.post("/score", headers=HEADERS)
+    client.post("/score", headers=HEADERS)
+    run = client_run(app)
+    assert run is not None
+    assert run.status is Status.RUNNING
+    assert run.metrics["Leads Processed"] == 10
+
+
+def test_current_run_in_a_tracked_view_is_the_requests_context(app: Flask, client: FlaskClient) -> None:
+    """Inside a tracked view ``current_run`` is the request's own context (the one the
+    decorators share); once the view returned, it is read from the request again."""
+    seen: list[bool] = []
+
+    @app.post("/score")
+    @tracked()
+    def score() -> str:
+        from flask_jobmetrics.context import request_run
+
+        seen.append(current_run._get_current_object() is request_run())  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.after_request
+    def after(response: Any) -> Any:
+        from flask_jobmetrics.context import request_run
+
+        seen.append(current_run._get_current_object() is request_run())  # type: ignore[attr-defined]
+        return response
+
+    assert client.post("/score", headers=HEADERS).status_code == 200
+    assert seen == [True, True]
+
+
 # -- counts ---------------------------------------------------------------------------------
 
 
