@@ -15,6 +15,10 @@ The apps take turns request by request, in an order that turns with every reques
 it). Reported per round: the cost each adds to the bare
 app, and the ratio of the extension's to the anchor's; the median ratio is the figure
 (target <= 0.5). Exactness: the store holds exactly the metrics of every request sent.
+
+``--parts`` adds two partial apps to the turns (``@tracked`` alone; ``current_run.add()``
+whose metrics are then discarded) and prints what reading the context, adding and merging
+each cost.
 """
 
 from __future__ import annotations
@@ -58,8 +62,11 @@ def prometheus_app() -> Flask:
     return app
 
 
-def jobmetrics_app(instance_path: str) -> tuple[Flask, JobMetrics]:
-    app = Flask("bench_jobmetrics", instance_path=instance_path)
+def jobmetrics_app(instance_path: str, part: str = "all") -> tuple[Flask, JobMetrics]:
+    """The extension's app; ``part`` (``--parts``): ``tracked`` — the view adds nothing;
+    ``add`` — it adds, then discards what it added (``current_run.discard()``), so nothing
+    is merged; ``all`` — it adds, merged once the view answered (the measured case)."""
+    app = Flask(f"bench_jobmetrics_{part}", instance_path=instance_path)
     app.config.update(
         JOBMETRICS_STORE_URL="memory://", JOBMETRICS_FLUSH_INTERVAL=3600.0, JOBMETRICS_BUFFER_TTL=3600.0
     )
@@ -68,7 +75,10 @@ def jobmetrics_app(instance_path: str) -> tuple[Flask, JobMetrics]:
     @app.post("/score")
     @jobmetrics.tracked()
     def score() -> str:
-        current_run.add(METRICS)
+        if part != "tracked":
+            current_run.add(METRICS)
+        if part == "add":
+            current_run.discard()
         return "ok"
 
     return app, jobmetrics
@@ -82,15 +92,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--requests", type=int, default=2000, help="requests per app per round (default 2000)"
     )
+    parser.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time two partial apps, taking turns with the others: @tracked alone, and "
+        "current_run.add() whose metrics are discarded (what reading the context, adding and "
+        "merging each cost)",
+    )
     args = parser.parse_args(argv)
     print(header("bench_request: what each extension adds to a trivial POST route", argv))
     print(
-        "Flask test client; the three apps take turns request by request, the order turning; "
+        "Flask test client; the apps take turns request by request, the order turning; "
         f"{args.rounds} rounds of {args.requests:,} requests per app; CPU µs per request (time.thread_time)\n"
     )
     with tempfile.TemporaryDirectory(prefix="bench-request-") as tmp:
         jm_app, jobmetrics = jobmetrics_app(tmp)
+        partial: list[Any] = []  # the services of the --parts apps, closed at the end
         apps: dict[str, Flask] = {"bare": bare_app(), "anchor": prometheus_app(), "jobmetrics": jm_app}
+        if args.parts:
+            for part in ("tracked", "add"):
+                apps[part], extra = jobmetrics_app(tmp, part)
+                partial.append(extra.state(apps[part]).service)
         posts: list[tuple[str, Callable[..., Any]]] = [(k, a.test_client().post) for k, a in apps.items()]
         for _ in range(200):  # warm-up
             for _, post in posts:
@@ -103,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.requests):
                 # the order turns with every request: no app always follows the same one
                 # (whose objects it would find in, or push out of, the CPU's caches)
-                for name, post in posts[i % 3 :] + posts[: i % 3]:
+                for name, post in posts[i % len(posts) :] + posts[: i % len(posts)]:
                     began = clock()
                     response = post("/score", headers=HEADERS)
                     spent[name] += clock() - began
@@ -117,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         exact = row is not None and all(row.fields.get(k) == v * sent for k, v in fields.items())
         exact = exact and statuses == {200}
         jobmetrics.state(jm_app).service.close()
+        for service_of_part in partial:
+            service_of_part.close()
 
     rows = []
     ratios = []
@@ -131,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         f"JobMetrics {med['jobmetrics'] - med['bare']:+.1f} µs; "
         f"median ratio {statistics.median(ratios):.2f}{TIMES}"
     )
+    if args.parts:
+        tracked, added, full = (med[k] - med["bare"] for k in ("tracked", "add", "jobmetrics"))
+        print(
+            f"parts (medians): @tracked alone {tracked:+.1f} µs; "
+            f"current_run.add() {added - tracked:+.1f} µs; "
+            f"the merge once the view answered {full - added:+.1f} µs"
+        )
     print(
         f"store totals = {sent:,} requests x the three metrics, every response 200: {'✓' if exact else '✗'}"
     )
