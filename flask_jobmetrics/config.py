@@ -183,7 +183,9 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 def _header_name(key: str, value: Any) -> str:
     name = _text(key, value)
     if _HEADER_NAME.fullmatch(name) is None:
-        raise ConfigurationError(key, value, "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+        raise ConfigurationError(
+            key, value, "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+        )
     return name
 
 
