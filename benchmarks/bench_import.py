@@ -5,8 +5,9 @@ importtime`` noise) and reads the CPU time the child used (user + system, from
 ``os.wait4``), so the machine's other load barely moves it; the interpreter's own start-up
 (``python -c pass``) is subtracted. The **anchor**, ``import flask``, and ``import
 flask_jobmetrics`` take turns, ``--samples`` each. Reported: the median of each and the
-difference (target <= 150 ms more than flask), and which of pyairtable, requests, redis,
-prometheus_client and the dashboard a bare import loads (none should: they load when used).
+difference (target <= 150 ms more than flask), and which of pydantic, pyairtable, requests,
+redis, prometheus_client and the dashboard a bare import loads (none should: they load when
+used).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 from _common import ROOT, TIMES, header, table  # noqa: E402
 
-LAZY = ["pyairtable", "requests", "redis", "prometheus_client", "flask_jobmetrics.dashboard.views"]
+LAZY = [
+    "pydantic",
+    "pyairtable",
+    "requests",
+    "redis",
+    "prometheus_client",
+    "flask_jobmetrics.dashboard.views",
+]
 
 
 def cpu_of(code: str) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .context import bind_run, current_run
 from .exceptions import (
     ConfigurationError,
@@ -16,7 +18,6 @@ from .exceptions import (
 )
 from .extension import JobMetrics
 from .log import StructuredLogger
-from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .operations import (
     complete_client_metrics,
     complete_job_metrics,
@@ -34,7 +35,11 @@ from .operations import (
 )
 from .runids import RunId, base_run_id, client_id_of, client_run_id, generate_run_id
 from .schema import MetricSpec
+from .status import Status
 from .validation import idempotency_key
+
+if TYPE_CHECKING:
+    from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric
 
 __version__ = "0.1.0.dev0"
 
@@ -80,3 +85,21 @@ __all__ = [
     "update_client_metrics",
     "update_job_aggregate_metrics",
 ]
+
+#: The model classes, imported from ``flask_jobmetrics.models`` (which loads pydantic) when
+#: one of these names is first read: ``import flask_jobmetrics`` does not load pydantic.
+_MODELS = frozenset({"ClientRun", "FlushReport", "Health", "JobRun", "RejectedMetric"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODELS:
+        from . import models
+
+        value = getattr(models, name)
+        globals()[name] = value  # read once: from then on an ordinary module attribute
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _MODELS)

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,11 +22,14 @@ from .cli_group import ServiceGroup, one_line
 from .cli_progress import client_lines_held, publish_with_progress
 from .config import AIRTABLE_OFF
 from .exceptions import UnknownRunError
-from .models import ClientRun, JobRun, Status
 from .runids import RunId
 from .schema import CLIENTS_WITH_ERRORS, normalize_status
 from .service import MetricsService
 from .state import get_state
+from .status import Status
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import ClientRun, JobRun
 
 __all__ = ["format_run", "jobmetrics_cli"]
 

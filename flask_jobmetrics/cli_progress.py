@@ -10,13 +10,15 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from .log import LOGGER_NAME
-from .models import FlushReport
 from .service import MetricsService
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import FlushReport
 
 __all__ = ["HeldClientLines", "client_lines_held", "publish_with_progress"]
 

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from .journal import append_text, error_text
-from .models import Status
 from .rules import add_note, client_status, job_status, job_totals_into
 from .schema import END_TIME, ERROR_DETAILS, PROGRESS_LOG, STATUS, MetricRegistry
+from .status import Status
 from .stores.base import ClientRow
 
 __all__ = [

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .journal import APPEND, append_text, merge_appends
-from .models import Status
 from .schema import MAX_EXACT, STATUS, combine
+from .status import Status
 
 __all__ = ["ClientDelta", "Op", "Ops", "apply_ops", "client_fields_after", "merge_ops", "refuse_inexact_sums"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app, has_app_context, url_for
 
@@ -24,15 +24,18 @@ from .decorators import counts, signed, tracked
 from .events import EventFanOut, RunEvents
 from .exceptions import NotInitializedError
 from .log import LogFormat, StructuredLogger
-from .models import ClientRun, FlushReport, Health, JobRun, Status
 from .receivers import SignalEvents, connect_receivers, rejected_sender
 from .runids import RunIdLike
 from .schema import MetricRegistry, MetricSpec
 from .service import MetricsService
 from .shutdown import install_sigterm_handler
 from .state import EXTENSION_KEY, JobMetricsState, get_state, state_of
+from .status import Status
 from .stores import open_store
 from .unavailable import install_store_error_handler
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import ClientRun, FlushReport, Health, JobRun
 
 # get_state and JobMetricsState live in ``state``; re-exported here, where they used to be.
 __all__ = ["JobMetrics", "JobMetricsState", "get_state"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .models import Status
+from .status import Status
 
 __all__ = ["CLIENT_COLUMNS", "duration", "number", "shorten", "span", "when"]
 

@@ -1,27 +1,20 @@
-"""The values the service returns: immutable pydantic v2 models and the ``Status`` enum."""
+"""The values the service returns: immutable pydantic v2 models, and the ``Status`` enum.
+
+Importing this module loads pydantic: ``import flask_jobmetrics`` does not, and the rest of
+the package imports it where a model is first made (``Status`` lives in the pydantic-free
+:mod:`flask_jobmetrics.status`, re-exported here).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .status import Status
+
 __all__ = ["ClientRun", "FlushReport", "Health", "JobRun", "RejectedMetric", "Status"]
-
-
-class Status(str, Enum):
-    """The status of a job run or a client run, as written to Airtable."""
-
-    RUNNING = "Running"
-    COMPLETED = "Completed"
-    FAILED = "Failed"
-    NO_LEADS = "No Leads To Score"
-    COMPLETED_WITH_ERRORS = "Completed with Errors"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")

@@ -8,14 +8,17 @@ an app context but no handle on the extension object.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .buffer import BufferStats
 from .log import StructuredLogger
-from .models import ClientRun, FlushReport, Health, JobRun, Status
 from .runids import RunIdLike
 from .schema import MetricSpec
 from .state import get_state
+from .status import Status
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import ClientRun, FlushReport, Health, JobRun
 
 __all__ = [
     "update_client_metrics",

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from .exceptions import StoreError
-from .models import ClientRun, JobRun, Status
 from .schema import snake_case
 from .service import MetricsService
+from .status import Status
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import ClientRun, JobRun
 
 __all__ = ["DEFAULT_RETENTION", "MAX_RUNS", "JobMetricsCollector", "exposition"]
 

@@ -16,16 +16,18 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, has_app_context
 
 from . import signals
 from .exceptions import JobMetricsError
 from .log import LogFormat, StructuredLogger
-from .models import RejectedMetric
 from .runids import RunId
 from .state import JobMetricsState, state_of
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import RejectedMetric
 
 __all__ = ["SignalEvents", "connect_receivers", "rejected_sender"]
 

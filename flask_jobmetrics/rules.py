@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from .journal import append_op, append_text
-from .models import Status
 from .schema import (
     CLIENTS_PROCESSED,
     CLIENTS_WITH_ERRORS,
@@ -24,6 +23,7 @@ from .schema import (
     WORK_FIELDS,
     MetricRegistry,
 )
+from .status import Status
 
 __all__ = [
     "add_note",

@@ -18,10 +18,13 @@ from dataclasses import field as dataclass_field
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .formatting import shorten
-from .models import RejectedMetric, Status
+from .status import Status
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import RejectedMetric
 
 __all__ = [
     "AGGREGATES",
@@ -35,6 +38,7 @@ __all__ = [
     "normalize_number",
     "normalize_status",
     "beyond_exact",
+    "rejection",
     "snake_case",
 ]
 
@@ -60,6 +64,21 @@ _EPOCH_MS_THRESHOLD = 1e11  # 1e11 s is the year 5138: larger numbers are millis
 
 class InvalidValue(ValueError):
     """Raised by a normalizer; its message is the reason given in ``RejectedMetric``."""
+
+
+#: The model class, imported with the first rejection (the models load pydantic).
+_rejected_metric: type[RejectedMetric] | None = None
+
+
+def rejection(metric: str, value: Any, reason: str) -> RejectedMetric:
+    """``RejectedMetric(metric=metric, value=value, reason=reason)``, without importing the
+    models (and pydantic) before the first metric is rejected."""
+    global _rejected_metric
+    if _rejected_metric is None:
+        from .models import RejectedMetric
+
+        _rejected_metric = RejectedMetric
+    return _rejected_metric(metric=metric, value=value, reason=reason)
 
 
 def snake_case(name: str) -> str:
@@ -394,27 +413,21 @@ class MetricRegistry:
             spec = lookup.get(name) if type(name) is str else None
             if spec is None:
                 if not isinstance(name, str):
-                    rejected.append(
-                        RejectedMetric(
-                            metric=shorten(name), value=value, reason="metric name must be a string"
-                        )
-                    )
+                    rejected.append(rejection(shorten(name), value, "metric name must be a string"))
                 else:
                     unknown[name] = value
                 continue
             try:
                 coerced = spec.coerce(value)
             except (ValueError, TypeError, ArithmeticError) as exc:
-                rejected.append(
-                    RejectedMetric(metric=spec.field, value=value, reason=shorten(exc, 300, quote=False))
-                )
+                rejected.append(rejection(spec.field, value, shorten(exc, 300, quote=False)))
                 continue
             if (
                 spec.aggregate == "sum"
                 and spec.field in values
                 and beyond_exact(values[spec.field] + coerced)
             ):
-                rejected.append(RejectedMetric(metric=spec.field, value=value, reason=SUM_TOO_LARGE))
+                rejected.append(rejection(spec.field, value, SUM_TOO_LARGE))
                 continue
             if spec.field in values:
                 coerced = combine(spec.aggregate, values[spec.field], coerced)

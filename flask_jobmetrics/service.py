@@ -10,7 +10,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .buffer import MetricsBuffer
 from .completion import (
@@ -36,7 +36,6 @@ from .known_rows import UNSEEN, KnownRows
 from .leased import LeasedTask
 from .log import LogFormat, OutageLog, StructuredLogger
 from .longtext import bound_text
-from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status
 from .rules import aggregate_clients
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
@@ -50,14 +49,19 @@ from .schema import (
     SYSTEM_NOTES,
     MetricRegistry,
     normalize_status,
+    rejection,
 )
 from .service_hooks import Clock, PublishOutcome, RejectedHook, RowPublisher, StoredHook
 from .shutdown import guarded
+from .status import Status
 from .stores.base import IDEMPOTENCY_TTL, ClientRow, JobRow, JobUpdate, Store
 from .stores.deferred import RETRY_INTERVAL
 from .validation import check_bool, check_text, idempotency_key, sort_update
 from .views import client_view, deferred_client_view, job_view, with_pending
 from .watchdog import WATCHDOG_LEASE, close_stalled
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import ClientRun, FlushReport, Health, JobRun, RejectedMetric
 
 __all__ = [
     "MetricsService",
@@ -81,7 +85,7 @@ _NO_REJECTIONS: list[RejectedMetric] = []
 
 def _too_large(refused: Iterable[tuple[str, Any]]) -> list[RejectedMetric]:
     """The rejections of sums left out because their total would pass 2**53."""
-    return [RejectedMetric(metric=field, value=value, reason=SUM_TOO_LARGE) for field, value in refused]
+    return [rejection(field, value, SUM_TOO_LARGE) for field, value in refused]
 
 
 def _check_logger(logger: object) -> None:
@@ -858,6 +862,8 @@ class MetricsService:
         error = self._store_error
         if error is None and self.store.error is not None:
             error = str(self.store.error)
+        from .models import Health  # pydantic loads with the first model made
+
         return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
     @guarded
@@ -866,6 +872,8 @@ class MetricsService:
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
         store (the entries stay buffered)."""
         flushed = self.buffer.flush()
+        from .models import FlushReport  # pydantic loads with the first model made
+
         if self.publisher is None:  # what `flask jobmetrics outbox` shows, e.g. rows queued earlier
             pending, dead = self.store.outbox_counts()
             return FlushReport(flushed=flushed, pending=pending, dead=dead)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from .models import RejectedMetric
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import RejectedMetric
+
 
 __all__ = ["Clock", "PublishOutcome", "RejectedHook", "RowPublisher", "StoredHook"]
 
 #: The service's clock: the aware UTC time now.
 Clock = Callable[[], datetime]
 #: Hears of rejected metrics: ``on_rejected(run_id, client_id, rejected)``.
-RejectedHook = Callable[[str, str, list[RejectedMetric]], None]
+RejectedHook = Callable[[str, str, "list[RejectedMetric]"], None]
 #: Hears of every change merged into the store (the publisher's wake-up): ``on_stored()``.
 StoredHook = Callable[[], None]
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import InvalidMetricError
 from .formatting import shorten
-from .models import RejectedMetric
 from .schema import (
     ERROR_DETAILS,
     PROGRESS_LOG,
@@ -18,9 +17,13 @@ from .schema import (
     MetricRegistry,
     normalize_datetime,
     normalize_number,
+    rejection,
     snake_case,
 )
 from .spelling import did_you_mean
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import RejectedMetric
 
 __all__ = ["check_bool", "check_text", "idempotency_key", "sort_update"]
 
@@ -74,7 +77,7 @@ def sort_update(
     if metrics is None:
         metrics = {}
     if type(metrics) is not dict and not isinstance(metrics, Mapping):
-        problem = RejectedMetric(metric="metrics", value=metrics, reason="must be a mapping of name to value")
+        problem = rejection("metrics", metrics, "must be a mapping of name to value")
         raise InvalidMetricError([problem])
     values, rejected, unknown = registry.normalize(metrics)
     unknown_rejected: list[RejectedMetric] = []
@@ -82,10 +85,10 @@ def sort_update(
         if not keep_unknown:
             hint = _NOT_METRICS.get(snake_case(name))
             reason = "unknown metric" + (hint or did_you_mean(name, (spec.field for spec in registry.specs)))
-            unknown_rejected.append(RejectedMetric(metric=name, value=value, reason=reason))
+            unknown_rejected.append(rejection(name, value, reason))
             continue
         try:
             values[name] = _keep_value(value)
         except (ValueError, TypeError, ArithmeticError) as exc:
-            rejected.append(RejectedMetric(metric=name, value=value, reason=shorten(exc, 300, quote=False)))
+            rejected.append(rejection(name, value, shorten(exc, 300, quote=False)))
     return values, rejected, unknown_rejected

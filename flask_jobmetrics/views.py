@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-from pydantic import BaseModel
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .deltas import Ops, client_fields_after
-from .models import ClientRun, JobRun, RejectedMetric, Status
 from .rules import as_time
 from .schema import (
     END_TIME,
@@ -18,6 +16,10 @@ from .schema import (
     STATUS,
     SYSTEM_NOTES,
 )
+from .status import Status
+
+if TYPE_CHECKING:
+    from .models import ClientRun, JobRun, RejectedMetric
 
 __all__ = ["client_view", "deferred_client_view", "job_view", "with_pending"]
 
@@ -38,20 +40,6 @@ def _status(value: Any) -> Status:
         return Status(value)
     except ValueError:
         return Status.RUNNING
-
-
-_CLIENT_RUN_FIELDS = frozenset(ClientRun.model_fields)
-
-
-def _trusted(values: dict[str, Any]) -> ClientRun:
-    """A ClientRun from values this module built (every field, right types), without
-    pydantic's per-call work: the update path returns one per call (see benchmarks/)."""
-    run = ClientRun.__new__(ClientRun)
-    object.__setattr__(run, "__dict__", values)
-    object.__setattr__(run, "__pydantic_fields_set__", set(_CLIENT_RUN_FIELDS))
-    object.__setattr__(run, "__pydantic_extra__", None)
-    object.__setattr__(run, "__pydantic_private__", None)
-    return run
 
 
 def client_view(
@@ -89,55 +77,6 @@ def _values(
     }
 
 
-# The instance-dict slot of pydantic models, under the ``__dict__`` property of _DeferredClientRun.
-_DICT_SLOT: Any = BaseModel.__dict__["__dict__"]
-
-
-class _DeferredClientRun(ClientRun):
-    """A ``ClientRun`` whose values are computed when first read.
-
-    The update path returns one per call and most callers never look at it, so it only
-    keeps what the values are made of (the row as last seen in the store and the ops
-    buffered at the time of the call, both copies) and builds them on first access. To
-    every reader it is a ``ClientRun``: its ``__class__``, equality, ``repr``, pydantic
-    serialization (``model_dump``, ``TypeAdapter``), copies and pickles see the values.
-    """
-
-    __slots__ = ("__jm_parts__",)
-
-    @property
-    def __dict__(self) -> dict[str, Any]:
-        values: dict[str, Any] = _DICT_SLOT.__get__(self)
-        if not values:
-            values.update(_client_values(*self.__jm_parts__))
-            object.__setattr__(self, "__pydantic_fields_set__", set(_CLIENT_RUN_FIELDS))
-            object.__setattr__(self, "__pydantic_extra__", None)
-            object.__setattr__(self, "__pydantic_private__", None)
-        return values
-
-    @__dict__.setter
-    def __dict__(self, values: dict[str, Any]) -> None:
-        _DICT_SLOT.__set__(self, values)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type[ClientRun]:  # type: ignore[override]
-        return ClientRun
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__  # computes the values and sets pydantic's own slots
-        if name in values:
-            return values[name]
-        if name in _PYDANTIC_SLOTS:
-            return object.__getattribute__(self, name)
-        return super().__getattr__(name)  # type: ignore[misc]
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        return _trusted(dict(self.__dict__)).__reduce_ex__(protocol)
-
-
-_PYDANTIC_SLOTS = frozenset({"__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"})
-
-
 def deferred_client_view(
     run_id: str,
     client_id: str,
@@ -151,13 +90,9 @@ def deferred_client_view(
     ``stored`` must not change afterwards (store rows are not), and ``pending`` is the
     caller's own copy.
     """
-    run = _new_deferred(_DeferredClientRun)
+    run: ClientRun = _new_deferred(_DeferredClientRun)
     _set_parts(run, (run_id, client_id, stored, pending, completed, rejected))
     return run
-
-
-_new_deferred = object.__new__
-_set_parts = vars(_DeferredClientRun)["__jm_parts__"].__set__  # the slot's own setter
 
 
 def _client_values(
@@ -186,7 +121,7 @@ def job_view(
                 merged[START_TIME] = value if current is None or value < current else current
             elif name != END_TIME:
                 merged[name] = value
-    return JobRun.model_construct(
+    return _construct_job(
         run_id=run_id,
         status=_status(merged.get(STATUS)),
         start_time=as_time(merged.get(START_TIME)),
@@ -195,3 +130,118 @@ def job_view(
         metrics=_metrics(merged),
         client_ids=sorted(client_ids),
     )
+
+
+# -- the model classes, made with the first view ---------------------------------------------
+#
+# The models load pydantic, which ``import flask_jobmetrics`` does without. The names the
+# views call below start as stand-ins: the first call makes the classes (``_load``) and puts
+# the real functions in their place, so that from then on a view costs what it did with the
+# classes made at import. The update path (``deferred_client_view``) looks up the same three
+# globals as ever, with no check added.
+
+#: ``_trusted(values)``: a ClientRun of every field, values this module built, no validation.
+_trusted: Callable[[dict[str, Any]], ClientRun]
+#: ``JobRun.model_construct``.
+_construct_job: Callable[..., JobRun]
+#: The ``ClientRun`` subclass whose values are computed on first read; its slot's setter.
+_DeferredClientRun: Any = None
+_set_parts: Callable[[Any, tuple[Any, ...]], None]
+#: ``object.__new__`` once the classes are made.
+_new_deferred: Callable[[Any], Any]
+
+_LOAD_LOCK = threading.Lock()
+
+
+def _load() -> None:
+    """Import the models (and pydantic), make the view classes and bind the names above."""
+    global _trusted, _construct_job, _DeferredClientRun, _set_parts, _new_deferred
+    with _LOAD_LOCK:
+        if _new_deferred is not _first_deferred:
+            return  # another thread made them
+        from pydantic import BaseModel
+
+        from .models import ClientRun, JobRun
+
+        client_run_fields = frozenset(ClientRun.model_fields)
+        pydantic_slots = frozenset({"__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"})
+        # The instance-dict slot of pydantic models, under the ``__dict__`` property below.
+        dict_slot: Any = BaseModel.__dict__["__dict__"]
+
+        def trusted(values: dict[str, Any]) -> ClientRun:
+            """A ClientRun from values this module built (every field, right types), without
+            pydantic's per-call work: the update path returns one per call (see benchmarks/)."""
+            run = ClientRun.__new__(ClientRun)
+            object.__setattr__(run, "__dict__", values)
+            object.__setattr__(run, "__pydantic_fields_set__", set(client_run_fields))
+            object.__setattr__(run, "__pydantic_extra__", None)
+            object.__setattr__(run, "__pydantic_private__", None)
+            return run
+
+        class DeferredClientRun(ClientRun):
+            """A ``ClientRun`` whose values are computed when first read.
+
+            The update path returns one per call and most callers never look at it, so it
+            only keeps what the values are made of (the row as last seen in the store and
+            the ops buffered at the time of the call, both copies) and builds them on first
+            access. To every reader it is a ``ClientRun``: its ``__class__``, equality,
+            ``repr``, pydantic serialization (``model_dump``, ``TypeAdapter``), copies and
+            pickles see the values.
+            """
+
+            __slots__ = ("__jm_parts__",)
+
+            @property
+            def __dict__(self) -> dict[str, Any]:
+                values: dict[str, Any] = dict_slot.__get__(self)
+                if not values:
+                    values.update(_client_values(*self.__jm_parts__))
+                    object.__setattr__(self, "__pydantic_fields_set__", set(client_run_fields))
+                    object.__setattr__(self, "__pydantic_extra__", None)
+                    object.__setattr__(self, "__pydantic_private__", None)
+                return values
+
+            @__dict__.setter
+            def __dict__(self, values: dict[str, Any]) -> None:
+                dict_slot.__set__(self, values)
+
+            @property  # type: ignore[misc]
+            def __class__(self) -> type[ClientRun]:  # type: ignore[override]
+                return ClientRun
+
+            def __getattr__(self, name: str) -> Any:
+                values = self.__dict__  # computes the values and sets pydantic's own slots
+                if name in values:
+                    return values[name]
+                if name in pydantic_slots:
+                    return object.__getattribute__(self, name)
+                return super().__getattr__(name)  # type: ignore[misc]
+
+            def __reduce_ex__(self, protocol: Any) -> Any:
+                return trusted(dict(self.__dict__)).__reduce_ex__(protocol)
+
+        _trusted = trusted
+        _construct_job = JobRun.model_construct
+        _DeferredClientRun = DeferredClientRun
+        _set_parts = vars(DeferredClientRun)["__jm_parts__"].__set__  # the slot's own setter
+        _new_deferred = object.__new__  # last: deferred_client_view reads it first
+
+
+def _first_trusted(values: dict[str, Any]) -> ClientRun:
+    _load()
+    return _trusted(values)
+
+
+def _first_job(**values: Any) -> JobRun:
+    _load()
+    return _construct_job(**values)
+
+
+def _first_deferred(cls: object) -> Any:
+    _load()
+    return _new_deferred(_DeferredClientRun)
+
+
+_trusted = _first_trusted
+_construct_job = _first_job
+_new_deferred = _first_deferred

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .buffer import MetricsBuffer
 from .events import RunEvents
 from .formatting import span
 from .log import StructuredLogger
-from .models import JobRun, Status
 from .rules import last_activity
 from .service_hooks import Clock
+from .status import Status
 from .stores.base import ClientRow, Store
+
+if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
+    from .models import JobRun
 
 __all__ = ["WATCHDOG_LEASE", "Service", "close_stalled"]
 

@@ -136,3 +136,63 @@ def test_a_bare_import_loads_no_optional_backend() -> None:
     probe = f"import sys, flask_jobmetrics; print([m for m in {lazy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_bare_import_loads_no_pydantic() -> None:
+    """A bare import loads neither pydantic nor the models: they load with the first model."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, flask_jobmetrics; "
+        "print([m for m in ('pydantic', 'flask_jobmetrics.models') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_model_names_of_the_package_are_the_pydantic_models() -> None:
+    """The package's model names, read one by one or by ``import *``, are the pydantic models."""
+    import pydantic
+
+    from flask_jobmetrics import ClientRun, FlushReport, Health, JobRun, RejectedMetric, Status, models
+
+    names = {"ClientRun": ClientRun, "FlushReport": FlushReport, "Health": Health, "JobRun": JobRun}
+    names["RejectedMetric"] = RejectedMetric
+    for name, value in names.items():
+        assert value is getattr(models, name)
+        assert issubclass(value, pydantic.BaseModel)
+    assert Status is models.Status
+    star: dict[str, object] = {}
+    exec("from flask_jobmetrics import *", star)
+    assert {name: star[name] for name in names} == names
+    assert set(fjm.__all__) <= set(dir(fjm))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchModel'"):
+        fjm.NoSuchModel  # noqa: B018
+
+
+def test_the_first_views_of_a_fresh_interpreter_are_client_runs() -> None:
+    """In a fresh interpreter, the first updates (from several threads at once) return ClientRuns."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys, threading
+import flask_jobmetrics
+from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.stores import load_store
+service = MetricsService(load_store("memory://"), buffer_ttl=3600, flush_interval=3600)
+runs = []
+def update(n):
+    runs.append(service.update_client_metrics("250101-120000", f"c{n}", {"leads_processed": n}))
+threads = [threading.Thread(target=update, args=(n,)) for n in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+from flask_jobmetrics import ClientRun
+assert len(runs) == 8 and all(isinstance(r, ClientRun) for r in runs)
+print(sorted(r.metrics["Leads Processed"] for r in runs))
+print(service.get_job_run("250101-120000").client_ids[:2], service.health().store_available)
+service.close()
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[0, 1, 2, 3, 4, 5, 6, 7]", "['c0', 'c1'] True"]

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ..models import Status
 from ..schema import (
     CLIENTS_PROCESSED,
     CLIENTS_WITH_ERRORS,
@@ -23,6 +22,7 @@ from ..schema import (
     SYSTEM_NOTES,
     MetricSpec,
 )
+from ..status import Status
 from ..stores.base import OutboxItem, Store
 
 __all__ = [

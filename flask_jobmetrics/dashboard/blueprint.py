@@ -12,11 +12,11 @@ from datetime import date, datetime, timezone
 from flask import Blueprint, Response, jsonify, render_template, request
 
 from ..exceptions import InvalidRunIdError, StoreError, StoreUnavailableError
-from ..models import Status
 from ..runids import RunId
 from ..schema import normalize_status
 from ..service import MetricsService
 from ..state import get_state
+from ..status import Status
 from .auth import Decision, check_access
 
 __all__ = [

@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import Response, redirect, render_template, request, url_for
 
-from ..models import Status
 from ..runids import validate_client_id
 from ..service import MetricsService
+from ..status import Status
 from .blueprint import (
     DEFAULT_LIMIT,
     BadRequest,

@@ -16,8 +16,6 @@ from typing import Protocol
 from ..exceptions import StoreError, StoreUnavailableError
 from .base import IDEMPOTENCY_TTL, Store
 from .deferred import RETRY_INTERVAL, DeferredStore
-from .memory import MemoryStore
-from .sqlite import SQLiteStore
 
 __all__ = ["STORE_SCHEMES", "DeferredStore", "Store", "StoreClass", "load_store", "open_store"]
 
@@ -33,6 +31,18 @@ class StoreClass(Protocol):
     def __call__(self, url: str, *, idempotency_ttl: float = ..., outbox: bool = ...) -> Store: ...
 
 
+def _memory() -> StoreClass:
+    from .memory import MemoryStore
+
+    return MemoryStore
+
+
+def _sqlite() -> StoreClass:
+    from .sqlite import SQLiteStore  # sqlite3 loads with it
+
+    return SQLiteStore
+
+
 def _redis() -> StoreClass:
     from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
 
@@ -40,10 +50,11 @@ def _redis() -> StoreClass:
     return backend
 
 
-#: Scheme -> the store class, imported when a URL names it (the Redis one needs the redis extra).
+#: Scheme -> the store class, its module imported when a URL first names it (a bare import of
+#: the package loads no backend; the Redis one needs the redis extra).
 _BACKENDS: dict[str, Callable[[], StoreClass]] = {
-    "memory": lambda: MemoryStore,
-    "sqlite": lambda: SQLiteStore,
+    "memory": _memory,
+    "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
     "unix": _redis,

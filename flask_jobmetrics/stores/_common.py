@@ -10,9 +10,9 @@ from typing import Any
 
 from flask_jobmetrics.deltas import ClientDelta, client_fields_after
 from flask_jobmetrics.exceptions import StoreError
-from flask_jobmetrics.models import Status
 from flask_jobmetrics.runids import RunId
 from flask_jobmetrics.schema import START_TIME, STATUS
+from flask_jobmetrics.status import Status
 from flask_jobmetrics.stores.base import ClientRow, Finalize, JobRow, OutboxItem, decode_fields, encode_fields
 
 __all__ = [
