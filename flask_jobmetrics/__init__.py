@@ -18,6 +18,7 @@ from .exceptions import (
 )
 from .extension import JobMetrics
 from .log import StructuredLogger
+from .model_loading import MODEL_LOCK as _MODEL_LOCK
 from .operations import (
     complete_client_metrics,
     complete_job_metrics,
@@ -91,15 +92,17 @@ __all__ = [
 _MODELS = frozenset({"ClientRun", "FlushReport", "Health", "JobRun", "RejectedMetric"})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MODELS:
-        from . import models
+if not TYPE_CHECKING:  # to type checkers the names are the imports above, and a typo an error
 
-        value = getattr(models, name)
-        globals()[name] = value  # read once: from then on an ordinary module attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        if name in _MODELS:
+            with _MODEL_LOCK:
+                from . import models
 
+            value = getattr(models, name)
+            globals()[name] = value  # read once: from then on an ordinary module attribute
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | _MODELS)
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | _MODELS)

@@ -242,7 +242,9 @@ _first = operator.itemgetter(0)
 def _lookup() -> RunContext:
     ctx = _cv_run.get(None)
     if ctx is not None:
-        return ctx
+        environ = ctx.environ  # None: a bind_run block's, which holds in any request inside it
+        if environ is None or (has_request_context() and request._get_current_object().environ is environ):  # type: ignore[attr-defined]
+            return ctx  # a request made inside a tracked view (a test client, a sub-request) has its own
     if has_request_context():
         return request_run()
     raise RuntimeError(

@@ -9,10 +9,12 @@ Put them below ``@app.route``, ``tracked`` first (outermost)::
     def score(run_id: str, client_id: str) -> dict[str, str]: ...
 
 Metrics added in a request are merged once its view answered: by ``tracked()`` itself when
-the view returned, else by the after-request function of the request's run context (what
-is left, e.g. when the view raised, in ``teardown_request``). The completion asked by
-``tracked(complete=True)`` waits for that after-request function, with every metric added
-before it, so the order of ``tracked`` and ``counts`` never turns a count into a late update.
+the view returned, else by the after-request function of the request's run context (also
+for a view that raised, when Flask makes the error response); what is left — the exception
+propagated, or a decorator outside a plain ``tracked()`` added after it merged — in
+``teardown_request``. The completion asked by ``tracked(complete=True)`` waits for that
+after-request function, with every metric added before it, so with ``complete=True`` the
+order of ``tracked`` and ``counts`` never turns a count into a late update.
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ class ForkSafeLock:
     _held: ClassVar[list[ForkSafeLock]] = []
     _order: ClassVar[itertools.count[int]] = itertools.count()
 
-    def __init__(self, *, wait_at_fork: bool = True) -> None:
+    def __init__(self, *, wait_at_fork: bool = True, innermost: bool = False) -> None:
         self._lock = threading.RLock()
         self.wait_at_fork = wait_at_fork
-        #: Locks are taken before a fork in the order they were made (an outer lock is made first).
-        self._rank = next(ForkSafeLock._order)
+        #: Locks are taken before a fork in the order they were made (an outer lock is made
+        #: first); an ``innermost`` lock, one never held while another is taken, comes last.
+        self._rank = (innermost, next(ForkSafeLock._order))
         ForkSafeLock._instances.add(self)
 
     def __enter__(self) -> bool:

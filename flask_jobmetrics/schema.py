@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .formatting import shorten
+from .model_loading import MODEL_LOCK
 from .status import Status
 
 if TYPE_CHECKING:  # the models load pydantic: imported where a model is made
@@ -75,7 +76,8 @@ def rejection(metric: str, value: Any, reason: str) -> RejectedMetric:
     models (and pydantic) before the first metric is rejected."""
     global _rejected_metric
     if _rejected_metric is None:
-        from .models import RejectedMetric
+        with MODEL_LOCK:
+            from .models import RejectedMetric
 
         _rejected_metric = RejectedMetric
     return _rejected_metric(metric=metric, value=value, reason=reason)

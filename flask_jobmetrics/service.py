@@ -36,6 +36,7 @@ from .known_rows import UNSEEN, KnownRows
 from .leased import LeasedTask
 from .log import LogFormat, OutageLog, StructuredLogger
 from .longtext import bound_text
+from .model_loading import MODEL_LOCK
 from .rules import aggregate_clients
 from .runids import RunId, RunIdLike, validate_client_id
 from .schema import (
@@ -862,7 +863,8 @@ class MetricsService:
         error = self._store_error
         if error is None and self.store.error is not None:
             error = str(self.store.error)
-        from .models import Health  # pydantic loads with the first model made
+        with MODEL_LOCK:  # pydantic loads with the first model made
+            from .models import Health
 
         return Health(store_available=error is None, store_error=error, buffered=len(self.buffer))
 
@@ -872,7 +874,8 @@ class MetricsService:
         sent or ``timeout`` seconds passed. Raises StoreError if the buffer cannot reach the
         store (the entries stay buffered)."""
         flushed = self.buffer.flush()
-        from .models import FlushReport  # pydantic loads with the first model made
+        with MODEL_LOCK:  # pydantic loads with the first model made
+            from .models import FlushReport
 
         if self.publisher is None:  # what `flask jobmetrics outbox` shows, e.g. rows queued earlier
             pending, dead = self.store.outbox_counts()

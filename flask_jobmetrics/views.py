@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .deltas import Ops, client_fields_after
+from .model_loading import MODEL_LOCK
 from .rules import as_time
 from .schema import (
     END_TIME,
@@ -150,13 +150,11 @@ _set_parts: Callable[[Any, tuple[Any, ...]], None]
 #: ``object.__new__`` once the classes are made.
 _new_deferred: Callable[[Any], Any]
 
-_LOAD_LOCK = threading.Lock()
-
 
 def _load() -> None:
     """Import the models (and pydantic), make the view classes and bind the names above."""
     global _trusted, _construct_job, _DeferredClientRun, _set_parts, _new_deferred
-    with _LOAD_LOCK:
+    with MODEL_LOCK:  # fork-safe: a child forked meanwhile starts with them made, or not begun
         if _new_deferred is not _first_deferred:
             return  # another thread made them
         from pydantic import BaseModel

@@ -231,6 +231,30 @@ def test_tracked_keeps_a_run_id_header_the_view_set_in_any_case(app: Flask, clie
     ) == [RUN]
 
 
+def test_a_request_made_inside_a_tracked_view_records_for_its_own_client(app: Flask) -> None:
+    """A tracked view that makes a request itself (a batch view calling a route through a
+    test client): inside that request ``current_run`` is its own request's context, so its
+    metrics go to its own client, not to the outer view's."""
+
+    @app.post("/inner")
+    def inner() -> str:
+        current_run.add({"Leads Processed": 1})
+        return "ok"
+
+    @app.post("/batch")
+    @tracked()
+    def batch() -> str:
+        inner_headers = {"X-Run-ID": RUN, "X-Client-ID": "globex"}
+        assert app.test_client().post("/inner", headers=inner_headers).status_code == 200
+        current_run.add({"Leads Processed": 5})
+        return "ok"
+
+    assert app.test_client().post("/batch", headers=HEADERS).status_code == 200
+    acme, globex = client_run(app), client_run(app, "globex")
+    assert acme is not None and acme.metrics["Leads Processed"] == 5
+    assert globex is not None and globex.metrics["Leads Processed"] == 1
+
+
 def test_counts_outside_plain_tracked_still_count(app: Flask, client: FlaskClient) -> None:
     """counts outside tracked() adds after tracked merged the view's own metrics: the
     teardown merges that count too, so both are stored and the run stays Running."""

@@ -144,3 +144,60 @@ def test_the_alerter_renews_its_session_in_a_child() -> None:
     answer = in_child(lambda: f"{id(own.session) != parent_session} {handed.session is given}")
     assert answer == "True True"
     assert id(own.session) == parent_session
+
+
+_FIRST_MODEL_PROBE = r"""
+import importlib.abc, os, signal, sys, threading
+import flask_jobmetrics
+from flask_jobmetrics.service import MetricsService
+from flask_jobmetrics.stores import open_store
+
+assert "flask_jobmetrics.models" not in sys.modules
+inside, go = threading.Event(), threading.Event()
+
+
+class Slow(importlib.abc.MetaPathFinder):
+    # holds the first import of the models until told to go (the thread is mid-import)
+    def find_spec(self, name, path=None, target=None):
+        if name == "flask_jobmetrics.models" and threading.current_thread().name == "first":
+            inside.set()
+            go.wait(30)
+        return None
+
+
+sys.meta_path.insert(0, Slow())
+service = MetricsService(open_store("memory://"), buffer_ttl=3600.0, flush_interval=3600.0)
+first = {
+    "view": lambda: service.update_client_metrics("250101-120000", "acme", {"Leads Processed": 1}).metrics,
+    "health": service.health,
+    "package": lambda: flask_jobmetrics.ClientRun,
+    "rejection": lambda: service.update_client_metrics("250101-120000", "acme", {"Leads Processed": -1}),
+}[sys.argv[1]]
+thread = threading.Thread(target=first, name="first")
+thread.start()
+assert inside.wait(10)
+threading.Timer(0.3, go.set).start()  # lets the import finish while fork() waits for it
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)  # a child that inherited the import half done hangs here: SIGALRM ends it
+    run = service.update_client_metrics("250101-120000", "globex", {"Leads Processed": 2})
+    ok = run.metrics["Leads Processed"] == 2 and service.health().store_available
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+thread.join(30)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.parametrize("first", ["view", "health", "package", "rejection"])
+def test_a_child_forked_while_a_thread_loads_the_models_makes_its_own(first: str) -> None:
+    """The models load on first use, on whichever thread makes one (the watchdog's, in a
+    ``--preload`` master). A worker forked while that import is under way waits for it, then
+    makes views and answers ``health()`` (it does not inherit the import half done)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_MODEL_PROBE, first], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.strip() == "0", done.stderr[-2000:]
