@@ -37,9 +37,7 @@ __all__ = [
     "RunContext",
     "bind_run",
     "current_run",
-    "enter_run",
     "install_request_hooks",
-    "leave_run",
     "request_run",
     "tracked_run",
 ]
@@ -242,9 +240,7 @@ _first = operator.itemgetter(0)
 def _lookup() -> RunContext:
     ctx = _cv_run.get(None)
     if ctx is not None:
-        environ = ctx.environ  # None: a bind_run block's, which holds in any request inside it
-        if environ is None or (has_request_context() and request._get_current_object().environ is environ):  # type: ignore[attr-defined]
-            return ctx  # a request made inside a tracked view (a test client, a sub-request) has its own
+        return ctx
     if has_request_context():
         return request_run()
     raise RuntimeError(
@@ -324,17 +320,6 @@ def tracked_run() -> tuple[RunContext, bool]:
     ctx = _read_request(get_state(), req)
     environ[_ENVIRON_KEY] = ctx
     return ctx, True
-
-
-def enter_run(ctx: RunContext) -> Token[RunContext]:
-    """Make ``ctx`` the ``current_run`` of this thread until ``leave_run`` (``@tracked``'s view
-    then finds it without reading the request)."""
-    return _cv_run.set(ctx)
-
-
-def leave_run(token: Token[RunContext]) -> None:
-    """Undo ``enter_run`` (in the same thread and ``contextvars`` context)."""
-    _cv_run.reset(token)
 
 
 def _reset(token: Token[RunContext]) -> None:

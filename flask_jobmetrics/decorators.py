@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
-from .context import RunContext, enter_run, leave_run, request_run, tracked_run
+from .context import RunContext, request_run, tracked_run
 
 __all__ = ["SIGNATURE_HEADER", "counts", "sign", "sign_timestamped", "signed", "tracked"]
 
@@ -93,7 +93,6 @@ def tracked(
                 refused = _error(400, "invalid_run_context", ctx.problem)
                 return ctx.answer(refused) if answer_now else refused
             ctx.process = process
-            token = enter_run(ctx)
             try:
                 response = _call(view, is_async, *args, **kwargs)  # what cannot be a response raises here
             except BaseException as exc:
@@ -107,8 +106,6 @@ def tracked(
                 else:
                     ctx.record_error(exc)
                 raise
-            finally:
-                leave_run(token)
             if answer_now:  # what an outer decorator adds after this, the teardown merges
                 return ctx.answer(response)
             if complete:
