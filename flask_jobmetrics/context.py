@@ -297,14 +297,9 @@ def request_run() -> RunContext:
     Once the view answered, what was added is merged (``answer``, while the response can
     still say the store failed) and the response carries the run ID (``X-Run-ID``).
     """
-    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once: a proxy look-up costs
-    environ = req.environ
-    ctx: RunContext | None = environ.get(_ENVIRON_KEY)
-    if ctx is not None:
-        return ctx
-    ctx = _read_request(get_state(), req)
-    environ[_ENVIRON_KEY] = ctx
-    ctx.answer_later()
+    ctx, fresh = tracked_run()
+    if fresh:
+        ctx.answer_later()
     return ctx
 
 
@@ -312,7 +307,7 @@ def tracked_run() -> tuple[RunContext, bool]:
     """``request_run`` for ``@tracked``, which answers for the context itself: (the context,
     whether it was read now). Read now, no after-request hook answers for it: the caller calls
     ``answer`` once the view answered, or ``answer_later``."""
-    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once: a proxy look-up costs
     environ = req.environ
     ctx: RunContext | None = environ.get(_ENVIRON_KEY)
     if ctx is not None:
