@@ -38,8 +38,8 @@ __all__ = [
     "bind_run",
     "current_run",
     "install_request_hooks",
+    "read_run",
     "request_run",
-    "tracked_run",
 ]
 
 T = TypeVar("T")
@@ -297,16 +297,17 @@ def request_run() -> RunContext:
     Once the view answered, what was added is merged (``answer``, while the response can
     still say the store failed) and the response carries the run ID (``X-Run-ID``).
     """
-    ctx, fresh = tracked_run()
+    ctx, fresh = read_run()
     if fresh:
         ctx.answer_later()
     return ctx
 
 
-def tracked_run() -> tuple[RunContext, bool]:
-    """``request_run`` for ``@tracked``, which answers for the context itself: (the context,
-    whether it was read now). Read now, no after-request hook answers for it: the caller calls
-    ``answer`` once the view answered, or ``answer_later``."""
+def read_run() -> tuple[RunContext, bool]:
+    """(the current request's run context, whether it was read from the request now): the
+    look-up ``request_run`` and ``@tracked`` share. A context read now has no after-request
+    hook yet: ``request_run`` registers one (``answer_later``); ``@tracked`` calls ``answer``
+    itself once its view returned."""
     req: Request = request._get_current_object()  # type: ignore[attr-defined]  # once: a proxy look-up costs
     environ = req.environ
     ctx: RunContext | None = environ.get(_ENVIRON_KEY)

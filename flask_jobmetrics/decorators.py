@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 from flask import Response, current_app, jsonify, make_response, request
 from werkzeug.exceptions import HTTPException
 
-from .context import RunContext, request_run, tracked_run
+from .context import RunContext, read_run, request_run
 
 __all__ = ["SIGNATURE_HEADER", "counts", "sign", "sign_timestamped", "signed", "tracked"]
 
@@ -83,7 +83,7 @@ def tracked(
 
         @functools.wraps(view)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
-            ctx, fresh = tracked_run()
+            ctx, fresh = read_run()
             # Merged here once the view answered, unless a completion waits for the after-request
             # hook (it then includes what the view's outer decorators add, e.g. a count).
             answer_now = fresh and not complete
@@ -92,7 +92,7 @@ def tracked(
             if ctx.problem is not None:
                 refused = _error(400, "invalid_run_context", ctx.problem)
                 return ctx.answer(refused) if answer_now else refused
-            ctx.process = process
+            ctx.set_process(process)
             try:
                 response = _call(view, is_async, *args, **kwargs)  # what cannot be a response raises here
             except BaseException as exc:
